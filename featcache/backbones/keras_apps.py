@@ -1,0 +1,101 @@
+"""The keras.applications backbones the classic recipes use, each with its own preprocessing."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import FeatcacheError, WeightsUnavailableError
+from .spec import PREPROCESS, BackboneSpec
+
+
+@dataclass(frozen=True)
+class _App:
+    constructor: str  # attribute of keras.applications
+    input_size: int
+    feature_dim: int
+    preprocess: str
+    notop_file: str  # the file Keras caches in ~/.keras/models for weights="imagenet", include_top=False
+    fixed_top: bool = True  # the 1000-way classifier only accepts input_size
+    min_size: int = 32
+
+
+_APPS = {
+    "vgg16": _App("VGG16", 224, 512, "caffe", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    "vgg19": _App("VGG19", 224, 512, "caffe", "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    "resnet50": _App("ResNet50", 224, 2048, "caffe", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    "resnet50_v2": _App("ResNet50V2", 224, 2048, "tf", "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    "inception_v3": _App("InceptionV3", 299, 2048, "tf",
+                         "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", min_size=75),
+    "xception": _App("Xception", 299, 2048, "tf", "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                     min_size=71),
+    "inception_resnet_v2": _App("InceptionResNetV2", 299, 1536, "tf",
+                                "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5", min_size=75),
+    "mobilenet": _App("MobileNet", 224, 1024, "tf", "mobilenet_1_0_224_tf_no_top.h5"),
+    "mobilenet_v2": _App("MobileNetV2", 224, 1280, "tf",
+                         "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"),
+    "densenet121": _App("DenseNet121", 224, 1024, "torch", "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    # EfficientNet and ConvNeXt carry their preprocessing inside the model (preprocess_input is identity).
+    "efficientnet_b0": _App("EfficientNetB0", 224, 1280, "none", "efficientnetb0_notop.h5", fixed_top=False),
+    "convnext_tiny": _App("ConvNeXtTiny", 224, 768, "none", "convnext_tiny_notop.h5", fixed_top=False),
+}
+
+
+def keras_cache_dir() -> Path:
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+
+
+def _weights_missing(name: str, app: _App, exc: Exception) -> WeightsUnavailableError:
+    url = re.search(r"https?://\S+?\.h5", str(exc))
+    fname = url.group(0).rsplit("/", 1)[-1] if url else app.notop_file
+    return WeightsUnavailableError(
+        f"{name}: ImageNet weights could not be downloaded ({str(exc).split(':')[0]}).\n"
+        f"  Keras looks for {fname} in {keras_cache_dir()}.\n"
+        f"  Remedies: run once on a machine with internet access and copy that file there, "
+        f"or pass --weights PATH to a local weights file (e.g. a notop .h5 for feature extraction)."
+    )
+
+
+def _make(name: str, app: _App) -> BackboneSpec:
+    def construct(input_size: int, weights: str, include_top: bool):
+        import keras
+
+        ctor = getattr(keras.applications, app.constructor)
+        local = weights not in ("imagenet", "random")
+        if local and not Path(weights).is_file():
+            raise WeightsUnavailableError(f"{name}: weights file {weights} does not exist.")
+        kwargs = dict(include_top=include_top, input_shape=(input_size, input_size, 3),
+                      weights=None if weights == "random" else weights)
+        try:
+            return ctor(**kwargs)
+        except ValueError as exc:
+            if local:
+                raise FeatcacheError(f"{name}: cannot load weights file {weights}: {exc}") from exc
+            raise FeatcacheError(f"{name}: {exc}") from exc
+        except Exception as exc:  # keras raises a bare Exception on a failed download
+            if weights == "imagenet" and "URL fetch failure" in str(exc):
+                raise _weights_missing(name, app, exc) from exc
+            raise
+
+    def identity() -> str:
+        return f"keras.applications:{app.constructor}:{app.notop_file}"
+
+    return BackboneSpec(
+        name=name,
+        input_size=app.input_size,
+        feature_dim=app.feature_dim,
+        preprocess=PREPROCESS[app.preprocess],
+        build_features=lambda size, weights: construct(size, weights, include_top=False),
+        build_classifier=lambda size, weights: construct(size, weights, include_top=True),
+        weights_source=f"keras.applications download, cached in {keras_cache_dir()}",
+        weights_available=lambda: (keras_cache_dir() / app.notop_file).is_file(),
+        weights_identity=identity,
+        fixed_input_size=app.fixed_top,
+        min_input_size=app.min_size,
+        family="keras.applications",
+    )
+
+
+SPECS = [_make(name, app) for name, app in _APPS.items()]

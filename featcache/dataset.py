@@ -1,0 +1,153 @@
+"""Scan a class-per-folder image tree into a Manifest: paths, labels, classes, digests, split.
+
+Two layouts:
+- ``DATA_DIR/<class>/<image>``: the split is decided per image from its content digest, so it is
+  stable when images are added or renamed and identical files never straddle train and test.
+- ``DATA_DIR/{train,validation|val,test}/<class>/<image>``: that split is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FeatcacheError
+from .images import is_image_path
+
+SPLITS = ("train", "validation", "test")
+_SPLIT_DIRS = {"train": 0, "training": 0, "validation": 1, "val": 1, "valid": 1, "test": 2, "testing": 2}
+
+
+@dataclass(frozen=True)
+class SplitFractions:
+    train: float = 0.7
+    validation: float = 0.2
+    test: float = 0.1
+
+    @classmethod
+    def parse(cls, text: str) -> SplitFractions:
+        """'70/20/10' or '0.8/0.1/0.1' -> fractions summing to 1."""
+        try:
+            parts = [float(p) for p in text.replace(",", "/").split("/")]
+        except ValueError:
+            parts = []
+        if len(parts) != 3 or any(p < 0 for p in parts) or sum(parts) <= 0 or parts[0] == 0:
+            raise FeatcacheError(f"invalid split {text!r}: give train/validation/test, e.g. 70/20/10")
+        total = sum(parts)
+        return cls(*(p / total for p in parts))
+
+    def __str__(self) -> str:
+        return "/".join(f"{round(100 * f, 4):g}" for f in (self.train, self.validation, self.test))
+
+
+@dataclass
+class Manifest:
+    """Row i describes image i; every array has one entry per image, sorted by path."""
+
+    root: str
+    classes: list[str]
+    paths: list[str]  # relative to root, POSIX separators
+    labels: np.ndarray  # int32 index into classes
+    digests: list[str]  # content digest (hex)
+    splits: np.ndarray  # int8: 0 train, 1 validation, 2 test
+    presplit: bool = False
+    split_fractions: SplitFractions = field(default_factory=SplitFractions)
+    ignored: list[str] = field(default_factory=list)  # files skipped for their extension
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def abspath(self, i: int) -> Path:
+        return Path(self.root) / self.paths[i]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """{class: {split: n}}"""
+        out = {c: dict.fromkeys(SPLITS, 0) for c in self.classes}
+        for label, split in zip(self.labels.tolist(), self.splits.tolist(), strict=True):
+            out[self.classes[label]][SPLITS[split]] += 1
+        return out
+
+
+def content_digest(path: Path, block: int = 1 << 20) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def split_from_digest(digest: str, fractions: SplitFractions) -> int:
+    u = int(digest[:15], 16) / 16**15  # uniform in [0, 1), a pure function of the content
+    if u < fractions.train:
+        return 0
+    return 1 if u < fractions.train + fractions.validation else 2
+
+
+def _walk_images(folder: Path, ignored: list[str], root: Path) -> list[Path]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            p = Path(dirpath) / name
+            if is_image_path(p):
+                out.append(p)
+            else:
+                ignored.append(p.relative_to(root).as_posix())
+    return out
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def scan(data_dir: str | Path, split: SplitFractions | str | None = None) -> Manifest:
+    root = Path(data_dir).expanduser()
+    if not root.exists():
+        raise FeatcacheError(f"data folder {root} does not exist")
+    if not root.is_dir():
+        raise FeatcacheError(f"{root} is not a folder: give a folder with one sub-folder per class")
+    fractions = SplitFractions.parse(split) if isinstance(split, str) else (split or SplitFractions())
+    top = _class_dirs(root)
+    presplit = bool(top) and all(d.name.lower() in _SPLIT_DIRS for d in top)
+    ignored: list[str] = []
+    entries: list[tuple[str, str, int | None]] = []  # (relpath, class, forced split)
+    if presplit:
+        for split_dir in top:
+            for class_dir in _class_dirs(split_dir):
+                for p in _walk_images(class_dir, ignored, root):
+                    entries.append((p.relative_to(root).as_posix(), class_dir.name, _SPLIT_DIRS[split_dir.name.lower()]))
+    else:
+        for class_dir in top:
+            for p in _walk_images(class_dir, ignored, root):
+                entries.append((p.relative_to(root).as_posix(), class_dir.name, None))
+    stray = sorted(p.name for p in root.iterdir() if p.is_file() and is_image_path(p))
+    if not entries:
+        hint = (f" ({len(stray)} images lie directly in it: move them into one sub-folder per class)"
+                if stray else "")
+        raise FeatcacheError(
+            f"no images found in {root}{hint}. Expected DATA_DIR/<class>/<image> or "
+            f"DATA_DIR/{{train,validation,test}}/<class>/<image> with extensions such as .jpg .png .pgm"
+        )
+    entries.sort()
+    classes = sorted({c for _, c, _ in entries})
+    index = {c: i for i, c in enumerate(classes)}
+    digests = [content_digest(root / rel) for rel, _, _ in entries]
+    splits = [s if s is not None else split_from_digest(d, fractions)
+              for (_, _, s), d in zip(entries, digests, strict=True)]
+    return Manifest(
+        root=str(root.resolve()),
+        classes=classes,
+        paths=[rel for rel, _, _ in entries],
+        labels=np.array([index[c] for _, c, _ in entries], np.int32),
+        digests=digests,
+        splits=np.array(splits, np.int8),
+        presplit=presplit,
+        split_fractions=fractions,
+        ignored=ignored + stray,
+    )

