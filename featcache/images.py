@@ -96,3 +96,21 @@ def resize(img: Image.Image, size: int) -> np.ndarray:
 def read_image(path: str | Path, size: int) -> np.ndarray:
     """Decode + orient + RGB + resize: (size, size, 3) uint8."""
     return resize(load_image(path), size)
+
+
+def collect_image_files(inputs) -> list[Path]:
+    """Files and folders (walked recursively, sorted) -> image file paths. A named file is always
+    kept, whatever its extension, so a bad one gets reported rather than silently dropped."""
+    from .errors import FeatcacheError
+
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and is_image_path(f)
+                              and not any(part.startswith(".") for part in f.relative_to(p).parts)))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise FeatcacheError(f"{p} does not exist")
+    return out

