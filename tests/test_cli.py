@@ -1,0 +1,97 @@
+"""The click layer: help is instant and clean, user mistakes exit 2 with one clear line, --json parses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from featcache.cli import cli
+
+COMMANDS = sorted(cli.commands)
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_every_command_has_help():
+    assert {"extract", "info", "backbones", "classify", "export", "predict", "data"} <= set(COMMANDS)
+    for name in COMMANDS:
+        result = invoke(name, "--help")
+        assert result.exit_code == 0, name
+        assert "Usage: " in result.output and "Traceback" not in result.output
+
+
+def test_help_does_not_import_tensorflow():
+    code = ("import sys; from click.testing import CliRunner; from featcache.cli import cli;"
+            "[CliRunner().invoke(cli, [c, '--help']) for c in list(cli.commands) + ['--help']];"
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_backbones_json_lists_builtins_and_availability():
+    rows = json.loads(invoke("backbones", "--json").output)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["efficientnet_lite0"]["weights_available"] is True
+    assert by_name["efficientnet_lite0"]["input_size"] == 224 and by_name["efficientnet_lite0"]["feature_dim"] == 1280
+    assert by_name["inception_v3"]["input_size"] == 299 and by_name["resnet50"]["feature_dim"] == 2048
+
+
+@pytest.mark.parametrize("args, message", [
+    (["extract", "/no/such/folder", "--store", "x.zarr", "-b", "tiny_test"], "does not exist"),
+    (["extract", "{data}", "--store", "x.zarr", "-b", "no_such_net"], "unknown backbone"),
+    (["extract", "{data}", "--store", "x.txt", "-b", "tiny_test", "--weights", "random"], "unknown store type"),
+    (["extract", "{data}", "--store", "x.zarr", "-b", "tiny_test", "--weights", "/no/file.h5"], "does not exist"),
+    (["extract", "{data}", "--store", "x.zarr", "-b", "tiny_test", "--split", "70/abc"], "invalid split"),
+    (["info", "/no/such/store.zarr"], "does not exist"),
+])
+def test_user_mistakes_exit_2_with_a_clear_message(args, message, image_tree, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, [a.replace("{data}", str(image_tree)) for a in args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_extract_then_info_json(image_tree, tmp_path):
+    store = tmp_path / "s.zarr"
+    result = invoke("extract", str(image_tree), "--store", str(store), "-b", "tiny_test", "--weights", "random",
+                    "--augment", "2", "--json", "-q")
+    summary = json.loads(result.output)
+    assert summary["images"] == 24 and summary["configs"][0]["extracted"] == 24
+    again = json.loads(invoke("extract", str(image_tree), "--store", str(store), "-b", "tiny_test", "--weights",
+                              "random", "--augment", "2", "--json", "-q").output)
+    assert again["configs"][0]["extracted"] == 0 and again["configs"][0]["reused"] == 24
+
+    info = json.loads(invoke("info", str(store), "--json").output)
+    assert info["images"] == 24 and set(info["classes"]) == {"red", "green", "blue"}
+    (cfg,) = info["configs"]
+    assert cfg["views"] == 3 and cfg["dim"] == 16 and cfg["complete"] and cfg["done"] == 24
+    text = invoke("info", str(store)).output
+    assert "tiny_test-32-avg-v3" in text and "validation" in text
+
+
+def test_extract_reports_skipped_files(image_tree, tmp_path):
+    (image_tree / "red" / "broken.jpg").write_bytes(b"not really a jpeg")
+    result = CliRunner().invoke(cli, ["extract", str(image_tree), "--store", str(tmp_path / "s.h5"), "-b",
+                                      "tiny_test", "--weights", "random", "-q"])
+    assert result.exit_code == 0
+    assert "skipped" in result.output and "broken.jpg" in result.output
+    strict = CliRunner().invoke(cli, ["extract", str(image_tree), "--store", str(tmp_path / "t.h5"), "-b",
+                                      "tiny_test", "--weights", "random", "-q", "--strict"])
+    assert strict.exit_code == 2 and "broken.jpg" in strict.output
+
+
+def test_classify_real_photos_json(imagenet_samples_dir):
+    photos = sorted(imagenet_samples_dir.glob("imagenet_0[0-3]_*.jpg"))
+    result = invoke("classify", *map(str, photos), "--top", "5", "--json")
+    records = json.loads(result.output)
+    assert len(records) == 4
+    hits = sum(int(p.stem.rsplit("_", 1)[1]) in [t["index"] for t in r["top"]] for p, r in zip(photos, records))
+    assert hits >= 3
+    assert all(isinstance(r["top"][0]["name"], str) and r["top"][0]["probability"] > 0 for r in records)
