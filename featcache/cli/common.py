@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -10,8 +11,38 @@ import click
 from ..errors import FeatcacheError
 
 
+# Commands that run a backbone or a Keras head, and so import TensorFlow.
+USES_TENSORFLOW = {"extract", "classify", "fit-head", "sweep", "compare", "export", "predict"}
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up lines (oneDNN notice, absl pre-init warning) hidden.
+
+    Those lines are written to file descriptor 2 before TF_CPP_MIN_LOG_LEVEL is honoured, so the
+    only way to keep them off a user's terminal is to point fd 2 elsewhere during the import.
+    Python-level errors still surface: they are raised after stderr is restored.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class FeatcacheGroup(click.Group):
     """Turns library errors into one clear line on stderr and a meaningful exit code."""
+
+    def resolve_command(self, ctx, args):
+        name, command, rest = super().resolve_command(ctx, args)
+        if name in USES_TENSORFLOW and not any(a in ("-h", "--help") for a in rest):
+            import_tensorflow_quietly()
+        return name, command, rest
 
     def invoke(self, ctx):
         try:
