@@ -1,0 +1,228 @@
+"""fit-head: cached features -> a trained head in a run folder.
+
+Three stages, each usable alone (sweep and compare reuse them):
+``load_training_data`` (store -> TrainingData: every view of the training images, view 0 of the
+validation and test images), ``fit_on_data`` (TrainingData -> FitResult: fit, evaluate), and
+``write_run`` (FitResult -> run folder). ``fit_head`` chains them.
+
+Validation fallback: when the store's validation split is empty, a stratified 10% of the training
+images (at least one per class that has two or more) is held out for validation; when even that
+is impossible, there is no validation: Keras heads train the full ``epochs`` and keep the last
+weights, ``logreg`` uses C=1.0 unless C is given. config.json and metrics.json record which
+("store", "train-holdout" or "none").
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .config import FeatureConfig
+from .errors import FeatcacheError
+from .heads import Head, RunConfig, make_head
+from .heads.run import CONFIG_FILE
+from .metrics import SplitMetrics, evaluate, plot_confusion
+from .stores import open_store
+
+HOLDOUT_FRACTION = 0.1
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class TrainingData:
+    store_path: str
+    data_root: str
+    keys: list[str]
+    configs: list[FeatureConfig]
+    classes: list[str]
+    X_train: np.ndarray  # (n, V, D): every cached view
+    y_train: np.ndarray
+    X_val: np.ndarray  # (m, D): view 0 only
+    y_val: np.ndarray
+    X_test: np.ndarray  # (t, D): view 0 only
+    y_test: np.ndarray
+    validation: str  # "store", "train-holdout" or "none"
+    stats: dict[str, dict] = field(default_factory=dict)  # extraction stats per key
+
+    @property
+    def input_dim(self) -> int:
+        return int(np.prod(self.X_train.shape[2:]))
+
+    @property
+    def n(self) -> dict[str, int]:
+        return {"train": len(self.y_train), "validation": len(self.y_val), "test": len(self.y_test),
+                "views": int(self.X_train.shape[1])}
+
+
+def _holdout(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of training images to hold out: stratified, at least one per class of >= 2."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(len(y), bool)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        if len(idx) >= 2:
+            take = max(1, int(round(fraction * len(idx))))
+            mask[rng.choice(idx, min(take, len(idx) - 1), replace=False)] = True
+    return mask
+
+
+def load_training_data(store: str | Path, backbones: list[str], seed: int = 0) -> TrainingData:
+    """Read features of one or more backbone configs (concatenated along D) and check they can train a head."""
+    if not backbones:
+        raise FeatcacheError("give at least one backbone (-b NAME); `featcache info STORE` lists them")
+    with open_store(store) as st:
+        fs = st.load(list(backbones))
+        manifest = st.manifest()
+        stats = {k: st.config_status(k, manifest).stats for k in fs.keys}
+        path = str(Path(st.path).resolve())
+    if len(fs.classes) < 2:
+        raise FeatcacheError(f"{path} has {len(fs.classes)} class ({', '.join(fs.classes)}); a classifier "
+                             "needs at least two class folders")
+    if len(fs.labels) == 0:
+        raise FeatcacheError(f"{path} has no usable images for {', '.join(fs.keys)}")
+    train, val, test = (fs.indices(s) for s in ("train", "validation", "test"))
+    empty = [c for i, c in enumerate(fs.classes) if not np.any(fs.labels[train] == i)]
+    if empty:
+        shown = ", ".join(empty[:10]) + (" ..." if len(empty) > 10 else "")
+        raise FeatcacheError(f"{len(empty)} class(es) have no training images: {shown}. Add images, or "
+                             "re-extract with another --split so every class has training images")
+    validation = "store"
+    if len(val) == 0:
+        held = _holdout(fs.labels[train], HOLDOUT_FRACTION, seed)
+        val, train = train[held], train[~held]
+        validation = "train-holdout" if len(val) else "none"
+    X = fs.features
+    return TrainingData(
+        store_path=path, data_root=manifest.data_root, keys=fs.keys, configs=fs.configs, classes=fs.classes,
+        X_train=X[train], y_train=fs.labels[train], X_val=X[val, 0], y_val=fs.labels[val],
+        X_test=X[test, 0], y_test=fs.labels[test], validation=validation, stats=stats,
+    )
+
+
+@dataclass
+class FitResult:
+    head_type: str
+    params: dict
+    keys: list[str]
+    classes: list[str]
+    input_dim: int
+    n: dict[str, int]
+    validation_source: str
+    fit_seconds: float
+    val: SplitMetrics | None
+    test: SplitMetrics | None
+    summary: dict
+    seed: int
+    run_dir: str | None = None
+    head: Head | None = field(default=None, repr=False)
+
+    @property
+    def val_accuracy(self) -> float | None:
+        return self.val.accuracy if self.val else None
+
+    @property
+    def test_accuracy(self) -> float | None:
+        return self.test.accuracy if self.test else None
+
+    def metrics_dict(self) -> dict:
+        return {
+            "validation": self.val.to_dict() if self.val else None,
+            "test": self.test.to_dict() if self.test else None,
+            "fit_seconds": round(self.fit_seconds, 4),
+            "n": self.n,
+            "validation_source": self.validation_source,
+            "training": self.summary,  # epochs run, chosen C, ...: what fit decided
+        }
+
+    def to_dict(self) -> dict:
+        return {"run_dir": self.run_dir, "head": {"type": self.head_type, "params": self.params},
+                "keys": self.keys, "input_dim": self.input_dim, "seed": self.seed, **self.metrics_dict()}
+
+
+def _json_params(params: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+
+
+def fit_on_data(data: TrainingData, head: str = "mlp", params: dict | None = None, seed: int = 0,
+                out: str | Path | None = None, tensorboard_dir: str | Path | None = None, progress: bool = True,
+                evaluate_test: bool = True) -> FitResult:
+    """Fit one head on loaded data, evaluate it on validation (and test), write the run if ``out``."""
+    model = make_head(head, {"seed": seed, **(params or {})})
+    run_dir = _prepare_run_dir(out) if out is not None else None
+    has_val = len(data.y_val) > 0
+    start = time.perf_counter()
+    model.fit(data.X_train, data.y_train, data.X_val if has_val else None, data.y_val if has_val else None,
+              n_classes=len(data.classes), workdir=run_dir, tensorboard_dir=tensorboard_dir, progress=progress)
+    fit_seconds = time.perf_counter() - start
+    result = FitResult(
+        head_type=head, params=_json_params(model.get_params()), keys=data.keys, classes=data.classes,
+        input_dim=data.input_dim, n=data.n, validation_source=data.validation, fit_seconds=fit_seconds,
+        val=evaluate(data.y_val, model.predict_proba(data.X_val), data.classes) if has_val else None,
+        test=None, summary=model.summary(), seed=int(model.get_params().get("seed", seed)), head=model,
+    )
+    if evaluate_test:
+        evaluate_on_test(result, data)
+    if run_dir is not None:
+        write_run(result, data, run_dir)
+    return result
+
+
+def evaluate_on_test(result: FitResult, data: TrainingData) -> FitResult:
+    if len(data.y_test):
+        result.test = evaluate(data.y_test, result.head.predict_proba(data.X_test), data.classes)
+    return result
+
+
+def _prepare_run_dir(out: str | Path) -> Path:
+    run_dir = Path(out).expanduser().resolve()
+    if run_dir.exists() and any(run_dir.iterdir()) and not (run_dir / CONFIG_FILE).exists():
+        raise FeatcacheError(f"{run_dir} exists and is not a featcache run folder; choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def write_run(result: FitResult, data: TrainingData, out: str | Path) -> Path:
+    """Head files, config.json, metrics.json and a confusion-matrix PNG per evaluated split."""
+    run_dir = Path(out).expanduser().resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result.head.save(run_dir)
+    pngs = []
+    for split, m in (("validation", result.val), ("test", result.test)):
+        if m is not None:
+            png = run_dir / f"confusion_{split}.png"
+            plot_confusion(m, data.classes, png, f"{result.head_type} on {split}: accuracy {m.accuracy:.3f} (n={m.n})")
+            pngs.append(png.name)
+    (run_dir / METRICS_FILE).write_text(json.dumps(result.metrics_dict(), indent=2))
+    optional = {"history": "history.csv", "checkpoint": "checkpoint.weights.h5"}
+    files = {"head": list(type(result.head).files), "metrics": METRICS_FILE, "confusion": pngs,
+             **{k: v for k, v in optional.items() if (run_dir / v).exists()}}
+    RunConfig(
+        featcache_version=__version__, head_type=result.head_type, head_params=result.params,
+        features=data.configs, keys=data.keys, classes=data.classes, store_path=data.store_path,
+        data_root=data.data_root, input_dim=data.input_dim, seed=result.seed, validation=data.validation,
+        files=files, created=datetime.now(UTC).isoformat(timespec="seconds"),
+    ).write(run_dir)
+    result.run_dir = str(run_dir)
+    return run_dir
+
+
+def fit_head(store_path: str | Path, backbones: list[str], head: str = "mlp", out: str | Path | None = None,
+             params: dict | None = None, seed: int = 0, tensorboard_dir: str | Path | None = None,
+             progress: bool = True) -> FitResult:
+    """Train ``head`` on the cached features of ``backbones`` (concatenated) in ``store_path``.
+
+    With ``out``, writes the run folder that `featcache.heads.load_run` (and export/predict) read.
+    """
+    make_head(head, params)  # unknown head or parameter: fail before reading the store
+    data = load_training_data(store_path, backbones, seed)
+    return fit_on_data(data, head, params, seed, out, tensorboard_dir, progress)
+
+
+__all__ = ["FitResult", "TrainingData", "evaluate_on_test", "fit_head", "fit_on_data", "load_training_data",
+           "write_run"]

@@ -1,0 +1,319 @@
+"""Keras heads trained on cached features: `mlp` (the Innolitics head) and `linear` (a softmax layer).
+
+Augmentation without a backbone in the loop: every epoch draws one of the V cached views of each
+training image (seeded by (seed, epoch)), so the head sees a different augmented variant of each
+image from epoch to epoch, exactly as on-the-fly augmentation would show it. Validation (and test,
+in featcache.fit) only ever see view 0, the un-augmented image.
+
+Early stopping monitors validation accuracy and restores the best epoch's weights. Without
+validation rows the head trains for ``epochs`` epochs and keeps the last weights.
+
+The classic recipes, as parameters:
+- Innolitics: ``mlp`` with its defaults (Adam lr 1e-3, batch 64, dropout 0.5, 128 hidden units).
+- InceptionV3 cats vs dogs: ``linear`` with its defaults (Dropout 0.4, RMSprop lr 1e-3, batch 32).
+- ResNet50 two-class: ``linear`` with ``dropout=0, optimizer="sgd"`` (Keras' SGD, lr 0.01).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from ..errors import FeatcacheError
+from .base import Head, register_head
+from .tensorboard import epoch_logs_callback
+
+MODEL_FILE = "head.keras"
+CHECKPOINT_FILE = "checkpoint.weights.h5"  # best epoch so far, rewritten while training
+HISTORY_FILE = "history.csv"
+
+
+def make_optimizer(name: str, lr: float | None, momentum: float):
+    """Registry of optimizers; lr None means the optimizer's own Keras default."""
+    import keras
+
+    factories = {
+        "adam": lambda kw: keras.optimizers.Adam(**kw),
+        "rmsprop": lambda kw: keras.optimizers.RMSprop(**kw),
+        "sgd": lambda kw: keras.optimizers.SGD(momentum=momentum, **kw),
+    }
+    if name not in factories:
+        raise FeatcacheError(f"unknown optimizer {name!r}; choose one of {', '.join(factories)}")
+    return factories[name]({} if lr is None else {"learning_rate": float(lr)})
+
+
+class ViewSampler:
+    """Batches of one view per training image, redrawn (and reshuffled) at every epoch.
+
+    The draw of epoch e is keyed by (seed, e), so a run replays exactly. ``drawn`` records the
+    view index each image got in each epoch: proof that augmented views feed the training.
+    """
+
+    def __init__(self, X: np.ndarray, Y: np.ndarray, batch_size: int, seed: int):
+        self.X, self.Y = X, Y
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.drawn: list[np.ndarray] = []
+
+    def on_epoch_begin(self) -> None:
+        rng = np.random.default_rng([self.seed, len(self.drawn)])
+        n, v = self.X.shape[:2]
+        self.order = rng.permutation(n)
+        self.views = rng.integers(0, v, n)
+        self.drawn.append(self.views.copy())
+
+    def __len__(self) -> int:
+        return -(-len(self.X) // self.batch_size)
+
+    def __iter__(self):
+        for i in range(len(self)):
+            idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield self.X[idx, self.views[idx]], self.Y[idx]
+
+
+def _progress_callback(total_epochs: int, desc: str):
+    """One tqdm bar on stderr over epochs (Keras' own verbose output would go to stdout)."""
+    import keras
+
+    from ..progress import progress_bar
+
+    class EpochBar(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.bar = progress_bar(total=total_epochs, desc=desc, unit="epoch")
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            shown = {k: f"{logs[k]:.3f}" for k in ("accuracy", "val_accuracy") if k in logs}
+            self.bar.set_postfix(shown, refresh=False)
+            self.bar.update(1)
+
+        def on_train_end(self, logs=None):
+            self.bar.close()
+
+    return EpochBar()
+
+
+def _best_epoch_callback(patience: int | None, checkpoint: Path | None):
+    """Early stopping on validation accuracy, ties broken by the lower validation loss (with a
+    small validation set many epochs tie on accuracy; Keras' EarlyStopping would keep the first).
+    Restores the best epoch's weights at the end and keeps them in ``checkpoint``. With
+    patience None (no validation), it only checkpoints the last epoch."""
+    import keras
+
+    class BestEpoch(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.best, self.best_weights, self.wait = None, None, 0
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            if patience is None:
+                if checkpoint is not None:
+                    self.model.save_weights(checkpoint)
+                return
+            key = (logs["val_accuracy"], -logs["val_loss"])
+            if self.best is None or key > self.best:
+                self.best, self.best_weights, self.wait = key, self.model.get_weights(), 0
+                if checkpoint is not None:
+                    self.model.save_weights(checkpoint)
+            else:
+                self.wait += 1
+                if self.wait >= patience:
+                    self.model.stop_training = True
+
+        def on_train_end(self, logs=None):
+            if self.best_weights is not None:
+                self.model.set_weights(self.best_weights)
+
+    return BestEpoch()
+
+
+class KerasHead(Head):
+    """Shared training loop of the Keras heads; subclasses only describe their layers."""
+
+    files: ClassVar[tuple[str, ...]] = (MODEL_FILE,)
+
+    def __init__(self, dropout: float = 0.5, lr: float | None = None, optimizer: str = "adam",
+                 momentum: float = 0.0, epochs: int = 100, batch_size: int = 64, patience: int = 10,
+                 seed: int = 0):
+        self.dropout = dropout
+        self.lr = lr
+        self.optimizer = optimizer
+        self.momentum = momentum
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.patience = patience
+        self.seed = seed
+
+    def _hidden_layers(self, x):
+        """Layers between the (flattened) input and the softmax."""
+        raise NotImplementedError
+
+    def _build(self, input_shape: tuple[int, ...], n_classes: int):
+        import keras
+
+        inputs = keras.Input(input_shape, name="features")
+        x = keras.layers.Flatten()(inputs) if len(input_shape) > 1 else inputs
+        x = self._hidden_layers(x)
+        outputs = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+        return keras.Model(inputs, outputs, name=f"{self.name}_head")
+
+    def _check(self) -> None:
+        if not 0 <= float(self.dropout) < 1:
+            raise FeatcacheError(f"dropout must be in [0, 1), got {self.dropout}")
+        if int(self.epochs) < 1 or int(self.batch_size) < 1 or int(self.patience) < 1:
+            raise FeatcacheError("epochs, batch size and patience must be at least 1")
+        if self.lr is not None and float(self.lr) <= 0:
+            raise FeatcacheError(f"learning rate must be positive, got {self.lr}")
+
+    def fit(self, X_train, y_train, X_val=None, y_val=None, *, n_classes: int | None = None,
+            workdir: str | Path | None = None, tensorboard_dir: str | Path | None = None,
+            progress: bool = False, callbacks=(), **_ignored) -> KerasHead:
+        import keras
+
+        self._check()
+        X_train = np.asarray(X_train, np.float32)
+        if X_train.ndim < 3:
+            raise ValueError("X_train must be (n, V, D): the cached views of each training image")
+        has_val = X_val is not None and len(X_val) > 0
+        if n_classes is None:
+            n_classes = 1 + int(max(np.max(y_train), np.max(y_val) if has_val else 0))
+        keras.utils.set_random_seed(int(self.seed))  # weights and dropout masks; views use their own rng
+        model = self._build(tuple(X_train.shape[2:]), n_classes)
+        model.compile(optimizer=make_optimizer(self.optimizer, self.lr, self.momentum),
+                      loss="categorical_crossentropy", metrics=["accuracy"])
+        self.model_, self.n_classes_ = model, n_classes
+        sampler = ViewSampler(X_train, keras.utils.to_categorical(y_train, n_classes), self.batch_size, self.seed)
+        cbs = keras.callbacks.CallbackList(
+            self._callbacks(list(callbacks), has_val, workdir, tensorboard_dir, progress), add_history=True,
+            model=model, epochs=int(self.epochs), steps=len(sampler), verbose=0)
+        self._train_loop(model, sampler, cbs, X_val if has_val else None, np.asarray(y_val) if has_val else None)
+        self.history_ = {k: [float(v) for v in vals] for k, vals in model.history.history.items()}
+        self.views_drawn_ = np.stack(sampler.drawn)
+        self.epochs_trained_ = len(self.views_drawn_)
+        if "val_accuracy" in self.history_:  # the same (accuracy, -loss) order as BestEpoch
+            keys = list(zip(self.history_["val_accuracy"], (-v for v in self.history_["val_loss"]), strict=True))
+            self.best_epoch_ = 1 + max(range(len(keys)), key=keys.__getitem__)
+        else:
+            self.best_epoch_ = self.epochs_trained_
+        return self
+
+    def _callbacks(self, extra: list, has_val: bool, workdir, tensorboard_dir, progress: bool) -> list:
+        import keras
+
+        cbs = extra
+        if workdir is not None:
+            workdir = Path(workdir)
+            workdir.mkdir(parents=True, exist_ok=True)
+            cbs.append(keras.callbacks.CSVLogger(str(workdir / HISTORY_FILE)))
+        checkpoint = None if workdir is None else workdir / CHECKPOINT_FILE
+        cbs.append(_best_epoch_callback(int(self.patience) if has_val else None, checkpoint))
+        if tensorboard_dir is not None:
+            cbs.append(epoch_logs_callback(tensorboard_dir))
+        if progress:
+            cbs.append(_progress_callback(int(self.epochs), f"{self.name} head"))
+        return cbs
+
+    def _train_loop(self, model, sampler: ViewSampler, cbs, X_val, y_val) -> None:
+        """What model.fit does, minus its per-epoch tf.data set-up (which costs more than the
+        epoch itself on cached features): train_on_batch over the sampler, then validation
+        through the same predict_proba used for the final metrics."""
+        model.stop_training = False
+        cbs.on_train_begin()
+        logs: dict = {}
+        for epoch in range(int(self.epochs)):
+            sampler.on_epoch_begin()
+            cbs.on_epoch_begin(epoch)
+            sums, seen = {}, 0
+            for step, (xb, yb) in enumerate(sampler):
+                cbs.on_train_batch_begin(step)
+                batch_logs = model.train_on_batch(xb, yb, return_dict=True)  # metrics of this batch only
+                cbs.on_train_batch_end(step, batch_logs)
+                for k, v in batch_logs.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) * len(xb)
+                seen += len(xb)
+            logs = {k: v / seen for k, v in sums.items()}
+            if X_val is not None:
+                proba = self.predict_proba(X_val)
+                picked = np.clip(proba[np.arange(len(y_val)), y_val], 1e-7, 1.0)  # Keras' epsilon
+                logs["val_loss"] = float(-np.mean(np.log(picked)))
+                logs["val_accuracy"] = float(np.mean(np.argmax(proba, 1) == y_val))
+            cbs.on_epoch_end(epoch, logs)
+            if model.stop_training:
+                break
+        cbs.on_train_end(logs)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, np.float32)
+        out = [np.asarray(self.model_(X[i:i + 4096], training=False)) for i in range(0, len(X), 4096)]
+        return np.concatenate(out) if out else np.zeros((0, self.n_classes_), np.float32)
+
+    def to_keras(self):
+        return self.model_
+
+    def save(self, folder: Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model_.save(folder / MODEL_FILE)
+
+    @classmethod
+    def load(cls, folder: Path, params: dict) -> KerasHead:
+        import keras
+
+        head = cls(**params)
+        head.model_ = keras.saving.load_model(Path(folder) / MODEL_FILE, compile=False)
+        head.n_classes_ = int(head.model_.output_shape[-1])
+        return head
+
+    def summary(self) -> dict:
+        if not hasattr(self, "history_"):
+            return {}
+        val_acc = self.history_.get("val_accuracy")
+        return {"epochs_trained": self.epochs_trained_, "best_epoch": self.best_epoch_,
+                "best_val_accuracy": max(val_acc) if val_acc else None,
+                "early_stopping": bool(val_acc)}
+
+
+@register_head
+class MLPHead(KerasHead):
+    """The Innolitics head: BatchNorm -> Dropout -> Dense(hidden, relu) -> BatchNorm -> Dropout -> softmax."""
+
+    name = "mlp"
+
+    def __init__(self, hidden: int = 128, dropout: float = 0.5, lr: float | None = None, optimizer: str = "adam",
+                 momentum: float = 0.0, epochs: int = 100, batch_size: int = 64, patience: int = 10,
+                 seed: int = 0):
+        super().__init__(dropout, lr, optimizer, momentum, epochs, batch_size, patience, seed)
+        self.hidden = hidden
+
+    def _hidden_layers(self, x):
+        import keras
+
+        if int(self.hidden) < 1:
+            raise FeatcacheError(f"hidden must be at least 1, got {self.hidden}")
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.Dropout(float(self.dropout))(x)
+        x = keras.layers.Dense(int(self.hidden), activation="relu")(x)
+        x = keras.layers.BatchNormalization()(x)
+        return keras.layers.Dropout(float(self.dropout))(x)
+
+
+@register_head
+class LinearHead(KerasHead):
+    """Dropout -> softmax: the InceptionV3 recipe's head (after its global average pooling)."""
+
+    name = "linear"
+
+    def __init__(self, dropout: float = 0.4, lr: float | None = None, optimizer: str = "rmsprop",
+                 momentum: float = 0.0, epochs: int = 100, batch_size: int = 32, patience: int = 10,
+                 seed: int = 0):
+        super().__init__(dropout, lr, optimizer, momentum, epochs, batch_size, patience, seed)
+
+    def _hidden_layers(self, x):
+        import keras
+
+        return keras.layers.Dropout(float(self.dropout))(x) if self.dropout else x
+
+
+__all__ = ["KerasHead", "LinearHead", "MLPHead", "make_optimizer"]

@@ -1,0 +1,85 @@
+"""Classification metrics of one split, and the confusion-matrix figure."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class ClassMetrics:
+    name: str
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass
+class SplitMetrics:
+    n: int
+    accuracy: float
+    macro_f1: float
+    log_loss: float
+    per_class: list[ClassMetrics]
+    confusion: list[list[int]]  # rows: true class, columns: predicted class
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate(y_true: np.ndarray, proba: np.ndarray, classes: list[str]) -> SplitMetrics:
+    """Metrics over every class of the store (classes absent from the split get zero support)."""
+    from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+
+    y_true = np.asarray(y_true, int)
+    labels = list(range(len(classes)))
+    pred = np.argmax(proba, axis=1)
+    p, r, f, s = precision_recall_fscore_support(y_true, pred, labels=labels, zero_division=0)
+    picked = np.clip(proba[np.arange(len(y_true)), y_true], 1e-15, None)
+    return SplitMetrics(
+        n=int(len(y_true)),
+        accuracy=float(np.mean(pred == y_true)),
+        # macro over the classes present in the split: absent ones would only add zeros
+        macro_f1=float(f1_score(y_true, pred, labels=sorted(set(y_true.tolist())), average="macro",
+                                zero_division=0)),
+        log_loss=float(-np.mean(np.log(picked))),
+        per_class=[ClassMetrics(c, float(p[i]), float(r[i]), float(f[i]), int(s[i])) for i, c in enumerate(classes)],
+        confusion=confusion_matrix(y_true, pred, labels=labels).tolist(),
+    )
+
+
+def plot_confusion(metrics: SplitMetrics, classes: list[str], path: str | Path, title: str = "") -> Path:
+    """A PNG heat map (counts written in the cells when there are few classes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed, and safe in threads/servers
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(metrics.confusion)
+    k = len(classes)
+    size = min(16.0, 3.0 + 0.3 * k)
+    fig, ax = plt.subplots(figsize=(size, size))
+    im = ax.imshow(cm, cmap="Blues")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ticks = np.arange(k)
+    fontsize = 8 if k <= 20 else 5
+    ax.set_xticks(ticks, classes, rotation=90, fontsize=fontsize)
+    ax.set_yticks(ticks, classes, fontsize=fontsize)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or f"accuracy {metrics.accuracy:.3f} (n={metrics.n})")
+    if k <= 20:
+        threshold = cm.max() / 2 if cm.size else 0
+        for i in range(k):
+            for j in range(k):
+                if cm[i, j]:
+                    ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=fontsize,
+                            color="white" if cm[i, j] > threshold else "black")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
