@@ -9,6 +9,7 @@ Two layouts:
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ class SplitFractions:
             parts = [float(p) for p in text.replace(",", "/").split("/")]
         except ValueError:
             parts = []
-        if len(parts) != 3 or any(p < 0 for p in parts) or sum(parts) <= 0 or parts[0] == 0:
+        if len(parts) != 3 or not all(math.isfinite(p) and p >= 0 for p in parts) or parts[0] == 0:
             raise FeatcacheError(f"invalid split {text!r}: give train/validation/test, e.g. 70/20/10")
         total = sum(parts)
         return cls(*(p / total for p in parts))
@@ -81,15 +82,25 @@ def content_digest(path: Path, block: int = 1 << 20) -> str:
 
 
 def split_from_digest(digest: str, fractions: SplitFractions) -> int:
-    u = int(digest[:15], 16) / 16**15  # uniform in [0, 1), a pure function of the content
-    if u < fractions.train:
-        return 0
-    return 1 if u < fractions.train + fractions.validation else 2
+    u = int(digest[:15], 16) / 16**15  # uniform in [0, 1], a pure function of the content
+    f = fractions
+    if u < f.train or f.validation == f.test == 0:  # (float rounding can make u 1.0: an empty
+        return 0                                     # split must stay empty all the same)
+    return 1 if u < f.train + f.validation or f.test == 0 else 2
 
 
 def _walk_images(folder: Path, ignored: list[str], root: Path) -> list[Path]:
     out = []
+    # Symlinks are followed, but a folder is walked once, and never one holding this class folder:
+    # a link back up the tree would otherwise loop forever or pull other classes in.
+    above = {str(p) for p in Path(os.path.realpath(folder)).parents}
+    seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen or real in above:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if name.startswith("."):
@@ -106,6 +117,12 @@ def _class_dirs(folder: Path) -> list[Path]:
     return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
+def _stray_images(folder: Path, root: Path) -> list[str]:
+    """Images lying directly in a folder that should hold only class folders."""
+    return sorted(p.relative_to(root).as_posix() for p in folder.iterdir()
+                  if p.is_file() and is_image_path(p) and not p.name.startswith("."))
+
+
 def scan(data_dir: str | Path, split: SplitFractions | str | None = None) -> Manifest:
     root = Path(data_dir).expanduser()
     if not root.exists():
@@ -117,8 +134,10 @@ def scan(data_dir: str | Path, split: SplitFractions | str | None = None) -> Man
     presplit = bool(top) and all(d.name.lower() in _SPLIT_DIRS for d in top)
     ignored: list[str] = []
     entries: list[tuple[str, str, int | None]] = []  # (relpath, class, forced split)
+    stray = _stray_images(root, root)
     if presplit:
         for split_dir in top:
+            stray += _stray_images(split_dir, root)
             for class_dir in _class_dirs(split_dir):
                 for p in _walk_images(class_dir, ignored, root):
                     entries.append((p.relative_to(root).as_posix(), class_dir.name, _SPLIT_DIRS[split_dir.name.lower()]))
@@ -126,10 +145,10 @@ def scan(data_dir: str | Path, split: SplitFractions | str | None = None) -> Man
         for class_dir in top:
             for p in _walk_images(class_dir, ignored, root):
                 entries.append((p.relative_to(root).as_posix(), class_dir.name, None))
-    stray = sorted(p.name for p in root.iterdir() if p.is_file() and is_image_path(p))
     if not entries:
-        hint = (f" ({len(stray)} images lie directly in it: move them into one sub-folder per class)"
-                if stray else "")
+        where = sorted({str(Path(s).parent) for s in stray})
+        hint = (f" ({len(stray)} images lie directly in {', '.join(w if w != '.' else 'it' for w in where)}, "
+                "not in class folders: move them into one sub-folder per class)" if stray else "")
         raise FeatcacheError(
             f"no images found in {root}{hint}. Expected DATA_DIR/<class>/<image> or "
             f"DATA_DIR/{{train,validation,test}}/<class>/<image> with extensions such as .jpg .png .pgm"

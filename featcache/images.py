@@ -5,8 +5,8 @@ Every file becomes an RGB uint8 array. Modes are normalised as follows:
 - Greyscale (L, 1), palette (P) and CMYK are converted to RGB.
 - 16-bit and 32-bit integer images (I;16, I) are scaled to 0-255 by their bit depth; float (F)
   images are taken as 0-1 when their maximum is at most 1, else clipped to 0-255.
-- Transparency (RGBA, LA, PA, P with a transparent colour) is composited onto a WHITE background,
-  so a transparent logo looks as it does in a browser.
+- Transparency (RGBA, LA, PA, and P, L or RGB with a transparent colour key) is composited onto a
+  WHITE background, so a transparent logo looks as it does in a browser.
 - Animated GIF/WebP/multi-page TIFF: the first frame.
 """
 
@@ -26,7 +26,9 @@ IMAGE_EXTENSIONS = frozenset(
 BACKGROUND = (255, 255, 255)
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not silently grey pixels
-Image.MAX_IMAGE_PIXELS = 20_000 * 20_000  # refuse decompression bombs beyond 400 Mpx
+# Pillow only warns between MAX_IMAGE_PIXELS and twice that, and raises DecompressionBombError beyond:
+# refuse decompression bombs beyond 400 Mpx.
+Image.MAX_IMAGE_PIXELS = 200_000_000
 
 
 def is_image_path(path: str | Path) -> bool:
@@ -43,10 +45,10 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         elif mode.startswith("I;16") or (arr.size and arr.max() <= 65535):
             arr = arr.astype(np.float32) / 257.0  # 16-bit range onto 8-bit
         else:
-            arr = arr.astype(np.float64) / 16843009.0  # 32-bit range onto 8-bit
+            arr = arr.astype(np.float64) * (255.0 / (2**31 - 1))  # signed 32-bit range onto 8-bit
         arr = np.clip(np.nan_to_num(arr), 0, 255).round().astype(np.uint8)
         return Image.fromarray(arr, "L").convert("RGB")
-    if mode == "P" and "transparency" in img.info:
+    if mode in ("P", "L", "1", "RGB") and "transparency" in img.info:  # a transparent colour key
         img = img.convert("RGBA")
         mode = "RGBA"
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -65,6 +67,8 @@ def load_image(path: str | Path) -> Image.Image:
         size = path.stat().st_size
     except OSError as exc:
         raise ImageDecodeError(path, f"cannot read file ({exc.strerror})") from exc
+    if not path.is_file():
+        raise ImageDecodeError(path, "not a regular file")
     if size == 0:
         raise ImageDecodeError(path, "file is empty (0 bytes)")
     try:

@@ -142,8 +142,13 @@ def _torch_layout(state: dict[str, np.ndarray], variant: int, include_top: bool)
     return out
 
 
-@lru_cache(maxsize=3)
 def _load_state(path: str) -> dict[str, np.ndarray]:
+    st = Path(path).stat()  # a file replaced in place is read again
+    return _load_state_cached(path, st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=3)
+def _load_state_cached(path: str, mtime_ns: int, size: int) -> dict[str, np.ndarray]:
     from .torch_legacy import load_legacy_state_dict
 
     return load_legacy_state_dict(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ class _App:
     feature_dim: int
     preprocess: str
     notop_file: str  # the file Keras caches in ~/.keras/models for weights="imagenet", include_top=False
-    fixed_top: bool = True  # the 1000-way classifier only accepts input_size
+    fixed_top: bool = True  # keras.applications builds the pretrained classifier at input_size only
     min_size: int = 32
 
 
@@ -38,20 +39,37 @@ _APPS = {
                          "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"),
     "densenet121": _App("DenseNet121", 224, 1024, "torch", "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"),
     # EfficientNet and ConvNeXt carry their preprocessing inside the model (preprocess_input is identity).
-    "efficientnet_b0": _App("EfficientNetB0", 224, 1280, "none", "efficientnetb0_notop.h5", fixed_top=False),
-    "convnext_tiny": _App("ConvNeXtTiny", 224, 768, "none", "convnext_tiny_notop.h5", fixed_top=False),
+    "efficientnet_b0": _App("EfficientNetB0", 224, 1280, "none", "efficientnetb0_notop.h5"),
+    "convnext_tiny": _App("ConvNeXtTiny", 224, 768, "none", "convnext_tiny_notop.h5"),
 }
 
 
 def keras_cache_dir() -> Path:
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+    """The folder where keras.applications looks for (and downloads) weights files.
+
+    Mirrors keras.utils.get_file: Keras reads $KERAS_HOME once, when it is imported (default
+    ~/.keras), and falls back to /tmp/.keras when that folder is not writable.
+    """
+    config = sys.modules.get("keras.src.backend.config")
+    if config is not None and hasattr(config, "keras_home"):
+        home = config.keras_home()
+    elif "KERAS_HOME" in os.environ:
+        home = os.environ["KERAS_HOME"]
+    else:
+        home = os.path.expanduser("~")
+        home = os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
+    home = os.path.expanduser(home)
+    if not os.access(home, os.W_OK):
+        home = os.path.join("/tmp", ".keras")
+    return Path(home) / "models"
 
 
 def _weights_missing(name: str, app: _App, exc: Exception) -> WeightsUnavailableError:
     url = re.search(r"https?://\S+?\.h5", str(exc))
     fname = url.group(0).rsplit("/", 1)[-1] if url else app.notop_file
+    reason = str(exc).rsplit(" -- ", 1)[-1]  # "URL fetch failure on URL: errno -- reason"
     return WeightsUnavailableError(
-        f"{name}: ImageNet weights could not be downloaded ({str(exc).split(':')[0]}).\n"
+        f"{name}: ImageNet weights could not be downloaded ({reason}).\n"
         f"  Keras looks for {fname} in {keras_cache_dir()}.\n"
         f"  Remedies: run once on a machine with internet access and copy that file there, "
         f"or pass --weights PATH to a local weights file (e.g. a notop .h5 for feature extraction)."
@@ -70,9 +88,11 @@ def _make(name: str, app: _App) -> BackboneSpec:
                       weights=None if weights == "random" else weights)
         try:
             return ctor(**kwargs)
-        except ValueError as exc:
+        except (ValueError, OSError) as exc:  # h5py raises OSError on a file that is not HDF5
             if local:
                 raise FeatcacheError(f"{name}: cannot load weights file {weights}: {exc}") from exc
+            if isinstance(exc, OSError):
+                raise
             raise FeatcacheError(f"{name}: {exc}") from exc
         except Exception as exc:  # keras raises a bare Exception on a failed download
             if weights == "imagenet" and "URL fetch failure" in str(exc):
