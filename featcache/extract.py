@@ -1,15 +1,18 @@
 """Extraction: plan the missing rows, then read -> backbone -> write, one chunk-aligned unit at a time.
 
-The reader decodes and augments images on worker threads one unit ahead of the backbone, so
-decoding overlaps the forward pass and memory stays bounded by two units whatever the data set
-size. Every forward batch has exactly ``batch_size`` images (the last one padded), so a row's
-features do not depend on which rows happened to share its batch: a resumed run writes the same
-numbers as an uninterrupted one.
+The reader decodes and augments rows on worker threads, a bounded window of rows ahead of the
+backbone (across unit boundaries), so decoding overlaps the forward pass and memory stays bounded
+by that window, two input batches and one unit's features, whatever the data set or chunk size.
+The forward pass runs on its own thread while the next batch is gathered and preprocessed.
+Batches are formed within a unit, in row order, and every forward batch has exactly
+``batch_size`` images (the last one padded), so a row's features do not depend on which rows
+happened to share its batch: a resumed run writes the same numbers as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -22,6 +25,7 @@ import numpy as np
 from .augment import AugmentParams, augment_view
 from .backbones import DEFAULT_BACKBONE, get_backbone
 from .backbones.model import build_feature_extractor, resolve_config
+from .backbones.spec import BackboneConfig, Preprocess
 from .config import DTYPES, FeatureConfig
 from .dataset import Manifest, SplitFractions, scan
 from .errors import FeatcacheError, ImageDecodeError
@@ -59,6 +63,24 @@ class ExtractResult:
     skipped: list[SkippedImage] = field(default_factory=list)
 
 
+def _build_model(config: BackboneConfig):
+    """build_feature_extractor, with weights="random" made ONE network: Keras draws the seed of an
+    unseeded initializer from Python's global RNG, so without this every run (and every resume) of a
+    "random" config would compute with different weights under the same store key."""
+    if config.weights != "random":
+        return build_feature_extractor(config)
+    import keras  # noqa: F401  (importing it draws from Python's RNG: do that before seeding)
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    random.seed(0)
+    np.random.seed(0)
+    try:
+        return build_feature_extractor(config)
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
 class BackboneRunner:
     """The mapper: uint8 image batches -> pooled features, at a fixed batch shape."""
 
@@ -66,17 +88,50 @@ class BackboneRunner:
         self.cfg = cfg
         self.batch_size = batch_size
         self.preprocess = get_backbone(cfg.backbone.backbone).preprocess
-        self.model = build_feature_extractor(cfg.backbone)
+        self.model = _build_model(cfg.backbone)
         self.dim = int(self.model.output_shape[-1])
+        self._inputs: dict[int, np.ndarray] = {}  # float32 batches by slot, reused: no fresh pages per batch
+
+    def prepare(self, images: np.ndarray, slot: int = 0) -> np.ndarray:
+        """(1 <= n <= batch_size, S, S, 3) uint8 -> the preprocessed float32 model input, padded to the
+        fixed batch shape with copies of the last image (same shape every call -> same numbers, one
+        trace). Written into buffer ``slot``, valid until the next prepare() of that slot."""
+        n = len(images)
+        shape = (self.batch_size, *images.shape[1:])
+        pre = self.preprocess
+        if type(pre) is not Preprocess:  # a custom callable: the plain (allocating) path
+            return pre(np.concatenate([images, np.repeat(images[-1:], self.batch_size - n, axis=0)]))
+        x = self._inputs.get(slot)
+        if x is None or x.shape != shape:
+            x = self._inputs[slot] = np.empty(shape, np.float32)
+        # Preprocess.__call__ into the reused buffer: x[..., order] * scale + offset, the same float32
+        # operations. Broadcasting a 3-vector is slow in numpy (inner loops of length 3), so a scale
+        # shared by the channels goes as a scalar and a per-channel one channel by channel.
+        src = images[..., ::-1] if pre.bgr else images
+        scale, offset = np.asarray(pre.scale, np.float32), np.asarray(pre.offset, np.float32)
+        if (scale == scale[0]).all() and (offset == offset[0]).all():
+            np.multiply(src, scale[0], out=x[:n])
+            x[:n] += offset[0]
+        else:
+            for c in range(x.shape[-1]):
+                xc = x[:n, ..., c]
+                np.multiply(src[..., c], scale[c], out=xc)
+                xc += offset[c]
+        x[n:] = x[n - 1]
+        return x
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """A prepared batch -> (batch_size, D) float32 features."""
+        return np.asarray(self.model.predict_on_batch(x))
+
+    def run_batch(self, images: np.ndarray) -> np.ndarray:
+        """(n <= batch_size, S, S, 3) uint8 -> (n, D) float32."""
+        if len(images) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return self.predict(self.prepare(images))[:len(images)]
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        out = []
-        for i in range(0, len(images), self.batch_size):
-            batch = images[i:i + self.batch_size]
-            n = len(batch)
-            if n < self.batch_size:  # pad: same batch shape every call -> same numbers, one trace
-                batch = np.concatenate([batch, np.repeat(batch[-1:], self.batch_size - n, axis=0)])
-            out.append(np.asarray(self.model.predict_on_batch(self.preprocess(batch)))[:n])
+        out = [self.run_batch(images[i:i + self.batch_size]) for i in range(0, len(images), self.batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
 
@@ -87,16 +142,8 @@ def feature_dim(cfg: FeatureConfig) -> int:
     return get_backbone(cfg.backbone.backbone).feature_dim
 
 
-@dataclass
-class _LoadedUnit:
-    unit: WorkUnit
-    rows: list[int]  # rows that decoded
-    images: np.ndarray  # (len(rows) * V, S, S, 3) uint8
-    failures: dict[int, SkippedImage]
-
-
 class ImageReader:
-    """The reader: decodes + augments the rows of units on a thread pool, one unit ahead."""
+    """The reader: decodes + augments rows on a thread pool, a bounded window of rows ahead."""
 
     def __init__(self, paths_by_digest: dict[str, str], row_digests: list[str], size: int,
                  augment: AugmentParams, workers: int):
@@ -107,60 +154,125 @@ class ImageReader:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="featcache-read")
 
     def _load(self, row: int) -> np.ndarray | SkippedImage:
+        """(V, S, S, 3) uint8 views of one row's image, or why it could not be decoded."""
         digest = self.row_digests[row]
         path = self.paths[digest]
         try:
             image = read_image(path, self.size)
         except ImageDecodeError as exc:
             return SkippedImage(path, exc.reason)
-        return np.stack([augment_view(image, self.augment, digest, v) for v in range(self.augment.n_views)])
+        out = np.empty((self.augment.n_views, *image.shape), np.uint8)
+        for v in range(self.augment.n_views):
+            out[v] = augment_view(image, self.augment, digest, v)
+        return out
 
-    def _submit(self, unit: WorkUnit) -> tuple[WorkUnit, list[Future]]:
-        return unit, [self.pool.submit(self._load, r) for r in unit.rows]
-
-    def _collect(self, unit: WorkUnit, futures: list[Future]) -> _LoadedUnit:
-        rows, stacks, failures = [], [], {}
-        for row, fut in zip(unit.rows, futures, strict=True):
-            got = fut.result()
-            if isinstance(got, SkippedImage):
-                failures[row] = got
-            else:
-                rows.append(row)
-                stacks.append(got)
-        images = (np.concatenate(stacks) if stacks
-                  else np.zeros((0, self.size, self.size, 3), np.uint8))
-        return _LoadedUnit(unit, rows, images, failures)
-
-    def iter_units(self, units: Sequence[WorkUnit], lookahead: int = 1) -> Iterator[_LoadedUnit]:
-        queue: deque = deque()
-        pending = iter(units)
+    def iter_rows(self, units: Sequence[WorkUnit], window: int
+                  ) -> Iterator[tuple[WorkUnit, int, np.ndarray | SkippedImage]]:
+        """(unit, row, views or SkippedImage) for every pending row, in order, at most ``window``
+        rows decoded or decoding ahead of the consumer."""
+        pending = ((unit, row) for unit in units for row in unit.rows)
+        inflight: deque[tuple[WorkUnit, int, Future]] = deque()
         try:
-            for unit in pending:
-                queue.append(self._submit(unit))
-                if len(queue) > lookahead:
-                    yield self._collect(*queue.popleft())
-            while queue:
-                yield self._collect(*queue.popleft())
+            for unit, row in pending:
+                inflight.append((unit, row, self.pool.submit(self._load, row)))
+                if len(inflight) >= window:
+                    u, r, fut = inflight.popleft()
+                    yield u, r, fut.result()
+            while inflight:
+                u, r, fut = inflight.popleft()
+                yield u, r, fut.result()
         finally:
-            for _, futures in queue:
-                for f in futures:
-                    f.cancel()
+            for _, _, fut in inflight:
+                fut.cancel()
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _apply_unit(store, loaded: _LoadedUnit, feats: np.ndarray, views: int) -> None:
-    unit = loaded.unit
+@dataclass
+class _UnitFeatures:
+    """The features of one unit's rows as they come out of the backbone, batch by batch."""
+
+    unit: WorkUnit
+    views: int
+    rows: list[int] = field(default_factory=list)  # rows that decoded, in order
+    outputs: list[np.ndarray] = field(default_factory=list)  # (n, D) per forward batch
+    failures: dict[int, SkippedImage] = field(default_factory=dict)
+
+    def features(self) -> np.ndarray:
+        return np.concatenate(self.outputs)  # (len(rows) * V, D)
+
+
+def _apply_unit(store, done: _UnitFeatures) -> None:
+    unit, views = done.unit, done.views
     region, status = store.read_unit(unit)
     region = np.array(region)
     status = np.array(status)
-    for i, row in enumerate(loaded.rows):
-        region[row - unit.start] = feats[i * views:(i + 1) * views]
-        status[row - unit.start] = DONE
-    for row in loaded.failures:
+    if done.rows:
+        feats = done.features().reshape(len(done.rows), views, -1)
+        region[np.asarray(done.rows) - unit.start] = feats
+        status[np.asarray(done.rows) - unit.start] = DONE
+    for row in done.failures:
         status[row - unit.start] = FAILED
-    store.write_unit(unit, region.astype(region.dtype, copy=False), status)
+    store.write_unit(unit, region, status)
+
+
+def _run_units(runner: BackboneRunner, reader: ImageReader, units: Sequence[WorkUnit], views: int,
+               window: int) -> Iterator[_UnitFeatures]:
+    """Feed the decoded views of each unit's rows to the backbone in fixed-size batches that never
+    straddle two units; yield each unit's features once its last batch has run.
+
+    The forward pass runs on its own thread, one batch at a time, while this thread gathers and
+    preprocesses the next batch into the other of two input buffers."""
+    b = runner.batch_size
+    batch: np.ndarray | None = None  # uint8 gather buffer
+    filled = 0
+    slot = 0
+    current: _UnitFeatures | None = None
+    inflight: tuple[_UnitFeatures, int, Future] | None = None
+    model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featcache-model")
+
+    def collect() -> None:
+        nonlocal inflight
+        if inflight is not None:
+            owner, n, fut = inflight
+            inflight = None
+            owner.outputs.append(fut.result()[:n])
+
+    def flush() -> None:
+        nonlocal filled, slot, inflight
+        if filled:
+            x = runner.prepare(batch[:filled], slot)  # while the previous batch runs
+            collect()  # the previous batch is done: its buffer is free for the next prepare
+            inflight = (current, filled, model_thread.submit(runner.predict, x))
+            slot ^= 1
+            filled = 0
+
+    try:
+        for unit, row, got in reader.iter_rows(units, window):
+            if current is None or current.unit is not unit:
+                if current is not None:
+                    flush()
+                    collect()
+                    yield current
+                current = _UnitFeatures(unit, views)
+            if isinstance(got, SkippedImage):
+                current.failures[row] = got
+                continue
+            if batch is None:
+                batch = np.empty((b, *got.shape[1:]), np.uint8)
+            current.rows.append(row)
+            for view in got:  # a row's views may straddle two batches, as in one flat image stream
+                batch[filled] = view
+                filled += 1
+                if filled == b:
+                    flush()
+        if current is not None:
+            flush()
+            collect()
+            yield current
+    finally:
+        model_thread.shutdown(wait=True, cancel_futures=True)
 
 
 def extract(
@@ -187,6 +299,8 @@ def extract(
     and the same image content are reused, new or changed images are extracted.
     """
     augment = augment or AugmentParams()
+    if isinstance(backbones, str):  # one name, not a sequence of one-letter names
+        backbones = (backbones,)
     if dtype not in DTYPES:
         raise FeatcacheError(f"unknown dtype {dtype!r}; choose {' or '.join(DTYPES)}")
     if batch_size < 1:
@@ -207,17 +321,27 @@ def extract(
         for i, d in enumerate(manifest.digests):
             paths.setdefault(d, str(manifest.abspath(i)))
         result = ExtractResult(str(st.path), len(manifest), manifest.classes)
+        if strict and (known_bad := _skipped_images(st, manifest)):
+            # failed rows are never redone, so an earlier run's failures must stop a strict run too
+            first = known_bad[0]
+            raise FeatcacheError(f"{manifest.root}/{first.path}: {first.reason} (--strict; {len(known_bad)} "
+                                 "image(s) in this store could not be decoded)")
         for cfg in configs:
             result.configs.append(_extract_config(st, cfg, manifest, paths, batch_size, workers, chunk_rows,
                                                   strict, progress, result))
-        failed_rows = {d for key in st.keys() for d, s in zip(st.row_digests(key), st.status(key), strict=True)
-                       if s == FAILED}
-        skipped = st.skipped()
-        result.skipped = [SkippedImage(p, skipped.get(d, {}).get("reason", "could not be decoded"))
-                          for p, d in zip(manifest.paths, manifest.digests, strict=True) if d in failed_rows]
+        result.skipped = _skipped_images(st, manifest)
         return result
     finally:
         st.close()
+
+
+def _skipped_images(st, manifest: Manifest) -> list[SkippedImage]:
+    """Manifest images whose row is FAILED in any config of the store (decoding is config-independent)."""
+    failed_rows = {d for key in st.keys() for d, s in zip(st.row_digests(key), st.status(key), strict=True)
+                   if s == FAILED}
+    reasons = st.skipped()
+    return [SkippedImage(p, reasons.get(d, {}).get("reason", "could not be decoded"))
+            for p, d in zip(manifest.paths, manifest.digests, strict=True) if d in failed_rows]
 
 
 def _extract_config(st, cfg: FeatureConfig, manifest: Manifest, paths: dict[str, str], batch_size: int,
@@ -236,21 +360,22 @@ def _extract_config(st, cfg: FeatureConfig, manifest: Manifest, paths: dict[str,
         return run
     runner = runner or BackboneRunner(cfg, batch_size)
     views = cfg.augment.n_views
-    reader = ImageReader(paths, st.row_digests(key), cfg.backbone.input_size, cfg.augment,
-                         workers or min(4, os.cpu_count() or 1))
+    workers = workers or min(4, os.cpu_count() or 1)
+    reader = ImageReader(paths, st.row_digests(key), cfg.backbone.input_size, cfg.augment, workers)
+    # rows decoding ahead: two forward batches' worth keeps the backbone fed, and bounds memory
+    window = max(2 * workers, 2 * -(-batch_size // views))
     start = time.perf_counter()
     bar = progress_bar(total=todo * views, desc=cfg.backbone.backbone, unit="img", enabled=progress)
     try:
-        for loaded in reader.iter_units(units):
-            feats = runner(loaded.images)
-            _apply_unit(st, loaded, feats, views)
-            run.extracted += len(loaded.rows)
-            run.failed += len(loaded.failures)
+        for done in _run_units(runner, reader, units, views, window):
+            _apply_unit(st, done)
+            run.extracted += len(done.rows)
+            run.failed += len(done.failures)
             st.record_skipped({reader.row_digests[row]: {"path": s.path, "reason": s.reason}
-                               for row, s in loaded.failures.items()})
-            bar.update(len(loaded.unit.rows) * views)
-            if strict and loaded.failures:
-                first = next(iter(loaded.failures.values()))
+                               for row, s in done.failures.items()})
+            bar.update(len(done.unit.rows) * views)
+            if strict and done.failures:
+                first = next(iter(done.failures.values()))
                 raise FeatcacheError(f"{first.path}: {first.reason} (--strict; the {run.extracted} images "
                                      "extracted so far are saved)")
     finally:

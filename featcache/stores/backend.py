@@ -54,13 +54,17 @@ class Backend(ABC):
     def exists(self, name: str) -> bool: ...
 
     @abstractmethod
+    def is_empty(self) -> bool:
+        """True when the root holds no member at all (neither group nor array)."""
+
+    @abstractmethod
     def delete(self, name: str) -> None: ...
 
     @abstractmethod
     def nbytes_on_disk(self, name: str) -> int: ...
 
-    def flush(self) -> None:
+    def flush(self) -> None:  # noqa: B027  (a no-op unless the backend buffers)
         """Make everything written so far durable (a kill -9 after this loses nothing)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027
         pass

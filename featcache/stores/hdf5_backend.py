@@ -63,6 +63,9 @@ class HDF5Backend(Backend):
     def exists(self, name) -> bool:
         return name in self.file
 
+    def is_empty(self) -> bool:
+        return len(self.file.keys()) == 0
+
     def delete(self, name) -> None:
         del self.file[name]
 

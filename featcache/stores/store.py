@@ -23,7 +23,6 @@ that one worker can compute and write on its own.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -127,7 +126,7 @@ class FeatureStore:
         if "featcache_schema" not in attrs:
             if not creating:
                 raise FeatcacheError(f"{self.path} is not a featcache store (no featcache_schema attribute)")
-            if self.b.groups("") or attrs:
+            if not self.b.is_empty() or attrs:
                 raise FeatcacheError(f"{self.path} exists but is not a featcache store; choose another --store path")
             self.b.set_attrs("", {"featcache_schema": SCHEMA_VERSION, "featcache_version": __version__})
         elif attrs["featcache_schema"] != SCHEMA_VERSION:
@@ -182,7 +181,8 @@ class FeatureStore:
         self.b.create_array(f"{g}/features", (0, views, dim), (chunk_rows, views, dim), cfg.dtype, 0)
         self.b.create_array(f"{g}/status", (0,), (chunk_rows,), "int8", PENDING)
         self.b.write_strings(f"{g}/digest", [])
-        self.b.set_attrs(g, {"config": cfg.to_dict(), "chunk_rows": chunk_rows, "stats": {}})
+        self.b.set_attrs(g, {"config": cfg.to_dict(), "chunk_rows": chunk_rows, "stats": {},
+                             "featcache_version": __version__})
         self.b.flush()
         return key
 
@@ -278,7 +278,6 @@ class FeatureStore:
         usable = np.ones(len(manifest), bool)
         blocks = []
         for key in keys:
-            g = f"features/{key}"
             index = {d: r for r, d in enumerate(self.row_digests(key))}
             rows = np.array([index.get(d, -1) for d in manifest.digests], np.int64)
             status = self.status(key)

@@ -16,6 +16,9 @@ class ZarrBackend(Backend):
 
     def __init__(self, path: Path, mode: str):
         super().__init__(path, mode)
+        if mode != "r" and path.is_dir() and not (path / "zarr.json").exists() and any(path.iterdir()):
+            # zarr would write its zarr.json into any folder (or beside a Zarr v2 store's .zgroup)
+            raise ValueError("the folder exists and is not a Zarr v3 store")
         self.root = zarr.open_group(str(path), mode="r" if mode == "r" else "a", zarr_format=3)
 
     def _node(self, name: str):
@@ -67,6 +70,9 @@ class ZarrBackend(Backend):
 
     def exists(self, name) -> bool:
         return name in self.root
+
+    def is_empty(self) -> bool:
+        return not any(True for _ in self.root.keys())
 
     def delete(self, name) -> None:
         parent, _, leaf = name.rpartition("/")

@@ -1,0 +1,228 @@
+"""The feature store's on-disk schema (Zarr v3 and HDF5), reading it back, and refusing foreign stores.
+
+Every test writes real files with the tiny test backbone at its 32 px input and checks them with
+the raw zarr / h5py libraries as well as through ``open_store``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import zarr
+from conftest import TINY
+
+from featcache import __version__
+from featcache.augment import AugmentParams
+from featcache.backbones import get_backbone
+from featcache.backbones.model import build_feature_extractor, resolve_config
+from featcache.dataset import SPLITS, content_digest, scan
+from featcache.errors import FeatcacheError
+from featcache.extract import extract
+from featcache.images import read_image
+from featcache.stores import DONE, PENDING, open_store
+from featcache.stores.store import SCHEMA_VERSION
+
+CHUNK = 4
+DIM = 16  # the tiny backbone's pooled size
+N_IMAGES = 24  # the image_tree fixture: 3 classes x 8
+
+
+def extract_tiny(data: Path, store: Path, **kw):
+    kw = {"weights": "random", "chunk_rows": CHUNK, "progress": False, **kw}
+    return extract(data, store, [TINY], **kw)
+
+
+def only_key(store: Path) -> str:
+    with open_store(store) as st:
+        (key,) = st.keys()
+    return key
+
+
+def raw_features(store: Path, key: str):
+    """The features array as the storage library itself sees it: (array, chunk shape, attrs dict)."""
+    if store.suffix == ".zarr":
+        arr = zarr.open_array(str(store / "features" / key / "features"), mode="r")
+        group = zarr.open_group(str(store / "features" / key), mode="r")
+        return arr[:], tuple(arr.chunks), dict(group.attrs)
+    with h5py.File(store, "r") as f:
+        ds = f[f"features/{key}/features"]
+        attrs = {k: json.loads(v) for k, v in f[f"features/{key}"].attrs.items()}
+        return ds[:], tuple(ds.chunks), attrs
+
+
+@pytest.fixture(params=[".zarr", ".h5"])
+def store_path(request, tmp_path) -> Path:
+    return tmp_path / f"features{request.param}"
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_features_array_is_rows_by_views_by_dim_chunked_along_rows_only(image_tree, store_path, dtype):
+    extract_tiny(image_tree, store_path, augment=AugmentParams(views=2), dtype=dtype)
+    key = only_key(store_path)
+    data, chunks, _ = raw_features(store_path, key)
+    assert data.dtype == np.dtype(dtype)
+    rows = data.shape[0]
+    assert rows >= N_IMAGES and rows % CHUNK == 0, "pre-sized in whole chunks"
+    assert data.shape[1:] == (3, DIM)  # V = 1 + K views, D
+    assert chunks == (CHUNK, 3, DIM)
+    assert np.isfinite(data).all()
+    if store_path.suffix == ".zarr":
+        assert json.loads((store_path / "zarr.json").read_text())["zarr_format"] == 3
+
+
+def test_manifest_arrays_and_classes_describe_every_image(image_tree, store_path):
+    extract_tiny(image_tree, store_path)
+    with open_store(store_path) as st:
+        m = st.manifest()
+    assert m.classes == ["blue", "green", "red"]
+    assert len(m) == N_IMAGES
+    assert m.paths == sorted(p.relative_to(image_tree).as_posix() for p in image_tree.rglob("*.*"))
+    assert [m.classes[label] for label in m.labels] == [p.split("/")[0] for p in m.paths]
+    assert m.digests == [content_digest(image_tree / p) for p in m.paths]
+    assert set(m.splits.tolist()) <= {0, 1, 2}
+    assert Path(m.data_root) == image_tree.resolve()
+
+
+def test_status_marks_manifest_rows_done_and_padding_rows_unused(image_tree, store_path):
+    extract_tiny(image_tree, store_path)
+    key = only_key(store_path)
+    with open_store(store_path) as st:
+        digests, status = st.row_digests(key), st.status(key)
+        manifest = st.manifest()
+    assert len(digests) == len(status)
+    for digest, s in zip(digests, status, strict=True):
+        assert s == (DONE if digest else PENDING)
+    assert sorted(d for d in digests if d) == sorted(manifest.digests)
+
+
+def test_attrs_record_everything_the_features_depend_on(image_tree, store_path):
+    augment = AugmentParams(views=1, rotation=7.0, zoom=0.05, seed=42)
+    extract_tiny(image_tree, store_path, augment=augment, dtype="float32", pooling="max")
+    key = only_key(store_path)
+    _, _, attrs = raw_features(store_path, key)
+    config = attrs["config"]
+    assert config["backbone"] == {"backbone": TINY, "input_size": 32, "pooling": "max", "weights": "random",
+                                  "weights_id": "random", "preprocess": get_backbone(TINY).preprocess.name}
+    assert config["augment"] == augment.to_dict()
+    assert config["dtype"] == "float32"
+    assert attrs["featcache_version"] == __version__
+    assert attrs["chunk_rows"] == CHUNK
+    assert attrs["stats"]["rows"] == N_IMAGES and attrs["stats"]["images"] == 2 * N_IMAGES
+    with open_store(store_path) as st:
+        root = st.b.get_attrs()
+        assert st.config(key).to_dict() == config
+    assert root["featcache_schema"] == SCHEMA_VERSION and root["featcache_version"] == __version__
+
+
+def test_load_gives_every_image_once_split_by_train_validation_test(image_tree, store_path):
+    extract_tiny(image_tree, store_path, augment=AugmentParams(views=1))
+    with open_store(store_path) as st:
+        fs = st.load([TINY])
+        manifest = st.manifest()
+    assert fs.features.shape == (N_IMAGES, 2, DIM) and fs.features.dtype == np.float32
+    assert fs.paths == manifest.paths and fs.classes == manifest.classes
+    sizes = 0
+    for name in SPLITS:
+        feats, labels = fs.split(name)
+        idx = fs.indices(name)
+        np.testing.assert_array_equal(feats, fs.features[idx])
+        np.testing.assert_array_equal(labels, manifest.labels[idx])
+        sizes += len(feats)
+    assert sizes == N_IMAGES
+    assert len(fs.split("train")[0]) > len(fs.split("test")[0])
+
+
+def direct_features(cfg_backbone, paths: list[Path]) -> np.ndarray:
+    """The backbone run by hand on the un-augmented images, without featcache's pipeline."""
+    model = build_feature_extractor(cfg_backbone)
+    preprocess = get_backbone(cfg_backbone.backbone).preprocess
+    images = np.stack([read_image(p, cfg_backbone.input_size) for p in paths])
+    return np.asarray(model.predict_on_batch(preprocess(images)))
+
+
+@pytest.mark.parametrize(("dtype", "rtol"), [("float32", 1e-5), ("float16", 2e-3)])
+def test_view0_equals_the_backbone_run_directly_on_the_unaugmented_image(image_tree, store_path, dtype, rtol):
+    extract_tiny(image_tree, store_path, augment=AugmentParams(views=2), dtype=dtype)
+    with open_store(store_path) as st:
+        fs = st.load([TINY])
+    expected = direct_features(resolve_config(TINY, weights="random"), [image_tree / p for p in fs.paths])
+    np.testing.assert_allclose(fs.features[:, 0], expected, rtol=rtol, atol=rtol * np.abs(expected).max())
+    assert not np.allclose(fs.features[:, 1], expected, rtol=0.05), "views 1..K are augmented"
+
+
+def test_load_refuses_incomplete_features_unless_allowed(image_tree, store_path):
+    from featcache.config import FeatureConfig
+
+    manifest = scan(image_tree)
+    with open_store(store_path, mode="a") as st:
+        st.write_manifest(manifest)
+        key = st.ensure_config(FeatureConfig(resolve_config(TINY, weights="random")), DIM, CHUNK)
+        units = st.plan(key, manifest.digests)
+        assert sum(len(u.rows) for u in units) == N_IMAGES
+        assert all(u.start % CHUNK == 0 and u.stop - u.start == CHUNK for u in units)
+    with open_store(store_path) as st:
+        with pytest.raises(FeatcacheError, match="incomplete"):
+            st.load([key])
+        assert len(st.load([key], allow_incomplete=True).paths) == 0
+        assert st.config_status(key).pending == N_IMAGES
+
+
+def test_reading_a_missing_store_or_unknown_key_is_a_clear_error(image_tree, store_path):
+    with pytest.raises(FeatcacheError, match="does not exist"):
+        open_store(store_path)
+    extract_tiny(image_tree, store_path)
+    with open_store(store_path) as st, pytest.raises(FeatcacheError, match="no features for 'resnet50'"):
+        st.load(["resnet50"])
+
+
+def _foreign_zarr_group(path: Path) -> None:
+    zarr.open_group(str(path), mode="w").create_array("x", shape=(3,), dtype="f4")
+
+
+def _foreign_zarr_v2(path: Path) -> None:
+    zarr.open_group(str(path), mode="w", zarr_format=2).attrs["owner"] = "someone else"
+
+
+def _plain_folder(path: Path) -> None:
+    path.mkdir()
+    (path / "notes.txt").write_text("not a store")
+
+
+def _foreign_h5(path: Path) -> None:
+    with h5py.File(path, "w") as f:
+        f["x"] = np.arange(3)
+
+
+def _text_file(path: Path) -> None:
+    path.write_text("not a store")
+
+
+@pytest.mark.parametrize(("name", "make"), [
+    ("group.zarr", _foreign_zarr_group), ("v2.zarr", _foreign_zarr_v2), ("folder.zarr", _plain_folder),
+    ("data.h5", _foreign_h5), ("text.h5", _text_file), ("text.zarr", _text_file),
+])
+def test_a_non_featcache_store_at_the_path_is_refused_and_left_untouched(tmp_path, name, make):
+    path = tmp_path / name
+    make(path)
+    before = sorted((p.relative_to(tmp_path).as_posix(), p.stat().st_size) for p in tmp_path.rglob("*"))
+    for mode in ("a", "r"):
+        with pytest.raises(FeatcacheError, match=str(path)):
+            open_store(path, mode=mode)
+    assert sorted((p.relative_to(tmp_path).as_posix(), p.stat().st_size) for p in tmp_path.rglob("*")) == before
+
+
+def test_unknown_store_suffix_is_refused(tmp_path):
+    with pytest.raises(FeatcacheError, match=r"\.npy"):
+        open_store(tmp_path / "features.npy", mode="a")
+
+
+def test_a_store_of_another_schema_version_is_refused(image_tree, store_path):
+    extract_tiny(image_tree, store_path)
+    with open_store(store_path, mode="a") as st:
+        st.b.set_attrs("", {"featcache_schema": SCHEMA_VERSION + 1})
+    with pytest.raises(FeatcacheError, match="schema"):
+        open_store(store_path)
