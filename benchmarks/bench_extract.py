@@ -7,7 +7,7 @@ On the same images (default: the 400 ORL face photos, fetched from PyPI) and the
                 size, ``model.predict_on_batch`` as featcache's BackboneRunner calls it. Reported
                 warm (graph already traced) and cold (model build + first trace included, the
                 fixed cost every fresh extraction also pays).
-  (b) featcache ``featcache.extract.extract`` end to end from the files into a fresh Zarr store
+  (b) featcache ``featcache.extraction.extract`` end to end from the files into a fresh Zarr store
                 each repetition: scan + digests, model build, decode, forward, store writes.
                 "pipeline" = the extraction loop alone (ConfigRun.seconds: after the model is built).
   (c) naive     retrain.py style: per image decode one file, one forward pass, save one .npy.
@@ -138,7 +138,7 @@ class Bench:
     def featcache(self) -> dict:
         import keras
 
-        from featcache.extract import extract
+        from featcache.extraction import extract
 
         store = self.tmp / "bench.zarr"
         shutil.rmtree(store, ignore_errors=True)
@@ -222,7 +222,7 @@ def child_memory(data: str, store: str, backbone: str, batch_size: int) -> None:
     /proc, reset just before extracting; ru_maxrss is reported too, for reference."""
     import keras  # noqa: F401  (TensorFlow's own footprint is in the baseline, not in extract's)
 
-    from featcache.extract import extract
+    from featcache.extraction import extract
 
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak-RSS mark to the current RSS

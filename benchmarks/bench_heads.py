@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 
 from featcache.augment import AugmentParams  # noqa: E402
 from featcache.datasets import fetch  # noqa: E402
-from featcache.extract import extract  # noqa: E402
+from featcache.extraction import extract  # noqa: E402
 from featcache.fit import load_training_data  # noqa: E402
 from featcache.heads import make_head  # noqa: E402
 from featcache.heads.logreg import DEFAULT_C_GRID  # noqa: E402

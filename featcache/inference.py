@@ -19,7 +19,7 @@ import numpy as np
 from . import __version__
 from .config import FeatureConfig
 from .errors import FeatcacheError, ImageDecodeError
-from .images import collect_image_files, load_image, resize
+from .images import collect_image_files, decode_image, resize
 from .progress import progress_bar
 
 
@@ -79,7 +79,7 @@ class Classifier:
             ok, arrays = [], [[] for _ in self.input_sizes]
             for pred in chunk:
                 try:
-                    img = load_image(pred.path)  # decode once, resize per backbone input size
+                    img = decode_image(pred.path)  # decode once, resize per backbone input size
                 except ImageDecodeError as exc:
                     pred.error = exc.reason
                     continue

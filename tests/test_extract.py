@@ -20,7 +20,7 @@ from conftest import CLASS_COLOURS, TINY, make_image, make_tree
 
 from featcache.augment import AugmentParams
 from featcache.errors import FeatcacheError
-from featcache.extract import extract
+from featcache.extraction import extract
 from featcache.stores import DONE, FAILED, PENDING, open_store
 
 CHUNK = 4
@@ -72,7 +72,7 @@ def identity_runner(mode: str, batch_size: int, monkeypatch):
     import featcache.backbones as backbones
     from featcache.backbones.model import resolve_config
     from featcache.config import FeatureConfig
-    from featcache.extract import BackboneRunner
+    from featcache.extraction import BackboneRunner
 
     name = f"identity_{mode}"
     spec = backbones.BackboneSpec(name=name, input_size=32, feature_dim=32 * 32 * 3,
@@ -95,7 +95,7 @@ def test_runner_feeds_the_model_exactly_the_backbones_preprocessing(mode, monkey
 def test_runner_pads_to_a_fixed_batch_so_results_ignore_batch_neighbours(image_tree):
     from featcache.backbones.model import resolve_config
     from featcache.config import FeatureConfig
-    from featcache.extract import BackboneRunner
+    from featcache.extraction import BackboneRunner
     from featcache.images import read_image
 
     runner = BackboneRunner(FeatureConfig(resolve_config(TINY, weights="random")), batch_size=8)
@@ -116,7 +116,7 @@ import os, signal, sys
 sys.path.insert(0, {tests!r})
 import conftest  # registers the tiny backbone
 from featcache.augment import AugmentParams
-from featcache.extract import extract
+from featcache.extraction import extract
 from featcache.stores.hdf5_backend import HDF5Backend
 from featcache.stores.zarr_backend import ZarrBackend
 
@@ -327,7 +327,7 @@ def test_decoding_runs_a_bounded_window_ahead_of_the_backbone(image_tree, store_
     yet the backbone sees its first batch before more than a few rows are decoded."""
     import keras
 
-    from featcache.extract import ImageReader
+    from featcache.extraction import ImageReader
 
     loaded, ahead = [], []
     load, predict = ImageReader._load, keras.Model.predict_on_batch

@@ -11,7 +11,7 @@ from conftest import TINY, make_image, make_tree
 
 from featcache.augment import AugmentParams
 from featcache.cli import cli
-from featcache.extract import extract
+from featcache.extraction import extract
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from conftest import TINY, make_image, make_tree
 
 from featcache.augment import AugmentParams
 from featcache.errors import FeatcacheError
-from featcache.extract import extract
+from featcache.extraction import extract
 from featcache.fit import _holdout, fit_head, fit_on_data, load_training_data
 from featcache.heads import HEADS, RunConfig, load_run, make_head
 from featcache.heads.keras_heads import ViewSampler

@@ -14,7 +14,7 @@ from conftest import make_tree
 
 from featcache.augment import AugmentParams
 from featcache.cli import cli
-from featcache.extract import extract
+from featcache.extraction import extract
 from featcache.fit import fit_head
 from featcache.heads import load_run
 from featcache.inference import export, load_classifier

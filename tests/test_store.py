@@ -21,7 +21,7 @@ from featcache.backbones import get_backbone
 from featcache.backbones.model import build_feature_extractor, resolve_config
 from featcache.dataset import SPLITS, content_digest, scan
 from featcache.errors import FeatcacheError
-from featcache.extract import extract
+from featcache.extraction import extract
 from featcache.images import read_image
 from featcache.stores import DONE, PENDING, open_store
 from featcache.stores.store import SCHEMA_VERSION

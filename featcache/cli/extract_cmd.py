@@ -42,7 +42,7 @@ def extract_cmd(data_dir, store, backbones, views, split, seed, image_size, pool
     per class. Re-running resumes: only images not yet in the store are extracted.
     """
     from ..augment import AugmentParams
-    from ..extract import extract
+    from ..extraction import extract
 
     augment = AugmentParams(views=views, rotation=rotation, width_shift=shift, height_shift=shift, shear=shear,
                             zoom=zoom, channel_shift=channel_shift, horizontal_flip=hflip, vertical_flip=vflip,

@@ -29,8 +29,9 @@ class Backend(ABC):
         """Create (replacing any existing) a pre-sized chunked array filled with fill_value."""
 
     @abstractmethod
-    def write_strings(self, name: str, values: list[str]) -> None:
-        """Create (replacing any existing) a 1-D string array."""
+    def write_strings(self, name: str, values: list[str], start: int | None = None) -> None:
+        """start None: create (replacing any existing) a resizable 1-D string array holding values.
+        start given: grow the existing array to start + len(values) and write values there only."""
 
     @abstractmethod
     def read(self, name: str, sel=slice(None)) -> np.ndarray: ...

@@ -36,10 +36,17 @@ class HDF5Backend(Backend):
         self.file.create_dataset(name, shape=shape, chunks=chunks, dtype=dtype, fillvalue=fill_value,
                                  maxshape=maxshape)
 
-    def write_strings(self, name, values) -> None:
-        if name in self.file:
-            del self.file[name]
-        self.file.create_dataset(name, data=np.asarray(values, dtype=object), dtype=h5py.string_dtype())
+    def write_strings(self, name, values, start=None) -> None:
+        if start is None:
+            if name in self.file:
+                del self.file[name]
+            self.file.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(4096,),
+                                     dtype=h5py.string_dtype())
+            start = 0
+        ds = self.file[name]
+        ds.resize((start + len(values),))
+        if values:
+            ds[start:start + len(values)] = np.asarray(values, dtype=object)
 
     def read(self, name, sel=slice(None)) -> np.ndarray:
         return np.asarray(self.file[name][sel])

@@ -202,16 +202,17 @@ class FeatureStore:
         new = sorted({d for d in digests if d not in known})
         if new:
             start = len(row_digests)  # always a multiple of chunk
-            total = start + -(-len(new) // chunk) * chunk
-            row_digests = row_digests + new + [""] * (total - start - len(new))
-            _, views, dim = self.b.shape(f"{g}/features")
-            self.b.resize(f"{g}/features", (total, views, dim))
-            self.b.resize(f"{g}/status", (total,))
-            self.b.write(f"{g}/status", slice(start, total), np.zeros(total - start, np.int8))
-            self.b.write_strings(f"{g}/digest", row_digests)
-            self.b.flush()
+            padded = new + [""] * (-len(new) % chunk)
+            # Digests first: after a crash they are known rows, and the arrays are grown below.
+            self.b.write_strings(f"{g}/digest", padded, start=start)
+            row_digests += padded
+        _, views, dim = self.b.shape(f"{g}/features")
+        if self.b.shape(f"{g}/status")[0] < len(row_digests):  # new rows start PENDING (fill value)
+            self.b.resize(f"{g}/features", (len(row_digests), views, dim))
+            self.b.resize(f"{g}/status", (len(row_digests),))
+        self.b.flush()
         status = self.status(key)
-        wanted = {d for d in digests}
+        wanted = set(digests)
         units = []
         for start in range(0, len(row_digests), chunk):
             rows = tuple(r for r in range(start, min(start + chunk, len(row_digests)))

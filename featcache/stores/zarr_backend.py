@@ -42,12 +42,16 @@ class ZarrBackend(Backend):
         group, leaf = self._parent(name)
         group.create_array(leaf, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill_value)
 
-    def write_strings(self, name, values) -> None:
-        group, leaf = self._parent(name)
-        arr = group.create_array(leaf, shape=(len(values),), chunks=(max(1, min(len(values), 65536)),),
-                                 dtype=str)
+    def write_strings(self, name, values, start=None) -> None:
+        if start is None:
+            group, leaf = self._parent(name)
+            arr = group.create_array(leaf, shape=(len(values),), chunks=(4096,), dtype=str)
+            start = 0
+        else:
+            arr = self.root[name]
+            arr.resize((start + len(values),))
         if values:
-            arr[:] = np.asarray(values, dtype=object).astype(str)
+            arr[start:start + len(values)] = np.asarray(values, dtype=object).astype(str)
 
     def read(self, name, sel=slice(None)) -> np.ndarray:
         return np.asarray(self.root[name][sel])

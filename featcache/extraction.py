@@ -15,7 +15,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,21 +169,30 @@ class ImageReader:
     def iter_rows(self, units: Sequence[WorkUnit], window: int
                   ) -> Iterator[tuple[WorkUnit, int, np.ndarray | SkippedImage]]:
         """(unit, row, views or SkippedImage) for every pending row, in order, at most ``window``
-        rows decoded or decoding ahead of the consumer."""
+        rows decoded or decoding ahead of the consumer. The first window is submitted at once, so
+        decoding starts while the caller is still building its model."""
         pending = ((unit, row) for unit in units for row in unit.rows)
         inflight: deque[tuple[WorkUnit, int, Future]] = deque()
-        try:
+
+        def submit_next() -> None:
             for unit, row in pending:
                 inflight.append((unit, row, self.pool.submit(self._load, row)))
-                if len(inflight) >= window:
-                    u, r, fut = inflight.popleft()
-                    yield u, r, fut.result()
-            while inflight:
-                u, r, fut = inflight.popleft()
-                yield u, r, fut.result()
-        finally:
-            for _, _, fut in inflight:
-                fut.cancel()
+                return
+
+        for _ in range(window):
+            submit_next()
+
+        def drain():
+            try:
+                while inflight:
+                    unit, row, fut = inflight.popleft()
+                    submit_next()
+                    yield unit, row, fut.result()
+            finally:
+                for _, _, fut in inflight:
+                    fut.cancel()
+
+        return drain()
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -217,8 +226,8 @@ def _apply_unit(store, done: _UnitFeatures) -> None:
     store.write_unit(unit, region, status)
 
 
-def _run_units(runner: BackboneRunner, reader: ImageReader, units: Sequence[WorkUnit], views: int,
-               window: int) -> Iterator[_UnitFeatures]:
+def _run_units(runner: BackboneRunner, rows: Iterator, views: int,
+               on_batch: Callable[[int], None] = lambda n: None) -> Iterator[_UnitFeatures]:
     """Feed the decoded views of each unit's rows to the backbone in fixed-size batches that never
     straddle two units; yield each unit's features once its last batch has run.
 
@@ -245,11 +254,12 @@ def _run_units(runner: BackboneRunner, reader: ImageReader, units: Sequence[Work
             x = runner.prepare(batch[:filled], slot)  # while the previous batch runs
             collect()  # the previous batch is done: its buffer is free for the next prepare
             inflight = (current, filled, model_thread.submit(runner.predict, x))
+            on_batch(filled)
             slot ^= 1
             filled = 0
 
     try:
-        for unit, row, got in reader.iter_rows(units, window):
+        for unit, row, got in rows:
             if current is None or current.unit is not unit:
                 if current is not None:
                     flush()
@@ -358,22 +368,23 @@ def _extract_config(st, cfg: FeatureConfig, manifest: Manifest, paths: dict[str,
     run = ConfigRun(key, cfg.backbone.backbone, 0, len(set(manifest.digests)) - todo, 0, 0.0)
     if not units:
         return run
-    runner = runner or BackboneRunner(cfg, batch_size)
     views = cfg.augment.n_views
     workers = workers or min(4, os.cpu_count() or 1)
     reader = ImageReader(paths, st.row_digests(key), cfg.backbone.input_size, cfg.augment, workers)
     # rows decoding ahead: two forward batches' worth keeps the backbone fed, and bounds memory
     window = max(2 * workers, 2 * -(-batch_size // views))
     start = time.perf_counter()
+    rows = reader.iter_rows(units, window)  # decoding starts now, while the model is built
     bar = progress_bar(total=todo * views, desc=cfg.backbone.backbone, unit="img", enabled=progress)
     try:
-        for done in _run_units(runner, reader, units, views, window):
+        runner = runner or BackboneRunner(cfg, batch_size)
+        for done in _run_units(runner, rows, views, on_batch=bar.update):
             _apply_unit(st, done)
             run.extracted += len(done.rows)
             run.failed += len(done.failures)
+            bar.update(len(done.failures) * views)
             st.record_skipped({reader.row_digests[row]: {"path": s.path, "reason": s.reason}
                                for row, s in done.failures.items()})
-            bar.update(len(done.unit.rows) * views)
             if strict and done.failures:
                 first = next(iter(done.failures.values()))
                 raise FeatcacheError(f"{first.path}: {first.reason} (--strict; the {run.extracted} images "
