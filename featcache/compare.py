@@ -6,14 +6,13 @@ parameters); incomplete ones are listed as skipped with the reason. Ranked by va
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import FeatcacheError
 from .fit import fit_on_data, load_training_data
 from .heads import get_head_class
+from .metrics import write_leaderboard
 from .progress import progress_bar
 from .stores import open_store
 
@@ -93,13 +92,7 @@ def compare(store: str | Path, heads: tuple[str, ...] | list[str] = ("logreg",),
 
 
 def write_outputs(result: CompareResult, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    rows = result.rows()
-    with (out / "compare.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    (out / "compare.json").write_text(json.dumps(result.to_dict(), indent=2))
+    write_leaderboard(result.rows(), out / "compare.csv", out / "compare.json", result.to_dict())
     plot_leaderboard(result, out / "compare.png")
 
 

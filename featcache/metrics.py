@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -83,3 +85,13 @@ def plot_confusion(metrics: SplitMetrics, classes: list[str], path: str | Path, 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def write_leaderboard(rows: list[dict], csv_path: Path, json_path: Path, payload: dict) -> None:
+    """A leaderboard as CSV (one row per entry) plus the full result as JSON, side by side."""
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    json_path.write_text(json.dumps(payload, indent=2, default=str))

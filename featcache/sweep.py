@@ -8,16 +8,14 @@ honest estimate.
 
 from __future__ import annotations
 
-import csv
 import itertools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import FeatcacheError
 from .fit import FitResult, evaluate_on_test, fit_on_data, load_training_data, write_run
 from .heads import make_head
-from .metrics import SplitMetrics
+from .metrics import SplitMetrics, write_leaderboard
 from .progress import progress_bar
 
 
@@ -115,13 +113,7 @@ def sweep(store: str | Path, backbones: list[str], head: str = "mlp", grid: dict
 
 
 def _write_outputs(result: SweepResult, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    rows = result.leaderboard()
-    with (out / "leaderboard.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    (out / "sweep.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    write_leaderboard(result.leaderboard(), out / "leaderboard.csv", out / "sweep.json", result.to_dict())
 
 
 __all__ = ["SweepResult", "Trial", "expand_grid", "sweep"]

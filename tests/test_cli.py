@@ -92,6 +92,6 @@ def test_classify_real_photos_json(imagenet_samples_dir):
     result = invoke("classify", *map(str, photos), "--top", "5", "--json")
     records = json.loads(result.output)
     assert len(records) == 4
-    hits = sum(int(p.stem.rsplit("_", 1)[1]) in [t["index"] for t in r["top"]] for p, r in zip(photos, records))
+    hits = sum(int(p.stem.rsplit("_", 1)[1]) in [t["index"] for t in r["top"]] for p, r in zip(photos, records, strict=True))
     assert hits >= 3
     assert all(isinstance(r["top"][0]["name"], str) and r["top"][0]["probability"] > 0 for r in records)

@@ -156,4 +156,4 @@ def test_real_backbone_export_matches_cached_features(orl_dir, tmp_path):
     assert np.abs(got - expected).max() <= 1e-4
     truth = [Path(p).parent.name for p in paths]
     classes = load_run(tmp_path / "run").config.classes
-    assert np.mean([classes[i] == t for i, t in zip(got.argmax(1), truth)]) >= 0.9
+    assert np.mean([classes[i] == t for i, t in zip(got.argmax(1), truth, strict=True)]) >= 0.9

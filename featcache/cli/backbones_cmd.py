@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_json, echo_table
+from .common import echo_table, emit_json
 
 
 @click.command("backbones")

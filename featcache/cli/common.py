@@ -10,7 +10,6 @@ import click
 
 from ..errors import FeatcacheError
 
-
 # Commands that run a backbone or a Keras head, and so import TensorFlow.
 USES_TENSORFLOW = {"extract", "classify", "fit-head", "sweep", "compare", "export", "predict"}
 
