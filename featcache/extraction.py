@@ -48,10 +48,12 @@ class ConfigRun:
     reused: int  # rows already in the store
     failed: int
     seconds: float
+    views: int = 1
 
     @property
     def images_per_s(self) -> float | None:
-        return None if not self.seconds or not self.extracted else self.extracted / self.seconds
+        """Images through the backbone per second (rows x views), as the store's stats record it."""
+        return None if not self.seconds or not self.extracted else self.extracted * self.views / self.seconds
 
 
 @dataclass
@@ -365,7 +367,7 @@ def _extract_config(st, cfg: FeatureConfig, manifest: Manifest, paths: dict[str,
     key = st.ensure_config(cfg, dim, chunk_rows)
     units = st.plan(key, manifest.digests)
     todo = sum(len(u.rows) for u in units)
-    run = ConfigRun(key, cfg.backbone.backbone, 0, len(set(manifest.digests)) - todo, 0, 0.0)
+    run = ConfigRun(key, cfg.backbone.backbone, 0, len(set(manifest.digests)) - todo, 0, 0.0, cfg.augment.n_views)
     if not units:
         return run
     views = cfg.augment.n_views

@@ -19,7 +19,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "installing featcache and its dependencies into .venv (TensorFlow is large: a minute or two)" >&2
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]" 2>&1 \
         | grep -v -E "^WARNING: Location .* is ignored" >&2 || true
-    .venv/bin/python -c "import featcache, tensorflow, zarr, h5py" || { echo "install failed" >&2; exit 1; }
+    .venv/bin/python -c "import featcache, tensorflow, zarr, h5py" 2>/dev/null \
+        || { .venv/bin/python -c "import featcache, tensorflow, zarr, h5py"; echo "install failed" >&2; exit 1; }
     touch "$stamp"
 fi
 # Real photos from PyPI wheels, cached in ~/.cache/featcache/data (or $FEATCACHE_DATA).

@@ -33,7 +33,7 @@ if TINY not in {s.name for s in list_backbones()}:
     register_backbone(BackboneSpec(
         name=TINY, input_size=32, feature_dim=16, preprocess=PREPROCESS["tf"], build_features=_build_tiny,
         weights_source="seeded random init (tests only)", weights_available=lambda: True,
-        weights_identity=lambda: "tiny-seeded-v1", family="test",
+        weights_identity=lambda size: "tiny-seeded-v1", family="test",
     ))
 
 CLASS_COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}

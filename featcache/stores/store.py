@@ -74,6 +74,7 @@ class ConfigStatus:
     dtype: str
     nbytes: int
     stats: dict = field(default_factory=dict)
+    orphans: int = 0  # stored rows no current image maps to (removed or changed files)
 
     @property
     def complete(self) -> bool:
@@ -246,15 +247,19 @@ class FeatureStore:
     def config_status(self, key: str, manifest: StoredManifest | None = None) -> ConfigStatus:
         manifest = manifest or self.manifest()
         g = f"features/{key}"
-        index = {d: r for r, d in enumerate(self.row_digests(key))}
+        row_digests = self.row_digests(key)
+        index = {d: r for r, d in enumerate(row_digests)}
         status = self.status(key)
         st = np.array([status[index[d]] if d in index else PENDING for d in manifest.digests], np.int8)
+        current = set(manifest.digests)
+        orphans = sum(1 for d in row_digests if d and d not in current)
         _, views, dim = self.b.shape(f"{g}/features")
         cfg = self.config(key)
         return ConfigStatus(
             key=key, config=cfg, rows=len(manifest), done=int((st == DONE).sum()),
             failed=int((st == FAILED).sum()), pending=int((st == PENDING).sum()), views=views, dim=dim,
             dtype=cfg.dtype, nbytes=self.b.nbytes_on_disk(g), stats=self.b.get_attrs(g).get("stats", {}),
+            orphans=orphans,
         )
 
     # -- reading -----------------------------------------------------------------------------------
