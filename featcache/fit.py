@@ -151,14 +151,15 @@ def _json_params(params: dict) -> dict:
 
 def fit_on_data(data: TrainingData, head: str = "mlp", params: dict | None = None, seed: int = 0,
                 out: str | Path | None = None, tensorboard_dir: str | Path | None = None, progress: bool = True,
-                evaluate_test: bool = True) -> FitResult:
+                evaluate_test: bool = True, checkpoint_every_epoch: bool = False) -> FitResult:
     """Fit one head on loaded data, evaluate it on validation (and test), write the run if ``out``."""
     model = make_head(head, {"seed": seed, **(params or {})})
     run_dir = _prepare_run_dir(out) if out is not None else None
     has_val = len(data.y_val) > 0
     start = time.perf_counter()
     model.fit(data.X_train, data.y_train, data.X_val if has_val else None, data.y_val if has_val else None,
-              n_classes=len(data.classes), workdir=run_dir, tensorboard_dir=tensorboard_dir, progress=progress)
+              n_classes=len(data.classes), workdir=run_dir, tensorboard_dir=tensorboard_dir, progress=progress,
+              checkpoint_every_epoch=checkpoint_every_epoch)
     fit_seconds = time.perf_counter() - start
     result = FitResult(
         head_type=head, params=_json_params(model.get_params()), keys=data.keys, classes=data.classes,
@@ -214,6 +215,7 @@ def write_run(result: FitResult, data: TrainingData, out: str | Path) -> Path:
 
 def fit_head(store_path: str | Path, backbones: list[str], head: str = "mlp", out: str | Path | None = None,
              params: dict | None = None, seed: int = 0, tensorboard_dir: str | Path | None = None,
+             checkpoint_every_epoch: bool = False,
              progress: bool = True) -> FitResult:
     """Train ``head`` on the cached features of ``backbones`` (concatenated) in ``store_path``.
 
@@ -221,7 +223,8 @@ def fit_head(store_path: str | Path, backbones: list[str], head: str = "mlp", ou
     """
     make_head(head, params)  # unknown head or parameter: fail before reading the store
     data = load_training_data(store_path, backbones, seed)
-    return fit_on_data(data, head, params, seed, out, tensorboard_dir, progress)
+    return fit_on_data(data, head, params, seed, out, tensorboard_dir, progress,
+                       checkpoint_every_epoch=checkpoint_every_epoch)
 
 
 __all__ = ["FitResult", "TrainingData", "evaluate_on_test", "fit_head", "fit_on_data", "load_training_data",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -95,3 +96,12 @@ def test_classify_real_photos_json(imagenet_samples_dir):
     hits = sum(int(p.stem.rsplit("_", 1)[1]) in [t["index"] for t in r["top"]] for p, r in zip(photos, records, strict=True))
     assert hits >= 3
     assert all(isinstance(r["top"][0]["name"], str) and r["top"][0]["probability"] > 0 for r in records)
+
+
+def test_classify_compares_several_backbones_on_the_same_photos(imagenet_samples_dir):
+    photos = sorted(imagenet_samples_dir.glob("imagenet_0[0-1]_*.jpg"))
+    records = json.loads(invoke("classify", *map(str, photos), "-b", "efficientnet_lite0", "-b",
+                                "efficientnet_lite1", "--top", "3", "--json").output)
+    assert [(r["backbone"], Path(r["path"]).name) for r in records] == [
+        (b, p.name) for b in ("efficientnet_lite0", "efficientnet_lite1") for p in photos]
+    assert all(len(r["top"]) == 3 for r in records)

@@ -43,6 +43,14 @@ def test_fit_head_json(store, tmp_path):
     assert list((tmp_path / "tb").rglob("events.out.tfevents*"))
 
 
+def test_fit_head_keeps_every_epoch_weights_when_asked(store, tmp_path):
+    r = _run("fit-head", store, "-b", TINY, "--head", "linear", "--out", tmp_path / "run", "--epochs", 3,
+             "--patience", 5, "--checkpoint-every-epoch", "-q")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "run").glob("weights.*.weights.h5")) == [
+        "weights.01.weights.h5", "weights.02.weights.h5", "weights.03.weights.h5"]
+
+
 def test_fit_head_human_summary(store, tmp_path):
     r = _run("fit-head", store, "-b", TINY, "--head", "logreg", "--out", tmp_path / "run", "--C", 0.5)
     assert r.exit_code == 0, r.output

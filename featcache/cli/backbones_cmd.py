@@ -24,29 +24,36 @@ def backbones_cmd(as_json):
 
 @click.command("classify")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
-@click.option("-b", "--backbone", default="efficientnet_lite0", show_default=True, help="Backbone with an ImageNet classifier.")
+@click.option("-b", "--backbone", "backbones", multiple=True, default=["efficientnet_lite0"], show_default=True,
+              help="Backbone with an ImageNet classifier (repeat to compare several on the same images).")
 @click.option("--top", default=5, show_default=True, type=click.IntRange(1, 1000), help="Classes to show per image.")
 @click.option("--weights", default="imagenet", show_default=True, help="imagenet, or a local weights file (with top).")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def classify_cmd(inputs, backbone, top, weights, batch_size, as_json):
+@click.option("--json", "as_json", is_flag=True, help="Print JSON records (one per image and backbone).")
+def classify_cmd(inputs, backbones, top, weights, batch_size, as_json):
     """Top-k ImageNet classes of image files or folders (offline class names)."""
     from dataclasses import asdict
 
+    from ..errors import FeatcacheError
     from ..imagenet import classify
 
-    results = classify(inputs, backbone, top, weights, batch_size, progress=not as_json)
+    if weights != "imagenet" and len(backbones) > 1:
+        raise FeatcacheError("--weights PATH applies to a single backbone")
+    runs = {b: classify(inputs, b, top, weights, batch_size, progress=not as_json) for b in backbones}
     if as_json:
-        emit_json([asdict(r) for r in results])
+        emit_json([{"backbone": b, **asdict(r)} for b, results in runs.items() for r in results])
     else:
-        for r in results:
+        first = runs[backbones[0]]
+        for i, r in enumerate(first):
             if r.error:
                 click.secho(f"{r.path}: ERROR {r.error}", fg="red", err=True)
                 continue
             click.echo(r.path)
-            for s in r.top:
-                click.echo(f"  {s.probability:7.2%}  {s.name} ({s.index})")
-    if any(r.error for r in results):
+            for b, results in runs.items():
+                label = f"{b:<22}" if len(runs) > 1 else ""
+                for s in results[i].top:
+                    click.echo(f"  {label}{s.probability:7.2%}  {s.name} ({s.index})")
+    if any(r.error for r in runs[backbones[0]]):
         raise SystemExit(1)
 
 

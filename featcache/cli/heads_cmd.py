@@ -55,9 +55,12 @@ def _store_arg(f):
               help="Early-stopping patience in epochs (default 10).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--tensorboard-dir", type=click.Path(), default=None, help="Write TensorBoard logs here.")
+@click.option("--checkpoint-every-epoch", is_flag=True,
+              help="Keras heads: also keep weights.{epoch:02d}.weights.h5 for every epoch (Innolitics recipe).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def fit_head_cmd(store, backbones, head, out, seed, tensorboard_dir, quiet, as_json, **options):
+def fit_head_cmd(store, backbones, head, out, seed, tensorboard_dir, checkpoint_every_epoch, quiet, as_json,
+                 **options):
     """Train a head on the cached features of STORE and write a run folder.
 
     The run folder holds the head, config.json (what `featcache predict`/`export` need to
@@ -68,6 +71,7 @@ def fit_head_cmd(store, backbones, head, out, seed, tensorboard_dir, quiet, as_j
 
     params = {k: v for k, v in options.items() if v is not None}
     result = fit_head(store, list(backbones), head, out, params, seed=seed, tensorboard_dir=tensorboard_dir,
+                      checkpoint_every_epoch=checkpoint_every_epoch,
                       progress=not quiet)
     if as_json:
         emit_json(result.to_dict())

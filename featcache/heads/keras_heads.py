@@ -27,6 +27,7 @@ from .tensorboard import epoch_logs_callback
 
 MODEL_FILE = "head.keras"
 CHECKPOINT_FILE = "checkpoint.weights.h5"  # best epoch so far, rewritten while training
+EPOCH_WEIGHTS = "weights.{epoch:02d}.weights.h5"  # with checkpoint_every_epoch (Keras 3 wants .weights.h5)
 HISTORY_FILE = "history.csv"
 
 
@@ -169,7 +170,7 @@ class KerasHead(Head):
 
     def fit(self, X_train, y_train, X_val=None, y_val=None, *, n_classes: int | None = None,
             workdir: str | Path | None = None, tensorboard_dir: str | Path | None = None,
-            progress: bool = False, callbacks=(), **_ignored) -> KerasHead:
+            progress: bool = False, callbacks=(), checkpoint_every_epoch: bool = False, **_ignored) -> KerasHead:
         import keras
 
         self._check()
@@ -186,7 +187,8 @@ class KerasHead(Head):
         self.model_, self.n_classes_ = model, n_classes
         sampler = ViewSampler(X_train, keras.utils.to_categorical(y_train, n_classes), self.batch_size, self.seed)
         cbs = keras.callbacks.CallbackList(
-            self._callbacks(list(callbacks), has_val, workdir, tensorboard_dir, progress), add_history=True,
+            self._callbacks(list(callbacks), has_val, workdir, tensorboard_dir, progress, checkpoint_every_epoch),
+            add_history=True,
             model=model, epochs=int(self.epochs), steps=len(sampler), verbose=0)
         self._train_loop(model, sampler, cbs, X_val if has_val else None, np.asarray(y_val) if has_val else None)
         self.history_ = {k: [float(v) for v in vals] for k, vals in model.history.history.items()}
@@ -199,7 +201,8 @@ class KerasHead(Head):
             self.best_epoch_ = self.epochs_trained_
         return self
 
-    def _callbacks(self, extra: list, has_val: bool, workdir, tensorboard_dir, progress: bool) -> list:
+    def _callbacks(self, extra: list, has_val: bool, workdir, tensorboard_dir, progress: bool,
+                   every_epoch: bool = False) -> list:
         import keras
 
         cbs = extra
@@ -208,6 +211,8 @@ class KerasHead(Head):
             workdir.mkdir(parents=True, exist_ok=True)
             cbs.append(keras.callbacks.CSVLogger(str(workdir / HISTORY_FILE)))
         checkpoint = None if workdir is None else workdir / CHECKPOINT_FILE
+        if every_epoch and workdir is not None:  # the Innolitics recipe's weights.{epoch:02d}.h5
+            cbs.append(keras.callbacks.ModelCheckpoint(str(workdir / EPOCH_WEIGHTS), save_weights_only=True))
         cbs.append(_best_epoch_callback(int(self.patience) if has_val else None, checkpoint))
         if tensorboard_dir is not None:
             cbs.append(epoch_logs_callback(tensorboard_dir))
