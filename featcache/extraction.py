@@ -25,7 +25,7 @@ import numpy as np
 from .augment import AugmentParams, augment_view
 from .backbones import DEFAULT_BACKBONE, get_backbone
 from .backbones.model import build_feature_extractor, resolve_config
-from .backbones.spec import BackboneConfig, Preprocess
+from .backbones.spec import BackboneConfig
 from .config import DTYPES, FeatureConfig
 from .dataset import Manifest, SplitFractions, scan
 from .errors import FeatcacheError, ImageDecodeError
@@ -100,25 +100,10 @@ class BackboneRunner:
         trace). Written into buffer ``slot``, valid until the next prepare() of that slot."""
         n = len(images)
         shape = (self.batch_size, *images.shape[1:])
-        pre = self.preprocess
-        if type(pre) is not Preprocess:  # a custom callable: the plain (allocating) path
-            return pre(np.concatenate([images, np.repeat(images[-1:], self.batch_size - n, axis=0)]))
         x = self._inputs.get(slot)
         if x is None or x.shape != shape:
             x = self._inputs[slot] = np.empty(shape, np.float32)
-        # Preprocess.__call__ into the reused buffer: x[..., order] * scale + offset, the same float32
-        # operations. Broadcasting a 3-vector is slow in numpy (inner loops of length 3), so a scale
-        # shared by the channels goes as a scalar and a per-channel one channel by channel.
-        src = images[..., ::-1] if pre.bgr else images
-        scale, offset = np.asarray(pre.scale, np.float32), np.asarray(pre.offset, np.float32)
-        if (scale == scale[0]).all() and (offset == offset[0]).all():
-            np.multiply(src, scale[0], out=x[:n])
-            x[:n] += offset[0]
-        else:
-            for c in range(x.shape[-1]):
-                xc = x[:n, ..., c]
-                np.multiply(src[..., c], scale[c], out=xc)
-                xc += offset[c]
+        self.preprocess(images, out=x[:n])
         x[n:] = x[n - 1]
         return x
 
