@@ -66,11 +66,15 @@ class Manifest:
         return Path(self.root) / self.paths[i]
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """{class: {split: n}}"""
-        out = {c: dict.fromkeys(SPLITS, 0) for c in self.classes}
-        for label, split in zip(self.labels.tolist(), self.splits.tolist(), strict=True):
-            out[self.classes[label]][SPLITS[split]] += 1
-        return out
+        return split_counts(self.classes, self.labels, self.splits)
+
+
+def split_counts(classes: list[str], labels: np.ndarray, splits: np.ndarray) -> dict[str, dict[str, int]]:
+    """{class: {split: number of images}}"""
+    out = {c: dict.fromkeys(SPLITS, 0) for c in classes}
+    for label, split in zip(labels.tolist(), splits.tolist(), strict=True):
+        out[classes[label]][SPLITS[split]] += 1
+    return out
 
 
 def content_digest(path: Path, block: int = 1 << 20) -> str:

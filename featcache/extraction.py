@@ -310,8 +310,8 @@ def extract(
 
     st = open_store(store, mode="a")
     try:
-        if split is None and manifest is None and "split" in st.b.get_attrs():
-            split = st.b.get_attrs()["split"]  # keep the store's split unless asked otherwise
+        if split is None and manifest is None:
+            split = st.b.get_attrs().get("split")  # keep the store's split unless asked otherwise
         manifest = manifest or scan(data_dir, split)
         st.write_manifest(manifest)
         paths = {}
@@ -325,7 +325,7 @@ def extract(
                                  "image(s) in this store could not be decoded)")
         for cfg in configs:
             result.configs.append(_extract_config(st, cfg, manifest, paths, batch_size, workers, chunk_rows,
-                                                  strict, progress, result))
+                                                  strict, progress))
         result.skipped = _skipped_images(st, manifest)
         return result
     finally:
@@ -342,8 +342,7 @@ def _skipped_images(st, manifest: Manifest) -> list[SkippedImage]:
 
 
 def _extract_config(st, cfg: FeatureConfig, manifest: Manifest, paths: dict[str, str], batch_size: int,
-                    workers: int | None, chunk_rows: int | None, strict: bool, progress: bool,
-                    result: ExtractResult) -> ConfigRun:
+                    workers: int | None, chunk_rows: int | None, strict: bool, progress: bool) -> ConfigRun:
     runner = None
     dim = feature_dim(cfg)
     if dim < 0:  # flatten: the size depends on the spatial output, so build the model first

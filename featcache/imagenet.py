@@ -11,8 +11,8 @@ from importlib import resources
 import numpy as np
 
 from .backbones import DEFAULT_BACKBONE, get_backbone
-from .errors import FeatcacheError, ImageDecodeError
-from .images import collect_image_files, read_image
+from .errors import FeatcacheError
+from .images import collect_image_files, iter_image_batches
 from .progress import progress_bar
 
 
@@ -52,21 +52,13 @@ def classify(inputs, backbone: str = DEFAULT_BACKBONE, top: int = 5, weights: st
     names = imagenet_class_names()
     results: list[ImagePrediction] = []
     bar = progress_bar(len(files), f"classify {backbone}", enabled=progress and len(files) > batch_size)
-    for i in range(0, len(files), batch_size):
-        batch, ok = [], []
-        for path in files[i:i + batch_size]:
-            pred = ImagePrediction(str(path))
-            results.append(pred)
-            try:
-                batch.append(read_image(path, spec.input_size))
-                ok.append(pred)
-            except ImageDecodeError as exc:
-                pred.error = exc.reason
-        if batch:
-            probs = np.asarray(model.predict_on_batch(spec.preprocess(np.stack(batch))))
-            for pred, p in zip(ok, probs, strict=True):
-                order = np.argsort(-p)[:top]
-                pred.top = [ClassScore(int(k), names[k], float(p[k])) for k in order]
-        bar.update(len(files[i:i + batch_size]))
+    for batch in iter_image_batches(files, [spec.input_size], batch_size):
+        preds = [ImagePrediction(str(p), error=batch.errors.get(i)) for i, p in enumerate(batch.paths)]
+        results += preds
+        if batch.decoded:
+            probs = np.asarray(model.predict_on_batch(spec.preprocess(batch.images[0])))
+            for i, p in zip(batch.decoded, probs, strict=True):
+                preds[i].top = [ClassScore(int(k), names[k], float(p[k])) for k in np.argsort(-p)[:top]]
+        bar.update(len(batch.paths))
     bar.close()
     return results

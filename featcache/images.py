@@ -13,6 +13,8 @@ Every file becomes an RGB uint8 array. Modes are normalised as follows:
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +131,33 @@ def collect_image_files(inputs) -> list[Path]:
         else:
             raise FeatcacheError(f"{p} does not exist")
     return out
+
+
+@dataclass
+class DecodedBatch:
+    paths: list[Path]  # every file of the batch, in order
+    errors: dict[int, str]  # position in paths -> why that file could not be decoded
+    images: list[np.ndarray]  # one (n_decoded, S, S, 3) uint8 array per requested size
+
+    @property
+    def decoded(self) -> list[int]:
+        """Positions in paths of the files in images, in order."""
+        return [i for i in range(len(self.paths)) if i not in self.errors]
+
+
+def iter_image_batches(files: Sequence[Path], sizes: Sequence[int], batch_size: int) -> Iterator[DecodedBatch]:
+    """Files in batches: each decoded once and resized to every size; unreadable ones reported."""
+    for start in range(0, len(files), batch_size):
+        paths = list(files[start:start + batch_size])
+        errors: dict[int, str] = {}
+        per_size: list[list[np.ndarray]] = [[] for _ in sizes]
+        for i, path in enumerate(paths):
+            try:
+                img = decode_image(path)
+            except ImageDecodeError as exc:
+                errors[i] = exc.reason
+                continue
+            for arrays, size in zip(per_size, sizes, strict=True):
+                arrays.append(resize(img, size))
+        images = [np.stack(a) if a else np.zeros((0, s, s, 3), np.uint8) for a, s in zip(per_size, sizes, strict=True)]
+        yield DecodedBatch(paths, errors, images)

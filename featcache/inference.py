@@ -18,8 +18,8 @@ import numpy as np
 
 from . import __version__
 from .config import FeatureConfig
-from .errors import FeatcacheError, ImageDecodeError
-from .images import collect_image_files, decode_image, resize
+from .errors import FeatcacheError
+from .images import collect_image_files, iter_image_batches
 from .progress import progress_bar
 
 
@@ -72,27 +72,18 @@ class Classifier:
     def predict(self, inputs, batch_size: int = 32, progress: bool = False) -> list[FilePrediction]:
         """Predict image files and folders (walked recursively). Unreadable files get .error."""
         files = collect_image_files([inputs] if isinstance(inputs, (str, Path)) else inputs)
-        results = [FilePrediction(str(p)) for p in files]
+        results: list[FilePrediction] = []
         bar = progress_bar(len(files), "predict", enabled=progress and len(files) > batch_size)
-        for start in range(0, len(files), batch_size):
-            chunk = results[start:start + batch_size]
-            ok, arrays = [], [[] for _ in self.input_sizes]
-            for pred in chunk:
-                try:
-                    img = decode_image(pred.path)  # decode once, resize per backbone input size
-                except ImageDecodeError as exc:
-                    pred.error = exc.reason
-                    continue
-                ok.append(pred)
-                for arr, size in zip(arrays, self.input_sizes, strict=True):
-                    arr.append(resize(img, size))
-            if ok:
-                probs = self.predict_images([np.stack(a) for a in arrays])
-                for pred, p in zip(ok, probs, strict=True):
-                    pred.probabilities = [float(v) for v in p]
-                    pred.label = self.classes[int(np.argmax(p))]
-                    pred.confidence = float(np.max(p))
-            bar.update(len(chunk))
+        for batch in iter_image_batches(files, self.input_sizes, batch_size):
+            preds = [FilePrediction(str(p), error=batch.errors.get(i)) for i, p in enumerate(batch.paths)]
+            results += preds
+            if batch.decoded:
+                probs = self.predict_images(batch.images)
+                for i, p in zip(batch.decoded, probs, strict=True):
+                    preds[i].probabilities = [float(v) for v in p]
+                    preds[i].label = self.classes[int(np.argmax(p))]
+                    preds[i].confidence = float(np.max(p))
+            bar.update(len(batch.paths))
         bar.close()
         return results
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .dataset import SPLITS
+from .dataset import split_counts
 from .stores import ConfigStatus, open_store
 
 
@@ -28,9 +28,7 @@ class StoreInfo:
 def store_info(path) -> StoreInfo:
     with open_store(path) as st:
         m = st.manifest()
-        counts = {c: dict.fromkeys(SPLITS, 0) for c in m.classes}
-        for label, split in zip(m.labels.tolist(), m.splits.tolist(), strict=True):
-            counts[m.classes[label]][SPLITS[split]] += 1
+        counts = split_counts(m.classes, m.labels, m.splits)
         current = set(m.digests)
         skipped = [{"path": v.get("path", ""), "reason": v.get("reason", "")}
                    for d, v in st.skipped().items() if d in current]

@@ -244,13 +244,18 @@ class FeatureStore:
         s["images_per_s"] = round(s["images"] / s["seconds"], 2) if s["seconds"] else None
         self.b.set_attrs(g, {"stats": s})
 
+    def _manifest_rows(self, key: str, manifest: StoredManifest) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(row digests, each image's row or -1, each image's status) for one config."""
+        row_digests = self.row_digests(key)
+        index = {d: r for r, d in enumerate(row_digests)}
+        rows = np.array([index.get(d, -1) for d in manifest.digests], np.int64)
+        st = np.where(rows >= 0, self.status(key)[np.maximum(rows, 0)], PENDING).astype(np.int8)
+        return row_digests, rows, st
+
     def config_status(self, key: str, manifest: StoredManifest | None = None) -> ConfigStatus:
         manifest = manifest or self.manifest()
         g = f"features/{key}"
-        row_digests = self.row_digests(key)
-        index = {d: r for r, d in enumerate(row_digests)}
-        status = self.status(key)
-        st = np.array([status[index[d]] if d in index else PENDING for d in manifest.digests], np.int8)
+        row_digests, _, st = self._manifest_rows(key, manifest)
         current = set(manifest.digests)
         orphans = sum(1 for d in row_digests if d and d not in current)
         _, views, dim = self.b.shape(f"{g}/features")
@@ -284,10 +289,7 @@ class FeatureStore:
         usable = np.ones(len(manifest), bool)
         blocks = []
         for key in keys:
-            index = {d: r for r, d in enumerate(self.row_digests(key))}
-            rows = np.array([index.get(d, -1) for d in manifest.digests], np.int64)
-            status = self.status(key)
-            st = np.where(rows >= 0, status[np.maximum(rows, 0)], PENDING)
+            _, rows, st = self._manifest_rows(key, manifest)
             pending = int((st == PENDING).sum())
             if pending and not allow_incomplete:
                 raise FeatcacheError(
