@@ -52,7 +52,7 @@ METHODS = ("forward", "featcache", "naive", "keras")
 # -- the images ------------------------------------------------------------------------------------
 
 def image_files(root: Path) -> list[Path]:
-    from featcache.dataset import scan
+    from featcache.ingest.scan import scan
 
     manifest = scan(root)
     return [manifest.abspath(i) for i in range(len(manifest))]
@@ -115,7 +115,7 @@ class Bench:
         return self._model
 
     def forward(self) -> dict:
-        from featcache.images import read_image
+        from featcache.ingest.decode import read_image
 
         if self._tensors is None:  # decoded + preprocessed once, untimed: the point is the forward pass
             self._tensors = self.preprocess(np.stack([read_image(f, self.size) for f in self.files]))
@@ -138,7 +138,7 @@ class Bench:
     def featcache(self) -> dict:
         import keras
 
-        from featcache.extraction import extract
+        from featcache.extraction import ExtractOptions, extract
 
         store = self.tmp / "bench.zarr"
         shutil.rmtree(store, ignore_errors=True)
@@ -153,8 +153,7 @@ class Bench:
         keras.Model.predict_on_batch = timed_predict
         try:
             t0 = time.perf_counter()
-            result = extract(self.root, store, [self.args.backbone], image_size=self.args.image_size,
-                             batch_size=self.args.batch_size, workers=self.args.workers, progress=False)
+            result = extract(self.root, store, ExtractOptions(backbones=[self.args.backbone], image_size=self.args.image_size, batch_size=self.args.batch_size, workers=self.args.workers, progress=False))
             wall = time.perf_counter() - t0
         finally:
             keras.Model.predict_on_batch = predict
@@ -166,7 +165,7 @@ class Bench:
                 "steady_images_per_s": steady}
 
     def naive(self) -> dict:
-        from featcache.images import read_image
+        from featcache.ingest.decode import read_image
 
         out = self.tmp / "naive"
         shutil.rmtree(out, ignore_errors=True)
@@ -222,13 +221,13 @@ def child_memory(data: str, store: str, backbone: str, batch_size: int) -> None:
     /proc, reset just before extracting; ru_maxrss is reported too, for reference."""
     import keras  # noqa: F401  (TensorFlow's own footprint is in the baseline, not in extract's)
 
-    from featcache.extraction import extract
+    from featcache.extraction import ExtractOptions, extract
 
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak-RSS mark to the current RSS
     before = _proc_status_mb("VmRSS")
     t0 = time.perf_counter()
-    result = extract(data, store, [backbone], batch_size=batch_size, progress=False)
+    result = extract(data, store, ExtractOptions(backbones=[backbone], batch_size=batch_size, progress=False))
     seconds = time.perf_counter() - t0
     peak = _proc_status_mb("VmHWM")
     print(json.dumps({"images": result.images, "extracted": result.configs[0].extracted, "seconds": seconds,
@@ -324,7 +323,7 @@ def main(argv=None) -> None:
     import tensorflow as tf
 
     from featcache import __version__
-    from featcache.datasets import fetch
+    from featcache.ingest.sample_data import fetch
 
     data = (args.data or fetch("orl-faces")).resolve()
     methods = [m for m in args.methods.split(",") if m]

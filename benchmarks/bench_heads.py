@@ -26,13 +26,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from featcache.augment import AugmentParams  # noqa: E402
-from featcache.datasets import fetch  # noqa: E402
-from featcache.extraction import extract  # noqa: E402
-from featcache.fit import load_training_data  # noqa: E402
+from featcache.extraction import ExtractOptions, extract  # noqa: E402
 from featcache.heads import make_head  # noqa: E402
 from featcache.heads.logreg import DEFAULT_C_GRID  # noqa: E402
+from featcache.ingest.augment import AugmentParams  # noqa: E402
+from featcache.ingest.sample_data import fetch  # noqa: E402
 from featcache.stores import open_store  # noqa: E402
+from featcache.train.fit import load_training_data  # noqa: E402
 
 BACKBONE = "efficientnet_lite0"
 RESULTS = Path(__file__).parent / "results" / "heads.json"
@@ -56,7 +56,7 @@ def epoch_timer():
 
 def ensure_store(data: Path, store: Path, views: int) -> float:
     """Extract (or resume: a complete store is reused); return the one-off extraction seconds."""
-    extract(data, store, [BACKBONE], augment=AugmentParams(views=views), progress=True)
+    extract(data, store, ExtractOptions(backbones=[BACKBONE], augment=AugmentParams(augmented_views=views), progress=True))
     with open_store(store) as st:
         return float(st.config_status(st.resolve_key(BACKBONE)).stats.get("seconds") or 0.0)
 
@@ -88,8 +88,8 @@ def bench_classic(store: Path, epochs: int, batch_size: int = 64) -> dict:
 
     from featcache.backbones import get_backbone
     from featcache.backbones.model import build_feature_extractor, resolve_config
-    from featcache.images import read_image
-    from featcache.layers import ChannelAffine
+    from featcache.ingest.decode import read_image
+    from featcache.serve.layers import ChannelAffine
 
     with open_store(store) as st:
         m = st.manifest()

@@ -12,15 +12,20 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "extract": "featcache.extraction",
+    "ExtractOptions": "featcache.extraction",
     "open_store": "featcache.stores",
-    "fit_head": "featcache.fit",
-    "load_run": "featcache.heads",
-    "load_classifier": "featcache.inference",
-    "export": "featcache.inference",
-    "classify": "featcache.imagenet",
+    "fit_head": "featcache.train.fit",
+    "sweep": "featcache.train.sweep",
+    "compare": "featcache.train.compare",
+    "load_run": "featcache.train.run",
+    "make_head": "featcache.heads",
+    "load_classifier": "featcache.serve.predict",
+    "export": "featcache.serve.export",
+    "classify": "featcache.serve.classify",
     "register_backbone": "featcache.backbones",
     "BackboneSpec": "featcache.backbones",
-    "AugmentParams": "featcache.augment",
+    "Preprocess": "featcache.backbones",
+    "AugmentParams": "featcache.ingest.augment",
 }
 
 __all__ = ["__version__", *_LAZY]

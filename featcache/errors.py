@@ -9,8 +9,25 @@ class FeatcacheError(Exception):
     exit_code = 2
 
 
-class WeightsUnavailableError(FeatcacheError):
+class ParameterError(FeatcacheError, ValueError):
+    """A library parameter has a bad value. ``param`` is the library's own name for it (e.g.
+    ``batch_size``); the CLI words the message with the matching flag (``--batch-size``)."""
+
+    def __init__(self, param: str, message: str):
+        self.param = param
+        self.message = message
+        super().__init__(f"{param}: {message}")
+
+
+class RegistryError(FeatcacheError):
+    """A backbone, head or store type registered twice, or a plugin that cannot be loaded."""
+
+
+class WeightsUnavailableError(ParameterError):
     """Pretrained weights cannot be had on this machine (no network, no cache, no local file)."""
+
+    def __init__(self, message: str):
+        super().__init__("weights", message)
 
 
 class ImageDecodeError(FeatcacheError):

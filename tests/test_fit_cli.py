@@ -9,17 +9,16 @@ import pytest
 from click.testing import CliRunner
 from conftest import TINY, make_image, make_tree
 
-from featcache.augment import AugmentParams
 from featcache.cli import cli
-from featcache.extraction import extract
+from featcache.extraction import ExtractOptions, extract
+from featcache.ingest.augment import AugmentParams
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cli")
     data = make_tree(root / "data", per_class=12)
-    extract(data, root / "s.zarr", backbones=[TINY], weights="random", augment=AugmentParams(views=2),
-            progress=False)
+    extract(data, root / "s.zarr", ExtractOptions(backbones=[TINY], weights="random", augment=AugmentParams(augmented_views=2), progress=False))
     return root / "s.zarr"
 
 
@@ -71,7 +70,7 @@ def test_fit_head_bad_input_exits_2(store, tmp_path, args, message):
 def test_one_class_exits_2(tmp_path):
     for i in range(3):
         make_image(tmp_path / "data" / "cats" / f"{i}.png", (90, 90, 90), i)
-    extract(tmp_path / "data", tmp_path / "s.zarr", backbones=[TINY], weights="random", progress=False)
+    extract(tmp_path / "data", tmp_path / "s.zarr", ExtractOptions(backbones=[TINY], weights="random", progress=False))
     r = _run("fit-head", tmp_path / "s.zarr", "-b", TINY, "--head", "logreg", "--out", tmp_path / "run")
     assert r.exit_code == 2 and "at least two class" in r.stderr
 
@@ -95,7 +94,7 @@ def test_sweep_json(store, tmp_path):
 
 def test_sweep_bad_value_is_a_usage_error(store):
     r = _run("sweep", store, "-b", TINY, "--head", "mlp", "--lr", "fast")
-    assert r.exit_code == 2 and "comma-separated" in r.output
+    assert r.exit_code == 2 and "--lr: expected number, got 'fast'" in r.output
 
 
 def test_compare_json_and_table(store, tmp_path):

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from conftest import TINY, make_image, make_tree
 
-from featcache.augment import AugmentParams
 from featcache.errors import FeatcacheError
-from featcache.extraction import extract
-from featcache.fit import _holdout, fit_head, fit_on_data, load_training_data
-from featcache.heads import HEADS, RunConfig, load_run, make_head
+from featcache.extraction import ExtractOptions, extract
+from featcache.heads import HEADS, make_head
 from featcache.heads.keras_heads import ViewSampler
+from featcache.ingest.augment import AugmentParams
 from featcache.stores import FeatureStore, open_store
+from featcache.train.fit import _holdout, fit_head, fit_on_data, load_training_data
+from featcache.train.run import RunConfig, load_run
 
 # The tiny random backbone's features are ~0.1 in scale: the linear head (no BatchNorm, as in the
 # InceptionV3 recipe) needs a larger step than RMSprop's default to learn them in a few epochs.
@@ -23,8 +24,8 @@ FAST = {"mlp": {"epochs": 40, "patience": 40}, "linear": {"epochs": 60, "patienc
 
 
 def _extract_tiny(data: Path, store: Path, **kw) -> Path:
-    kw = {"augment": AugmentParams(views=2), **kw}
-    extract(data, store, backbones=[TINY], weights="random", progress=False, **kw)
+    kw = {"augment": AugmentParams(augmented_views=2), **kw}
+    extract(data, store, ExtractOptions(backbones=[TINY], weights="random", progress=False, **kw))
     return store
 
 
@@ -48,7 +49,7 @@ def keys(tiny_store) -> list[str]:
 def runs(tiny_store, keys, tmp_path_factory) -> dict:
     """One fitted run folder per head type (avg-pooled features)."""
     out = tmp_path_factory.mktemp("runs")
-    return {h: fit_head(tiny_store, [keys[0]], h, out / h, FAST[h], progress=False) for h in FAST}
+    return {h: fit_head(tiny_store, [keys[0]], make_head(h, FAST[h]), out / h, progress=False) for h in FAST}
 
 
 def _held_out(store, key):
@@ -102,7 +103,7 @@ def test_run_folder_contents(runs, tiny_store, keys):
 
 
 def test_registry_holds_the_builtin_heads():
-    assert {"mlp", "linear", "logreg"} <= set(HEADS)
+    assert {"mlp", "linear", "logreg"} <= set(HEADS.names())
 
 
 def test_keras_heads_architecture(runs):
@@ -121,7 +122,7 @@ def test_keras_heads_architecture(runs):
 
 def test_keras_head_is_deterministic(tiny_store, keys):
     data = load_training_data(tiny_store, [keys[0]])
-    a, b = (fit_on_data(data, "mlp", {"epochs": 5}, seed=3, progress=False).head.predict_proba(data.X_val)
+    a, b = (fit_on_data(data, make_head("mlp", {"epochs": 5, "seed": 3}), progress=False).head.predict_proba(data.X_val)
             for _ in range(2))
     np.testing.assert_allclose(a, b, atol=1e-6)
 
@@ -161,7 +162,7 @@ def test_augmented_views_never_reach_validation_or_test(tiny_store, keys, monkey
     data = load_training_data(tiny_store, [keys[0]])
     assert np.isfinite(data.X_train).all() and np.isfinite(data.X_val).all() and np.isfinite(data.X_test).all()
     for head in ("mlp", "logreg"):
-        r = fit_head(tiny_store, [keys[0]], head, tmp_path / head, FAST[head], progress=False)
+        r = fit_head(tiny_store, [keys[0]], make_head(head, FAST[head]), tmp_path / head, progress=False)
         assert np.isfinite(r.val.log_loss) and r.val.accuracy > 0.5
 
 
@@ -202,7 +203,7 @@ def test_concatenated_backbones(tiny_store, keys, tmp_path):
 def test_empty_validation_split_falls_back_to_a_train_holdout(tmp_path):
     data_dir = make_tree(tmp_path / "data", per_class=10)
     store = _extract_tiny(data_dir, tmp_path / "s.zarr", split="80/0/20")
-    r = fit_head(store, [TINY], "linear", tmp_path / "run", {"epochs": 5}, progress=False)
+    r = fit_head(store, [TINY], make_head("linear", {"epochs": 5}), tmp_path / "run", progress=False)
     assert r.validation_source == "train-holdout" and r.val.n >= 3
     assert json.loads((tmp_path / "run" / "config.json").read_text())["validation"] == "train-holdout"
 
@@ -222,7 +223,7 @@ def test_bad_inputs_are_clear_errors(tiny_store, keys, tmp_path):
     with pytest.raises(FeatcacheError, match="unknown head"):
         fit_head(tiny_store, [keys[0]], "svm", tmp_path / "b", progress=False)
     with pytest.raises(FeatcacheError, match="no parameter 'hidden'"):
-        fit_head(tiny_store, [keys[0]], "logreg", tmp_path / "c", {"hidden": 3}, progress=False)
+        fit_head(tiny_store, [keys[0]], make_head("logreg", {"hidden": 3}), tmp_path / "c", progress=False)
     with pytest.raises(FeatcacheError, match="at least one backbone"):
         fit_head(tiny_store, [], "logreg", tmp_path / "d", progress=False)
 
@@ -248,7 +249,7 @@ def test_class_without_training_images_is_refused(tmp_path):
 
 
 def test_incomplete_features_say_how_to_resume(tmp_path):
-    from featcache.dataset import scan
+    from featcache.ingest.scan import scan
 
     data_dir = make_tree(tmp_path / "data", per_class=4)
     store = _extract_tiny(data_dir, tmp_path / "s.zarr")
@@ -267,7 +268,7 @@ def test_out_folder_that_is_not_a_run_is_refused(tiny_store, keys, tmp_path):
 
 
 def test_sweep_ranks_on_validation_and_tests_only_the_best(tiny_store, keys, tmp_path):
-    from featcache.sweep import sweep
+    from featcache.train.sweep import sweep
 
     result = sweep(tiny_store, [keys[0]], "logreg", {"C": [1e-6, 1.0, 0.1]}, out=tmp_path / "sw", progress=False)
     accs = [t.val.accuracy for t in result.trials]
@@ -281,7 +282,7 @@ def test_sweep_ranks_on_validation_and_tests_only_the_best(tiny_store, keys, tmp
 
 
 def test_compare_every_config(tiny_store, keys, tmp_path):
-    from featcache.compare import compare
+    from featcache.train.compare import compare
 
     result = compare(tiny_store, ["logreg"], out=tmp_path / "cmp", progress=False)
     assert sorted(e.key for e in result.entries) == sorted(keys)
@@ -298,7 +299,7 @@ def test_compare_every_config(tiny_store, keys, tmp_path):
 def orl_store(orl_dir, tmp_path_factory) -> Path:
     """The 400 ORL faces through the real efficientnet_lite0, K=2 augmented views (~25 s)."""
     store = tmp_path_factory.mktemp("orl") / "orl.zarr"
-    extract(orl_dir, store, augment=AugmentParams(views=2), progress=False)
+    extract(orl_dir, store, ExtractOptions(augment=AugmentParams(augmented_views=2), progress=False))
     return store
 
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from featcache.errors import FeatcacheError, ImageDecodeError
-from featcache.images import collect_image_files, is_image_path, load_image, read_image
+from featcache.ingest.decode import collect_image_files, is_image_path, load_image, read_image
 
 WHITE = (255, 255, 255)
 

@@ -12,13 +12,15 @@ import pytest
 from click.testing import CliRunner
 from conftest import make_tree
 
-from featcache.augment import AugmentParams
 from featcache.cli import cli
-from featcache.extraction import extract
-from featcache.fit import fit_head
-from featcache.heads import load_run
-from featcache.inference import export, load_classifier
+from featcache.extraction import ExtractOptions, extract
+from featcache.heads import make_head
+from featcache.ingest.augment import AugmentParams
+from featcache.serve.export import export
+from featcache.serve.predict import load_classifier
 from featcache.stores import open_store
+from featcache.train.fit import fit_head
+from featcache.train.run import load_run
 
 FAST = {"mlp": {"epochs": 5}, "linear": {"epochs": 5}, "logreg": {}}
 
@@ -30,8 +32,7 @@ def store(tmp_path_factory) -> Path:
     data = make_tree(root / "data", per_class=12)
     path = root / "s.zarr"
     for size in (32, 48):
-        extract(data, path, ["tiny_test"], weights="random", image_size=size, dtype="float32", split="50/20/30",
-                augment=AugmentParams(views=1), progress=False)
+        extract(data, path, ExtractOptions(backbones=["tiny_test"], weights="random", image_size=size, dtype="float32", split="50/20/30", augment=AugmentParams(augmented_views=1), progress=False))
     return path
 
 
@@ -57,7 +58,7 @@ def _probs(preds) -> np.ndarray:
 @pytest.mark.parametrize("head", ["mlp", "linear", "logreg"])
 def test_exported_model_reproduces_fit_head_probabilities(store, tmp_path, head):
     key = _keys(store)[:1]
-    fit_head(store, key, head, tmp_path / "run", params=FAST[head], progress=False)
+    fit_head(store, key, make_head(head, FAST[head]), tmp_path / "run", progress=False)
     paths, feats = _test_split(store, key)
     assert len(paths) >= 3
     expected = load_run(tmp_path / "run").head.predict_proba(feats)
@@ -148,7 +149,7 @@ def test_real_backbone_export_matches_cached_features(orl_dir, tmp_path):
             for photo in sorted(person.glob("*.pgm")):
                 (data / person.name / photo.name).write_bytes(photo.read_bytes())
     store = tmp_path / "faces.zarr"
-    extract(data, store, ["efficientnet_lite0"], dtype="float32", split="60/10/30", progress=False)
+    extract(data, store, ExtractOptions(backbones=["efficientnet_lite0"], dtype="float32", split="60/10/30", progress=False))
     fit_head(store, ["efficientnet_lite0"], "logreg", tmp_path / "run", progress=False)
     paths, feats = _test_split(store, ["efficientnet_lite0"])
     expected = load_run(tmp_path / "run").head.predict_proba(feats)

@@ -16,13 +16,13 @@ import zarr
 from conftest import TINY
 
 from featcache import __version__
-from featcache.augment import AugmentParams
 from featcache.backbones import get_backbone
 from featcache.backbones.model import build_feature_extractor, resolve_config
-from featcache.dataset import SPLITS, content_digest, scan
 from featcache.errors import FeatcacheError
-from featcache.extraction import extract
-from featcache.images import read_image
+from featcache.extraction import ExtractOptions, extract
+from featcache.ingest.augment import AugmentParams
+from featcache.ingest.decode import read_image
+from featcache.ingest.scan import SPLITS, content_digest, scan
 from featcache.stores import DONE, PENDING, open_store
 from featcache.stores.store import SCHEMA_VERSION
 
@@ -33,7 +33,7 @@ N_IMAGES = 24  # the image_tree fixture: 3 classes x 8
 
 def extract_tiny(data: Path, store: Path, **kw):
     kw = {"weights": "random", "chunk_rows": CHUNK, "progress": False, **kw}
-    return extract(data, store, [TINY], **kw)
+    return extract(data, store, ExtractOptions(backbones=[TINY], **kw))
 
 
 def only_key(store: Path) -> str:
@@ -61,7 +61,7 @@ def store_path(request, tmp_path) -> Path:
 
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 def test_features_array_is_rows_by_views_by_dim_chunked_along_rows_only(image_tree, store_path, dtype):
-    extract_tiny(image_tree, store_path, augment=AugmentParams(views=2), dtype=dtype)
+    extract_tiny(image_tree, store_path, augment=AugmentParams(augmented_views=2), dtype=dtype)
     key = only_key(store_path)
     data, chunks, _ = raw_features(store_path, key)
     assert data.dtype == np.dtype(dtype)
@@ -100,26 +100,29 @@ def test_status_marks_manifest_rows_done_and_padding_rows_unused(image_tree, sto
 
 
 def test_attrs_record_everything_the_features_depend_on(image_tree, store_path):
-    augment = AugmentParams(views=1, rotation=7.0, zoom=0.05, seed=42)
+    augment = AugmentParams(augmented_views=1, rotation=7.0, zoom=0.05, seed=42)
     extract_tiny(image_tree, store_path, augment=augment, dtype="float32", pooling="max")
     key = only_key(store_path)
     _, _, attrs = raw_features(store_path, key)
     config = attrs["config"]
-    assert config["backbone"] == {"backbone": TINY, "input_size": 32, "pooling": "max", "weights": "random",
-                                  "weights_id": "random", "preprocess": get_backbone(TINY).preprocess.name}
+    pre = get_backbone(TINY).preprocess
+    assert config["backbone"] == {"name": TINY, "input_size": 32, "pooling": "max", "weights": "random",
+                                  "weights_id": "random", "builder": "",
+                                  "preprocess": {"name": pre.name, "scale": list(pre.scale), "offset": list(pre.offset),
+                                                 "channel_order": pre.channel_order}}
     assert config["augment"] == augment.to_dict()
     assert config["dtype"] == "float32"
     assert attrs["featcache_version"] == __version__
     assert attrs["chunk_rows"] == CHUNK
     assert attrs["stats"]["rows"] == N_IMAGES and attrs["stats"]["images"] == 2 * N_IMAGES
     with open_store(store_path) as st:
-        root = st.b.get_attrs()
+        root = st.backend.get_attrs()
         assert st.config(key).to_dict() == config
     assert root["featcache_schema"] == SCHEMA_VERSION and root["featcache_version"] == __version__
 
 
 def test_load_gives_every_image_once_split_by_train_validation_test(image_tree, store_path):
-    extract_tiny(image_tree, store_path, augment=AugmentParams(views=1))
+    extract_tiny(image_tree, store_path, augment=AugmentParams(augmented_views=1))
     with open_store(store_path) as st:
         fs = st.load([TINY])
         manifest = st.manifest()
@@ -139,14 +142,14 @@ def test_load_gives_every_image_once_split_by_train_validation_test(image_tree, 
 def direct_features(cfg_backbone, paths: list[Path]) -> np.ndarray:
     """The backbone run by hand on the un-augmented images, without featcache's pipeline."""
     model = build_feature_extractor(cfg_backbone)
-    preprocess = get_backbone(cfg_backbone.backbone).preprocess
+    preprocess = get_backbone(cfg_backbone.name).preprocess
     images = np.stack([read_image(p, cfg_backbone.input_size) for p in paths])
     return np.asarray(model.predict_on_batch(preprocess(images)))
 
 
 @pytest.mark.parametrize(("dtype", "rtol"), [("float32", 1e-5), ("float16", 2e-3)])
 def test_view0_equals_the_backbone_run_directly_on_the_unaugmented_image(image_tree, store_path, dtype, rtol):
-    extract_tiny(image_tree, store_path, augment=AugmentParams(views=2), dtype=dtype)
+    extract_tiny(image_tree, store_path, augment=AugmentParams(augmented_views=2), dtype=dtype)
     with open_store(store_path) as st:
         fs = st.load([TINY])
     expected = direct_features(resolve_config(TINY, weights="random"), [image_tree / p for p in fs.paths])
@@ -223,6 +226,6 @@ def test_unknown_store_suffix_is_refused(tmp_path):
 def test_a_store_of_another_schema_version_is_refused(image_tree, store_path):
     extract_tiny(image_tree, store_path)
     with open_store(store_path, mode="a") as st:
-        st.b.set_attrs("", {"featcache_schema": SCHEMA_VERSION + 1})
+        st.backend.set_attrs("", {"featcache_schema": SCHEMA_VERSION + 1})
     with pytest.raises(FeatcacheError, match="schema"):
         open_store(store_path)

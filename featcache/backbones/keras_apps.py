@@ -21,7 +21,6 @@ class _App:
     notop_file: str  # the file Keras caches in ~/.keras/models for weights="imagenet", include_top=False
     # Sizes with weights of their own: notop_file's "{size}" is the one Keras picks (224 otherwise).
     weight_sizes: tuple[int, ...] = ()
-    fixed_top: bool = True  # keras.applications builds the pretrained classifier at input_size only
     min_size: int = 32
 
     def weights_file(self, input_size: int) -> str:
@@ -80,7 +79,7 @@ def _weights_missing(name: str, app: _App, exc: Exception) -> WeightsUnavailable
         f"{name}: ImageNet weights could not be downloaded ({reason}).\n"
         f"  Keras looks for {fname} in {keras_cache_dir()}.\n"
         f"  Remedies: run once on a machine with internet access and copy that file there, "
-        f"or pass --weights PATH to a local weights file (e.g. a notop .h5 for feature extraction)."
+        f"or give a local weights file instead (e.g. a notop .h5 for feature extraction)."
     )
 
 
@@ -120,9 +119,8 @@ def _make(name: str, app: _App) -> BackboneSpec:
         weights_source=f"keras.applications download, cached in {keras_cache_dir()}",
         weights_available=lambda: (keras_cache_dir() / app.weights_file(app.input_size)).is_file(),
         weights_identity=identity,
-        fixed_input_size=app.fixed_top,
         min_input_size=app.min_size,
-        family="keras.applications",
+        reference="featcache.backbones.keras_apps:SPECS",
     )
 
 

@@ -1,43 +1,61 @@
-"""Turn a BackboneConfig into a Keras feature extractor (preprocessed images -> pooled features)."""
+"""BackboneConfig records: resolve one from a name and options, and build its Keras feature extractor."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import FeatcacheError
-from . import get_backbone
+from ..errors import FeatcacheError, ParameterError
+from . import get_backbone, spec_for
 from .spec import POOLINGS, BackboneConfig, file_digest
+
+MAX_INPUT_SIZE = 2048  # a 2048x2048x3 float32 batch of 32 is 1.6 GB already
 
 
 def resolve_config(name: str, input_size: int | None = None, pooling: str = "avg",
                    weights: str = "imagenet") -> BackboneConfig:
-    """Validate the options against the backbone's spec and pin the identity of its weights."""
+    """Validate the options against the backbone's spec; record its preprocessing numbers, its
+    builder and the identity of the weights that will load."""
     spec = get_backbone(name)
     size = int(input_size or spec.input_size)
-    if size < spec.min_input_size:
-        raise FeatcacheError(f"{name}: input size {size} is below its minimum of {spec.min_input_size}")
+    if not spec.min_input_size <= size <= MAX_INPUT_SIZE:
+        raise ParameterError("image_size", f"{name} takes input sizes from {spec.min_input_size} to "
+                                           f"{MAX_INPUT_SIZE}, got {size}")
     if pooling not in POOLINGS:
-        raise FeatcacheError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+        raise ParameterError("pooling", f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
     if weights in ("imagenet", "random"):
         weights_id = spec.weights_identity(size) if weights == "imagenet" else "random"
     else:
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise FeatcacheError(f"{name}: weights file {path} does not exist")
+            raise ParameterError("weights", f"{name}: weights file {path} does not exist")
         weights, weights_id = str(path.resolve()), file_digest(path)
-    return BackboneConfig(name, size, pooling, weights, weights_id, spec.preprocess.name)
+    return BackboneConfig(name, size, pooling, weights, weights_id, spec.preprocess, spec.reference)
+
+
+def check_weights(config: BackboneConfig) -> None:
+    """A local weights file must still be the one the features were computed with."""
+    if config.weights in ("imagenet", "random"):
+        return
+    path = Path(config.weights)
+    if not path.is_file():
+        raise FeatcacheError(f"{config.name}: weights file {path} (recorded when the features were extracted) "
+                             "no longer exists; put it back, or re-extract with another weights file")
+    if config.weights_id and file_digest(path) != config.weights_id:
+        raise FeatcacheError(f"{config.name}: weights file {path} changed since the features were extracted "
+                             f"(digest {file_digest(path)}, recorded {config.weights_id}); restore it, or "
+                             "re-extract and re-fit with the new file")
 
 
 def build_feature_extractor(config: BackboneConfig):
     """Keras model: preprocessed (B, S, S, 3) float32 -> (B, D) pooled (or flattened) features."""
     import keras
 
-    spec = get_backbone(config.backbone)
-    trunk = spec.build_features(config.input_size, config.weights)
+    check_weights(config)
+    trunk = spec_for(config).build_features(config.input_size, config.weights)
     trunk.trainable = False
     x = trunk.output
     if len(x.shape) == 4:
         pool = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D,
                 "flatten": keras.layers.Flatten}[config.pooling]
         x = pool(name=f"{config.pooling}_pool")(x)
-    return keras.Model(trunk.input, x, name=f"{config.backbone}_features")
+    return keras.Model(trunk.input, x, name=f"{config.name}_features")

@@ -1,23 +1,29 @@
-"""What a backbone carries with it: input size, preprocessing, feature size and weights source.
+"""What a backbone carries with it (BackboneSpec), and the record of one resolved configuration
+of it (BackboneConfig) that stores and run folders keep.
 
 Like timm's pretrained configs, the data pipeline is derived from the spec, so a user never has to
 remember that InceptionV3 wants 299x299 in [-1, 1] while ResNet50 wants 224x224 BGR minus the mean.
+Records, not names: a BackboneConfig holds the preprocessing NUMBERS and a reference to the code
+that builds the network, so another process (or machine) rebuilds the same computation from it.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import FeatcacheError, ParameterError
+
 if TYPE_CHECKING:  # keep TensorFlow out of `featcache --help`
     import keras
 
 POOLINGS = ("avg", "max", "flatten")
+CHANNEL_ORDERS = ("rgb", "bgr")
 
 
 @dataclass(frozen=True)
@@ -25,14 +31,28 @@ class Preprocess:
     """Per-channel affine map of RGB 0-255 pixels: ``y = x[..., order] * scale + offset``.
 
     Every keras.applications ``preprocess_input`` mode ("caffe", "tf", "torch") and
-    EfficientNet-Lite's ``(x - 127) / 128`` are of this form, so one description serves both the
-    numpy pipeline and the exported Keras graph.
+    EfficientNet-Lite's ``(x - 127) / 128`` are of this form, so one description serves the numpy
+    pipeline and the exported Keras graph. ``name`` is a label for people; the numbers are what count.
     """
 
-    name: str
+    name: str = "none"
     scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
     offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    bgr: bool = False
+    channel_order: str = "rgb"  # "bgr": channels are reversed before scale/offset (caffe)
+
+    def __post_init__(self):
+        object.__setattr__(self, "scale", tuple(float(v) for v in self.scale))
+        object.__setattr__(self, "offset", tuple(float(v) for v in self.offset))
+        if len(self.scale) != 3 or len(self.offset) != 3:
+            raise ParameterError("preprocess", f"{self.name}: scale and offset need 3 numbers (one per channel)")
+        if not all(np.isfinite(self.scale + self.offset)):
+            raise ParameterError("preprocess", f"{self.name}: scale and offset must be finite numbers")
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise ParameterError("preprocess", f"{self.name}: channel_order must be one of {CHANNEL_ORDERS}")
+
+    @property
+    def bgr(self) -> bool:
+        return self.channel_order == "bgr"
 
     def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """(..., 3) RGB 0-255 -> float32, written into ``out`` when given (no allocation in the
@@ -52,11 +72,24 @@ class Preprocess:
                 out[..., c] += offset[c]
         return out
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "scale": list(self.scale), "offset": list(self.offset),
+                "channel_order": self.channel_order}
+
+    @classmethod
+    def from_dict(cls, d: dict | str) -> Preprocess:
+        if isinstance(d, str):  # featcache 0.1 recorded only a name: fill in the built-in numbers
+            if d not in PREPROCESS:
+                raise FeatcacheError(f"this store or run was written by featcache 0.1 with preprocessing {d!r}, "
+                                     "whose numbers it did not record; re-extract the features")
+            return PREPROCESS[d]
+        return cls(d["name"], tuple(d["scale"]), tuple(d["offset"]), d.get("channel_order", "rgb"))
+
 
 PREPROCESS = {
     "none": Preprocess("none"),
     "tf": Preprocess("tf", (1 / 127.5,) * 3, (-1.0,) * 3),
-    "caffe": Preprocess("caffe", (1.0,) * 3, (-103.939, -116.779, -123.68), bgr=True),
+    "caffe": Preprocess("caffe", (1.0,) * 3, (-103.939, -116.779, -123.68), channel_order="bgr"),
     "torch": Preprocess(
         "torch",
         tuple(1 / (255.0 * s) for s in (0.229, 0.224, 0.225)),
@@ -84,24 +117,39 @@ class BackboneSpec:
     weights_available: Callable[[], bool] = lambda: False
     weights_identity: Callable[[int], str] = lambda input_size: "imagenet"  # which weights load at that size
     build_classifier: ClassifierBuilder | None = None
-    fixed_input_size: bool = False  # True when the pretrained classifier only accepts input_size
     min_input_size: int = 32
-    family: str = "custom"
+    # "module:attr" that yields this spec (an entry-point value), so a process that has not
+    # registered it can still rebuild it; set by the registry for entry-point plugins.
+    reference: str = ""
 
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    """Everything a stored feature depends on, on the backbone side."""
+    """Everything a stored feature depends on, on the backbone side: enough to rebuild it."""
 
-    backbone: str
+    name: str
     input_size: int
     pooling: str = "avg"
     weights: str = "imagenet"  # "imagenet", "random", or a local weights file
     weights_id: str = ""  # identity of the weights actually loaded (file digest, package file name)
-    preprocess: str = ""
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    builder: str = ""  # BackboneSpec.reference: where the network's code lives ("" = in-process only)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "preprocess": self.preprocess.to_dict()}
+
+    def identity(self) -> dict[str, Any]:
+        """What the features depend on: not where the weights file or the builder code lives."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("weights", "builder")}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BackboneConfig:
+        d = dict(d)
+        if "backbone" in d:  # featcache 0.1
+            d["name"] = d.pop("backbone")
+        d["preprocess"] = Preprocess.from_dict(d.get("preprocess") or "none")
+        return cls(**{k: d[k] for k in ("name", "input_size", "pooling", "weights", "weights_id", "preprocess",
+                                        "builder") if k in d})
 
 
 def file_digest(path: str | Path, algo: str = "sha256", block: int = 1 << 20) -> str:

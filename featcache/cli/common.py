@@ -8,10 +8,7 @@ import sys
 
 import click
 
-from ..errors import FeatcacheError
-
-# Commands that run a backbone or a Keras head, and so import TensorFlow.
-USES_TENSORFLOW = {"extract", "classify", "fit-head", "sweep", "compare", "export", "predict"}
+from ..errors import FeatcacheError, ParameterError
 
 
 def import_tensorflow_quietly() -> None:
@@ -37,12 +34,43 @@ def import_tensorflow_quietly() -> None:
         os.close(saved)
 
 
+class FeatcacheCommand(click.Command):
+    """A command that says whether it needs TensorFlow, and words the library's parameter errors
+    with its own flags: ParameterError("batch_size", ...) becomes "--batch-size: ..."."""
+
+    def __init__(self, *args, uses_tensorflow: bool = False, flag_aliases: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.uses_tensorflow = uses_tensorflow
+        self.flag_aliases = dict(flag_aliases or {})  # library parameter -> click parameter name
+
+    def flag_for(self, ctx, param: str) -> str | None:
+        wanted = self.flag_aliases.get(param, param)
+        for p in self.get_params(ctx):
+            if p.name == wanted:
+                longs = [o for o in p.opts if o.startswith("--")]
+                return (longs or p.opts)[0] if isinstance(p, click.Option) else p.human_readable_name
+        return None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ParameterError as exc:
+            flag = self.flag_for(ctx, exc.param)
+            raise FeatcacheError(f"{flag}: {exc.message}" if flag else str(exc)) from exc
+
+
+def command(name: str, **kwargs):
+    """click.command for featcache's commands (see FeatcacheCommand)."""
+    kwargs.setdefault("cls", FeatcacheCommand)
+    return click.command(name, **kwargs)
+
+
 class FeatcacheGroup(click.Group):
     """Turns library errors into one clear line on stderr and a meaningful exit code."""
 
     def resolve_command(self, ctx, args):
         name, command, rest = super().resolve_command(ctx, args)
-        if name in USES_TENSORFLOW and not any(a in ("-h", "--help") for a in rest):
+        if getattr(command, "uses_tensorflow", False) and not any(a in ("-h", "--help") for a in rest):
             import_tensorflow_quietly()
         return name, command, rest
 
@@ -74,13 +102,6 @@ def _default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     return str(o)
-
-
-def csv_floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def echo_table(rows: list[dict], columns: list[str] | None = None) -> None:

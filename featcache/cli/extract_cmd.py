@@ -4,56 +4,61 @@ from __future__ import annotations
 
 import click
 
-from .common import echo_table, emit_json
+from ..backbones.spec import POOLINGS
+from ..config import DTYPES
+from .common import command, echo_table, emit_json
 
 
-@click.command("extract")
+@command("extract", uses_tensorflow=True,
+         flag_aliases={"augmented_views": "augment", "width_shift": "shift", "height_shift": "shift"})
 @click.argument("data_dir", type=click.Path())
-@click.option("--store", "-s", required=True, type=click.Path(), help="Feature store: .zarr (default) or .h5/.hdf5.")
+@click.option("--store", "-s", required=True, type=click.Path(),
+              help="Feature store path; its suffix picks the format: .zarr (default) or .h5/.hdf5.")
 @click.option("-b", "--backbone", "backbones", multiple=True, default=["efficientnet_lite0"], show_default=True,
               help="Backbone to run (repeatable; see `featcache backbones`).")
-@click.option("--augment", "views", default=0, show_default=True, type=click.IntRange(0),
+@click.option("--augment", "augment", default=0, show_default=True, type=int,
               help="K augmented views per image, on top of the un-augmented view 0.")
 @click.option("--split", default=None, help="train/validation/test fractions, e.g. 70/20/10 (default; "
               "ignored for pre-split folders).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Augmentation seed.")
-@click.option("--image-size", type=click.IntRange(16), default=None, help="Input size (default: the backbone's).")
-@click.option("--pooling", type=click.Choice(["avg", "max", "flatten"]), default="avg", show_default=True)
+@click.option("--image-size", type=int, default=None, help="Input size (default: the backbone's).")
+@click.option("--pooling", type=click.Choice(POOLINGS), default="avg", show_default=True)
 @click.option("--weights", default="imagenet", show_default=True,
               help="imagenet, random (tests only), or a local weights file.")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
-@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
-@click.option("--workers", type=click.IntRange(1), default=None, help="Image decoding threads (default: up to 4).")
+@click.option("--batch-size", default=32, show_default=True, type=int)
+@click.option("--dtype", type=click.Choice(DTYPES), default="float16", show_default=True)
+@click.option("--workers", type=int, default=None, help="Image decoding threads (default: up to 4).")
 @click.option("--rotation", type=float, default=15.0, show_default=True, help="Augmentation: max rotation, degrees.")
 @click.option("--shift", type=float, default=0.15, show_default=True, help="Augmentation: max width/height shift.")
 @click.option("--shear", type=float, default=0.15, show_default=True, help="Augmentation: max shear, degrees.")
-@click.option("--zoom", type=float, default=0.15, show_default=True, help="Augmentation: max zoom in/out.")
+@click.option("--zoom", type=float, default=0.15, show_default=True, help="Augmentation: max zoom in/out (< 1).")
 @click.option("--channel-shift", type=float, default=1.0, show_default=True, help="Augmentation: max channel shift.")
 @click.option("--hflip/--no-hflip", default=True, show_default=True, help="Augmentation: random horizontal flip.")
 @click.option("--vflip/--no-vflip", default=False, show_default=True, help="Augmentation: random vertical flip.")
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable image instead of skipping it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-def extract_cmd(data_dir, store, backbones, views, split, seed, image_size, pooling, weights, batch_size, dtype,
+def extract_cmd(data_dir, store, backbones, augment, split, seed, image_size, pooling, weights, batch_size, dtype,
                 workers, rotation, shift, shear, zoom, channel_shift, hflip, vflip, strict, quiet, as_json):
     """Run each backbone once over DATA_DIR and cache the features in STORE.
 
     DATA_DIR holds one folder per class, or train/validation/test folders each holding one folder
     per class. Re-running resumes: only images not yet in the store are extracted.
     """
-    from ..augment import AugmentParams
-    from ..extraction import extract
+    from ..extraction import ExtractOptions, extract
+    from ..ingest.augment import AugmentParams
 
-    augment = AugmentParams(views=views, rotation=rotation, width_shift=shift, height_shift=shift, shear=shear,
-                            zoom=zoom, channel_shift=channel_shift, horizontal_flip=hflip, vertical_flip=vflip,
-                            seed=seed)
-    result = extract(data_dir, store, list(backbones), augment=augment, split=split, image_size=image_size,
-                     pooling=pooling, weights=weights, dtype=dtype, batch_size=batch_size, workers=workers,
-                     strict=strict, progress=not quiet)
+    params = AugmentParams(augmented_views=augment, rotation=rotation, width_shift=shift, height_shift=shift,
+                           shear=shear, zoom=zoom, channel_shift=channel_shift, horizontal_flip=hflip,
+                           vertical_flip=vflip, seed=seed)
+    options = ExtractOptions(backbones=tuple(backbones), augment=params, split=split, image_size=image_size,
+                             pooling=pooling, weights=weights, dtype=dtype, batch_size=batch_size, workers=workers,
+                             strict=strict, progress=not quiet)
+    result = extract(data_dir, store, options)
     if as_json:
         emit_json({"store": result.store, "images": result.images, "classes": result.classes,
                    "configs": [{"key": c.key, "backbone": c.backbone, "extracted": c.extracted, "reused": c.reused,
-                                "failed": c.failed, "seconds": round(c.seconds, 3),
+                                "failed": c.failed, "views": c.views, "seconds": round(c.seconds, 3),
                                 "images_per_s": c.images_per_s} for c in result.configs],
                    "skipped": [{"path": s.path, "reason": s.reason} for s in result.skipped]})
         return
@@ -66,12 +71,12 @@ def extract_cmd(data_dir, store, backbones, views, split, seed, image_size, pool
         click.secho(f"  skipped {s.path}: {s.reason}", fg="yellow", err=True)
 
 
-@click.command("info")
+@command("info")
 @click.argument("store", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def info_cmd(store, as_json):
     """Images per class and split, skipped files, and every backbone configuration in STORE."""
-    from ..info import store_info
+    from ..stores.info import store_info
 
     info = store_info(store)
     if as_json:

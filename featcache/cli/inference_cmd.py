@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from .common import emit_json
+from .common import command, emit_json
 
 
-@click.command("export")
+@command("export", uses_tensorflow=True)
 @click.argument("run_dir", type=click.Path())
 @click.option("--out", "-o", required=True, type=click.Path(), help="Output .keras file.")
 def export_cmd(run_dir, out):
@@ -20,13 +20,13 @@ def export_cmd(run_dir, out):
     The model does the backbone's preprocessing in the graph; class names are stored inside it
     and in OUT's sidecar .labels.json.
     """
-    from ..inference import export
+    from ..serve.export import export
 
     path = export(run_dir, out)
     click.echo(f"exported {path} (+ {Path(path).with_suffix('.labels.json').name})")
 
 
-@click.command("predict")
+@command("predict", uses_tensorflow=True)
 @click.argument("model", type=click.Path())
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(0),
@@ -42,7 +42,7 @@ def predict_cmd(model, inputs, top_k, batch_size, fmt, folder_labels, quiet):
 
     Exit code 1 when any file could not be read (the others are still predicted).
     """
-    from ..inference import load_classifier
+    from ..serve.predict import load_classifier, score_folder_labels
 
     clf = load_classifier(model)
     preds = clf.predict(inputs, batch_size=batch_size, progress=not quiet)
@@ -72,12 +72,10 @@ def predict_cmd(model, inputs, top_k, batch_size, fmt, folder_labels, quiet):
             tops = "  ".join(f"{t['class']} {t['probability']:.1%}" for t in r["top"])
             click.echo(f"{r['path']}  {tops}")
     if folder_labels:
-        scored = [r for r in records if not r["error"]]
-        unknown = {r["true"] for r in scored} - set(classes)
-        if unknown:
-            click.secho(f"note: folders not among the classes: {', '.join(sorted(unknown))}", err=True)
-        correct = sum(r["label"] == r["true"] for r in scored)
-        click.echo(f"accuracy {correct}/{len(scored)} = {correct / max(1, len(scored)):.4f}", err=fmt is not None)
+        score = score_folder_labels(preds, classes)
+        if score.unknown_folders:
+            click.secho(f"note: folders not among the classes: {', '.join(score.unknown_folders)}", err=True)
+        click.echo(f"accuracy {score.correct}/{score.scored} = {score.accuracy:.4f}", err=fmt is not None)
     failed = [r for r in records if r["error"]]
     if failed:
         click.secho(f"{len(failed)} of {len(records)} files could not be read", fg="red", err=True)

@@ -1,18 +1,19 @@
-"""Heads trained on cached features, and the run folders they are saved in.
+"""Heads trained on cached features: the Head interface, its parameter declarations, the registry.
 
 Importing this package registers the built-in heads (``mlp``, ``linear``, ``logreg``); Keras and
-scikit-learn are imported only when a head is fitted, loaded or exported.
+scikit-learn are imported only when a head is fitted, loaded or exported. Plugins add heads through
+the ``featcache.heads`` entry-point group (a Head subclass, or a list of them).
 """
 
 from __future__ import annotations
 
 from . import keras_heads, logreg  # noqa: F401  (registers the built-in heads)
-from .base import HEADS, Head, get_head_class, make_head, register_head
+from .base import HEADS, Head, clone, get_head_class, make_head, register_head
 from .keras_heads import KerasHead, LinearHead, MLPHead
 from .logreg import LogRegHead
-from .run import CONFIG_FILE, RunConfig, TrainedRun, load_run
+from .params import Param
 
 __all__ = [
-    "CONFIG_FILE", "HEADS", "Head", "KerasHead", "LinearHead", "LogRegHead", "MLPHead", "RunConfig", "TrainedRun",
-    "get_head_class", "load_run", "make_head", "register_head",
+    "HEADS", "Head", "KerasHead", "LinearHead", "LogRegHead", "MLPHead", "Param", "clone", "get_head_class",
+    "make_head", "register_head",
 ]

@@ -1,29 +1,68 @@
-"""The Head interface (scikit-learn style: parameters in __init__, learned state in fit with a
-trailing underscore, fit returns self) and the registry of head types."""
+"""The Head interface and the registry of head types.
+
+scikit-learn's estimator rules: parameters in the constructor (declared once, as ``Param``s),
+learned state set by ``fit`` with a trailing underscore (``classes_``, ``model_``, ...), ``fit``
+returns self, ``get_params``/``set_params`` validate names and values, ``clone`` copies the
+parameters without the learned state.
+"""
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import FeatcacheError
+from ..errors import ParameterError
+from ..registry import Registry
+from .params import Param
 
 
 class Head(ABC):
     name: ClassVar[str]
+    parameters: ClassVar[tuple[Param, ...]] = ()
     files: ClassVar[tuple[str, ...]] = ()  # what save() writes into the run folder
+
+    def __init__(self, **params: Any):
+        for p in self.parameters:
+            setattr(self, p.name, p.default)
+        self.set_params(**params)
+
+    @classmethod
+    def param(cls, name: str) -> Param:
+        for p in cls.parameters:
+            if p.name == name:
+                return p
+        raise ParameterError(name, f"head {cls.name!r} has no parameter {name!r}; its parameters: "
+                                   f"{', '.join(cls.param_names())}")
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        return [p.name for p in cls.parameters]
+
+    def get_params(self) -> dict[str, Any]:
+        return {p.name: getattr(self, p.name) for p in self.parameters}
+
+    def set_params(self, **params: Any) -> Head:
+        checked = {name: self.param(name).validate(value) for name, value in params.items()}
+        for name, value in checked.items():  # all or nothing
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        changed = {k: v for k, v in self.get_params().items() if v != self.param(k).default}
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
 
     @abstractmethod
     def fit(self, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray | None = None,
-            y_val: np.ndarray | None = None, **fit_options) -> Head:
+            y_val: np.ndarray | None = None, *, n_classes: int | None = None, workdir: str | Path | None = None,
+            tensorboard_dir: str | Path | None = None, progress: bool = False,
+            checkpoint_every_epoch: bool = False) -> Head:
         """X_train: (n, V, D) cached views (view 0 un-augmented); X_val: (m, D) view-0 features.
-        y: int labels in [0, n_classes). Keyword fit_options are head-specific (callbacks, logs);
-        every head accepts ``n_classes``, ``workdir`` (history CSV, checkpoint), ``tensorboard_dir``
-        and ``progress`` and ignores what it has no use for."""
+        y: int labels in [0, n_classes). ``workdir`` receives the training history (and a
+        checkpoint), ``tensorboard_dir`` TensorBoard logs; a head ignores what it has no use for.
+        Sets ``classes_`` (the label indices) and ``n_classes_``."""
 
     @abstractmethod
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -41,20 +80,6 @@ class Head(ABC):
     def to_keras(self):
         """A Keras model (D,) features -> (C,) probabilities giving the same numbers as predict_proba."""
 
-    # -- scikit-learn conventions, shared ---------------------------------------------------------
-    @classmethod
-    def param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p for p in sig.parameters if p != "self"]
-
-    def get_params(self) -> dict:
-        return {p: getattr(self, p) for p in self.param_names()}
-
-    def set_params(self, **params) -> Head:
-        for k, v in params.items():
-            setattr(self, k, v)
-        return self
-
     def predict(self, X: np.ndarray) -> np.ndarray:
         return np.argmax(self.predict_proba(X), axis=1)
 
@@ -62,28 +87,35 @@ class Head(ABC):
         """What fit learned beyond the weights (epochs run, chosen C, ...), for metrics.json."""
         return {}
 
+    def _set_classes(self, n_classes: int) -> None:
+        self.n_classes_ = int(n_classes)
+        self.classes_ = np.arange(self.n_classes_)
 
-HEADS: dict[str, type[Head]] = {}
+
+def clone(head: Head) -> Head:
+    """A new, unfitted head with the same parameters."""
+    return type(head)(**head.get_params())
 
 
-def register_head(cls: type[Head]) -> type[Head]:
-    HEADS[cls.name] = cls
-    return cls
+HEADS: Registry[type[Head]] = Registry("head", "featcache.heads", lambda o: isinstance(o, type) and issubclass(o, Head))
+
+
+def register_head(cls: type[Head], *, replace: bool = False) -> type[Head]:
+    names = [p.name for p in cls.parameters]
+    if len(set(names)) != len(names):
+        raise ParameterError("parameters", f"head {cls.name!r} declares a parameter twice")
+    return HEADS.register(cls, replace=replace)
 
 
 def get_head_class(name: str) -> type[Head]:
-    try:
-        return HEADS[name]
-    except KeyError:
-        raise FeatcacheError(f"unknown head {name!r}; known heads: {', '.join(sorted(HEADS))}") from None
+    return HEADS.get(name)
 
 
-def make_head(name: str, params: dict | None = None) -> Head:
-    """A head of type ``name``; unknown parameters are a user error naming the valid ones."""
+def make_head(name: str, params: dict | None = None, seed: int | None = None) -> Head:
+    """A head of type ``name``; an unknown or bad parameter is a ParameterError naming it. ``seed``
+    goes to the head's own ``seed`` parameter when it declares one."""
     cls = get_head_class(name)
     params = dict(params or {})
-    unknown = sorted(set(params) - set(cls.param_names()))
-    if unknown:
-        raise FeatcacheError(f"head {name!r} has no parameter {', '.join(map(repr, unknown))}; "
-                             f"its parameters: {', '.join(cls.param_names())}")
+    if seed is not None and "seed" in cls.param_names():
+        params.setdefault("seed", seed)
     return cls(**params)

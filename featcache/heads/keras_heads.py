@@ -3,7 +3,7 @@
 Augmentation without a backbone in the loop: every epoch draws one of the V cached views of each
 training image (seeded by (seed, epoch)), so the head sees a different augmented variant of each
 image from epoch to epoch, exactly as on-the-fly augmentation would show it. Validation (and test,
-in featcache.fit) only ever see view 0, the un-augmented image.
+in featcache.train.fit) only ever see view 0, the un-augmented image.
 
 Early stopping monitors validation accuracy and restores the best epoch's weights. Without
 validation rows the head trains for ``epochs`` epochs and keeps the last weights.
@@ -21,8 +21,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..errors import FeatcacheError
+from ..errors import ParameterError
 from .base import Head, register_head
+from .params import Param
 from .tensorboard import epoch_logs_callback
 
 MODEL_FILE = "head.keras"
@@ -31,18 +32,35 @@ EPOCH_WEIGHTS = "weights.{epoch:02d}.weights.h5"  # with checkpoint_every_epoch 
 HISTORY_FILE = "history.csv"
 
 
+OPTIMIZERS = {
+    "adam": lambda keras, momentum, kw: keras.optimizers.Adam(**kw),
+    "rmsprop": lambda keras, momentum, kw: keras.optimizers.RMSprop(**kw),
+    "sgd": lambda keras, momentum, kw: keras.optimizers.SGD(momentum=momentum, **kw),
+}
+
+
 def make_optimizer(name: str, lr: float | None, momentum: float):
-    """Registry of optimizers; lr None means the optimizer's own Keras default."""
+    """An optimizer by name; lr None means the optimizer's own Keras default."""
     import keras
 
-    factories = {
-        "adam": lambda kw: keras.optimizers.Adam(**kw),
-        "rmsprop": lambda kw: keras.optimizers.RMSprop(**kw),
-        "sgd": lambda kw: keras.optimizers.SGD(momentum=momentum, **kw),
-    }
-    if name not in factories:
-        raise FeatcacheError(f"unknown optimizer {name!r}; choose one of {', '.join(factories)}")
-    return factories[name]({} if lr is None else {"learning_rate": float(lr)})
+    if name not in OPTIMIZERS:
+        raise ParameterError("optimizer", f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](keras, momentum, {} if lr is None else {"learning_rate": float(lr)})
+
+
+def keras_head_params(dropout: float, optimizer: str, batch_size: int) -> tuple[Param, ...]:
+    """The training parameters every Keras head shares, with that head's defaults."""
+    return (
+        Param("dropout", float, dropout, "Dropout rate.", low=0, high=1, high_open=True),
+        Param("lr", float, None, "Learning rate (default: the optimizer's Keras default).", low=0, low_open=True,
+              optional=True),
+        Param("optimizer", str, optimizer, "Optimizer.", choices=tuple(OPTIMIZERS)),
+        Param("momentum", float, 0.0, "SGD momentum.", low=0, high=1, high_open=True),
+        Param("epochs", int, 100, "Maximum epochs.", low=1),
+        Param("batch_size", int, batch_size, "Batch size.", low=1),
+        Param("patience", int, 10, "Early-stopping patience in epochs.", low=1),
+        Param("seed", int, 0, "Seed of the weights, dropout masks and view draws.", sweep=False),
+    )
 
 
 class ViewSampler:
@@ -135,18 +153,6 @@ class KerasHead(Head):
 
     files: ClassVar[tuple[str, ...]] = (MODEL_FILE,)
 
-    def __init__(self, dropout: float = 0.5, lr: float | None = None, optimizer: str = "adam",
-                 momentum: float = 0.0, epochs: int = 100, batch_size: int = 64, patience: int = 10,
-                 seed: int = 0):
-        self.dropout = dropout
-        self.lr = lr
-        self.optimizer = optimizer
-        self.momentum = momentum
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.patience = patience
-        self.seed = seed
-
     def _hidden_layers(self, x):
         """Layers between the (flattened) input and the softmax."""
         raise NotImplementedError
@@ -160,20 +166,11 @@ class KerasHead(Head):
         outputs = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
         return keras.Model(inputs, outputs, name=f"{self.name}_head")
 
-    def _check(self) -> None:
-        if not 0 <= float(self.dropout) < 1:
-            raise FeatcacheError(f"dropout must be in [0, 1), got {self.dropout}")
-        if int(self.epochs) < 1 or int(self.batch_size) < 1 or int(self.patience) < 1:
-            raise FeatcacheError("epochs, batch size and patience must be at least 1")
-        if self.lr is not None and float(self.lr) <= 0:
-            raise FeatcacheError(f"learning rate must be positive, got {self.lr}")
-
     def fit(self, X_train, y_train, X_val=None, y_val=None, *, n_classes: int | None = None,
             workdir: str | Path | None = None, tensorboard_dir: str | Path | None = None,
-            progress: bool = False, callbacks=(), checkpoint_every_epoch: bool = False, **_ignored) -> KerasHead:
+            progress: bool = False, checkpoint_every_epoch: bool = False, callbacks=()) -> KerasHead:
         import keras
 
-        self._check()
         X_train = np.asarray(X_train, np.float32)
         if X_train.ndim < 3:
             raise ValueError("X_train must be (n, V, D): the cached views of each training image")
@@ -184,7 +181,8 @@ class KerasHead(Head):
         model = self._build(tuple(X_train.shape[2:]), n_classes)
         model.compile(optimizer=make_optimizer(self.optimizer, self.lr, self.momentum),
                       loss="categorical_crossentropy", metrics=["accuracy"])
-        self.model_, self.n_classes_ = model, n_classes
+        self.model_ = model
+        self._set_classes(n_classes)
         sampler = ViewSampler(X_train, keras.utils.to_categorical(y_train, n_classes), self.batch_size, self.seed)
         cbs = keras.callbacks.CallbackList(
             self._callbacks(list(callbacks), has_val, workdir, tensorboard_dir, progress, checkpoint_every_epoch),
@@ -268,7 +266,7 @@ class KerasHead(Head):
 
         head = cls(**params)
         head.model_ = keras.saving.load_model(Path(folder) / MODEL_FILE, compile=False)
-        head.n_classes_ = int(head.model_.output_shape[-1])
+        head._set_classes(int(head.model_.output_shape[-1]))
         return head
 
     def summary(self) -> dict:
@@ -285,18 +283,11 @@ class MLPHead(KerasHead):
     """The Innolitics head: BatchNorm -> Dropout -> Dense(hidden, relu) -> BatchNorm -> Dropout -> softmax."""
 
     name = "mlp"
-
-    def __init__(self, hidden: int = 128, dropout: float = 0.5, lr: float | None = None, optimizer: str = "adam",
-                 momentum: float = 0.0, epochs: int = 100, batch_size: int = 64, patience: int = 10,
-                 seed: int = 0):
-        super().__init__(dropout, lr, optimizer, momentum, epochs, batch_size, patience, seed)
-        self.hidden = hidden
+    parameters = (Param("hidden", int, 128, "Hidden units.", low=1), *keras_head_params(0.5, "adam", 64))
 
     def _hidden_layers(self, x):
         import keras
 
-        if int(self.hidden) < 1:
-            raise FeatcacheError(f"hidden must be at least 1, got {self.hidden}")
         x = keras.layers.BatchNormalization()(x)
         x = keras.layers.Dropout(float(self.dropout))(x)
         x = keras.layers.Dense(int(self.hidden), activation="relu")(x)
@@ -309,11 +300,7 @@ class LinearHead(KerasHead):
     """Dropout -> softmax: the InceptionV3 recipe's head (after its global average pooling)."""
 
     name = "linear"
-
-    def __init__(self, dropout: float = 0.4, lr: float | None = None, optimizer: str = "rmsprop",
-                 momentum: float = 0.0, epochs: int = 100, batch_size: int = 32, patience: int = 10,
-                 seed: int = 0):
-        super().__init__(dropout, lr, optimizer, momentum, epochs, batch_size, patience, seed)
+    parameters = keras_head_params(0.4, "rmsprop", 32)
 
     def _hidden_layers(self, x):
         import keras
@@ -321,4 +308,4 @@ class LinearHead(KerasHead):
         return keras.layers.Dropout(float(self.dropout))(x) if self.dropout else x
 
 
-__all__ = ["KerasHead", "LinearHead", "MLPHead", "make_optimizer"]
+__all__ = ["OPTIMIZERS", "KerasHead", "LinearHead", "MLPHead", "keras_head_params", "make_optimizer"]

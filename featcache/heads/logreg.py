@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import FeatcacheError
 from .base import Head, register_head
+from .params import Param
 
 DEFAULT_C_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 FALLBACK_C = 1.0
@@ -44,14 +45,16 @@ class LogRegHead(Head):
     name = "logreg"
     files: ClassVar[tuple[str, ...]] = (STATE_FILE, META_FILE)
 
-    def __init__(self, C: float | None = None, c_grid: list[float] | None = None, max_iter: int = 1000,
-                 tol: float = 1e-4, warm_start: bool = True, seed: int = 0):
-        self.C = C
-        self.c_grid = c_grid
-        self.max_iter = max_iter
-        self.tol = tol
-        self.warm_start = warm_start
-        self.seed = seed
+    parameters = (
+        Param("C", float, None, "Inverse regularization (default: the best of the C grid on validation).",
+              low=0, low_open=True, optional=True),
+        Param("c_grid", float, None, f"C values tried on validation (default: {', '.join(map(str, DEFAULT_C_GRID))}).",
+              low=0, low_open=True, optional=True, multiple=True),
+        Param("max_iter", int, 1000, "Solver iterations per C.", low=1),
+        Param("tol", float, 1e-4, "Solver tolerance.", low=0, low_open=True),
+        Param("warm_start", bool, True, "Start each C from the previous C's solution.", sweep=False),
+        Param("seed", int, 0, "Solver seed.", sweep=False),
+    )
 
     # -- learned state -> probabilities (numpy, float64) -----------------------------------------
     def _logits(self, X: np.ndarray) -> np.ndarray:
@@ -71,7 +74,7 @@ class LogRegHead(Head):
     # -- training ----------------------------------------------------------------------------------
     def fit(self, X_train, y_train, X_val=None, y_val=None, *, n_classes: int | None = None,
             workdir: str | Path | None = None, tensorboard_dir: str | Path | None = None,
-            progress: bool = False, **_ignored) -> LogRegHead:
+            progress: bool = False, checkpoint_every_epoch: bool = False) -> LogRegHead:
         from sklearn.linear_model import LogisticRegression
         from threadpoolctl import threadpool_limits
 
@@ -98,8 +101,6 @@ class LogRegHead(Head):
             grid = sorted(float(c) for c in (self.c_grid or DEFAULT_C_GRID))
         else:
             grid = [FALLBACK_C]
-        if any(c <= 0 for c in grid):
-            raise FeatcacheError(f"C must be positive, got {grid}")
 
         model = LogisticRegression(C=grid[0], max_iter=int(self.max_iter), tol=float(self.tol),
                                    warm_start=bool(self.warm_start), random_state=int(self.seed))
@@ -108,7 +109,7 @@ class LogRegHead(Head):
         with threadpool_limits(limits=1, user_api="blas"):
             best = self._fit_path(model, grid, Xs, y, X_train, y_train, X_val if has_val else None, y_val)
         _, self.C_, self.coef_, self.intercept_ = best
-        self.n_classes_ = n_classes
+        self._set_classes(n_classes)
         self.n_rows_ = int(len(Xs))
         if workdir is not None:
             self._write_history(Path(workdir))
@@ -180,7 +181,8 @@ class LogRegHead(Head):
         with np.load(folder / STATE_FILE, allow_pickle=False) as z:
             head.mean_, head.scale_, head.coef_, head.intercept_ = (z["mean"], z["scale"], z["coef"], z["intercept"])
         meta = json.loads((folder / META_FILE).read_text())
-        head.C_, head.n_classes_, head.n_rows_ = meta["C"], meta["n_classes"], meta["train_rows"]
+        head.C_, head.n_rows_ = meta["C"], meta["train_rows"]
+        head._set_classes(meta["n_classes"])
         head.grid_scores_ = meta.get("grid", [])
         return head
 

@@ -1,27 +1,41 @@
-"""Feature stores: one schema (see store.py), backends chosen by file suffix (.zarr, .h5/.hdf5)."""
+"""Feature stores: one schema (see store.py) over interchangeable backends, chosen by file suffix.
+
+Built in: Zarr v3 (``.zarr``, the default) and HDF5 (``.h5``/``.hdf5``). A package adds a backend
+(a :class:`Backend` subclass with a ``name`` and its ``suffixes``) through the ``featcache.stores``
+entry-point group.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..errors import FeatcacheError
+from ..registry import Registry
 from .backend import Backend
 from .hdf5_backend import HDF5Backend
 from .store import DONE, FAILED, PENDING, ConfigStatus, FeatureSet, FeatureStore, StoredManifest, WorkUnit
 from .zarr_backend import ZarrBackend
 
-_BACKENDS: dict[str, type[Backend]] = {}
+STORES: Registry[type[Backend]] = Registry(
+    "store backend", "featcache.stores", lambda o: isinstance(o, type) and issubclass(o, Backend))
 
 
-def register_backend(cls: type[Backend]) -> type[Backend]:
+def register_backend(cls: type[Backend], *, replace: bool = False) -> type[Backend]:
     """Make a Backend subclass the handler of the path suffixes it declares."""
-    for suffix in cls.suffixes:
-        _BACKENDS[suffix] = cls
-    return cls
+    return STORES.register(cls, replace=replace)
 
 
-register_backend(ZarrBackend)
-register_backend(HDF5Backend)
+STORES.register(ZarrBackend, origin="featcache")
+STORES.register(HDF5Backend, origin="featcache")
+DEFAULT_SUFFIX = ZarrBackend.suffixes[0]
+
+
+def backend_for(path: Path) -> type[Backend]:
+    for cls in STORES:
+        if path.suffix.lower() in cls.suffixes:
+            return cls
+    known = ", ".join(f"{s} ({cls.name})" for cls in STORES for s in cls.suffixes)
+    raise FeatcacheError(f"unknown store type {path.suffix!r} for {path}: use one of {known}")
 
 
 def open_store(path: str | Path, mode: str = "r") -> FeatureStore:
@@ -30,10 +44,8 @@ def open_store(path: str | Path, mode: str = "r") -> FeatureStore:
     if mode == "r" and not path.exists():
         raise FeatcacheError(f"store {path} does not exist; create it with `featcache extract DATA_DIR --store {path}`")
     if path.suffix == "" and mode == "a":
-        path = path.with_suffix(".zarr")
-    backend_cls = _BACKENDS.get(path.suffix.lower())
-    if backend_cls is None:
-        raise FeatcacheError(f"unknown store type {path.suffix!r} for {path}: use a .zarr or .h5/.hdf5 path")
+        path = path.with_suffix(DEFAULT_SUFFIX)
+    backend_cls = backend_for(path)
     try:
         backend = backend_cls(path, mode)
     except (OSError, ValueError) as exc:
@@ -47,5 +59,5 @@ def open_store(path: str | Path, mode: str = "r") -> FeatureStore:
     return store
 
 
-__all__ = ["DONE", "FAILED", "PENDING", "ConfigStatus", "FeatureSet", "FeatureStore", "StoredManifest",
+__all__ = ["STORES", "Backend", "DONE", "FAILED", "PENDING", "ConfigStatus", "FeatureSet", "FeatureStore", "StoredManifest",
            "WorkUnit", "open_store", "register_backend"]

@@ -11,6 +11,7 @@ import numpy as np
 class Backend(ABC):
     """Hierarchical arrays + JSON attributes. Names are '/'-separated paths from the root."""
 
+    name: str = ""
     suffixes: tuple[str, ...] = ()
 
     def __init__(self, path: Path, mode: str):

@@ -12,6 +12,7 @@ from .backend import Backend
 
 
 class HDF5Backend(Backend):
+    name = "hdf5"
     suffixes = (".h5", ".hdf5")
 
     def __init__(self, path: Path, mode: str):

@@ -28,8 +28,8 @@ import numpy as np
 
 from .. import __version__
 from ..config import FeatureConfig
-from ..dataset import SPLITS, Manifest, SplitFractions
-from ..errors import FeatcacheError
+from ..errors import FeatcacheError, ParameterError
+from ..ingest.scan import SPLITS, Manifest, SplitFractions
 from .backend import Backend
 
 SCHEMA_VERSION = 1
@@ -109,12 +109,12 @@ def choose_chunk_rows(views: int, dim: int, itemsize: int, target_bytes: int = 2
 
 class FeatureStore:
     def __init__(self, backend: Backend):
-        self.b = backend
+        self.backend = backend
         self.path = backend.path
 
     # -- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:
-        self.b.close()
+        self.backend.close()
 
     def __enter__(self):
         return self
@@ -123,13 +123,13 @@ class FeatureStore:
         self.close()
 
     def _check_schema(self, creating: bool) -> None:
-        attrs = self.b.get_attrs()
+        attrs = self.backend.get_attrs()
         if "featcache_schema" not in attrs:
             if not creating:
                 raise FeatcacheError(f"{self.path} is not a featcache store (no featcache_schema attribute)")
-            if not self.b.is_empty() or attrs:
-                raise FeatcacheError(f"{self.path} exists but is not a featcache store; choose another --store path")
-            self.b.set_attrs("", {"featcache_schema": SCHEMA_VERSION, "featcache_version": __version__})
+            if not self.backend.is_empty() or attrs:
+                raise ParameterError("store", f"{self.path} exists but is not a featcache store; choose another path")
+            self.backend.set_attrs("", {"featcache_schema": SCHEMA_VERSION, "featcache_version": __version__})
         elif attrs["featcache_schema"] != SCHEMA_VERSION:
             raise FeatcacheError(
                 f"{self.path} has store schema {attrs['featcache_schema']}, this featcache reads schema "
@@ -138,66 +138,80 @@ class FeatureStore:
 
     # -- manifest ----------------------------------------------------------------------------------
     def write_manifest(self, m: Manifest) -> None:
-        self.b.write_strings("images/path", m.paths)
-        self.b.write_strings("images/digest", m.digests)
-        self.b.create_array("images/label", (len(m),), (max(1, len(m)),), "int32", 0)
-        self.b.write("images/label", slice(None), m.labels.astype(np.int32))
-        self.b.create_array("images/split", (len(m),), (max(1, len(m)),), "int8", 0)
-        self.b.write("images/split", slice(None), m.splits.astype(np.int8))
-        self.b.set_attrs("", {"classes": m.classes, "data_root": m.root, "presplit": m.presplit,
+        self.backend.write_strings("images/path", m.paths)
+        self.backend.write_strings("images/digest", m.digests)
+        self.backend.create_array("images/label", (len(m),), (max(1, len(m)),), "int32", 0)
+        self.backend.write("images/label", slice(None), m.labels.astype(np.int32))
+        self.backend.create_array("images/split", (len(m),), (max(1, len(m)),), "int8", 0)
+        self.backend.write("images/split", slice(None), m.splits.astype(np.int8))
+        self.backend.set_attrs("", {"classes": m.classes, "data_root": m.root, "presplit": m.presplit,
                               "split": str(m.split_fractions), "ignored": m.ignored[:1000]})
-        self.b.flush()
+        self.backend.flush()
 
     def manifest(self) -> StoredManifest:
-        if not self.b.exists("images/path"):
+        if not self.backend.exists("images/path"):
             raise FeatcacheError(f"{self.path} holds no images yet; run `featcache extract DATA_DIR --store {self.path}`")
-        a = self.b.get_attrs()
+        a = self.backend.get_attrs()
         return StoredManifest(
-            classes=list(a["classes"]), paths=self.b.read_strings("images/path"),
-            labels=self.b.read("images/label").astype(np.int32), splits=self.b.read("images/split").astype(np.int8),
-            digests=self.b.read_strings("images/digest"), data_root=a["data_root"],
+            classes=list(a["classes"]), paths=self.backend.read_strings("images/path"),
+            labels=self.backend.read("images/label").astype(np.int32), splits=self.backend.read("images/split").astype(np.int8),
+            digests=self.backend.read_strings("images/digest"), data_root=a["data_root"],
             presplit=bool(a.get("presplit")), split=a.get("split", str(SplitFractions())),
         )
 
     def skipped(self) -> dict[str, dict]:
-        return dict(self.b.get_attrs().get("skipped", {}))
+        return dict(self.backend.get_attrs().get("skipped", {}))
 
     def record_skipped(self, entries: dict[str, dict]) -> None:
         if entries:
-            self.b.set_attrs("", {"skipped": {**self.skipped(), **entries}})
+            self.backend.set_attrs("", {"skipped": {**self.skipped(), **entries}})
 
     # -- feature configs ---------------------------------------------------------------------------
     def keys(self) -> list[str]:
-        return self.b.groups("features")
+        return self.backend.groups("features")
 
     def config(self, key: str) -> FeatureConfig:
-        return FeatureConfig.from_dict(self.b.get_attrs(f"features/{key}")["config"])
+        return FeatureConfig.from_dict(self.backend.get_attrs(f"features/{key}")["config"])
+
+    def find_config(self, cfg: FeatureConfig) -> str | None:
+        """The key of the stored config with the same identity as ``cfg`` (whatever featcache
+        version wrote it, so a store of an older version resumes instead of re-extracting)."""
+        if self.backend.exists(f"features/{cfg.key}/status"):
+            return cfg.key
+        wanted = cfg.identity()
+        for key in self.keys():
+            try:
+                if self.backend.exists(f"features/{key}/status") and self.config(key).identity() == wanted:
+                    return key
+            except FeatcacheError:  # an old record that cannot be read as numbers: never a match
+                continue
+        return None
 
     def ensure_config(self, cfg: FeatureConfig, dim: int, chunk_rows: int | None = None) -> str:
+        if (found := self.find_config(cfg)) is not None:
+            return found
         key, g = cfg.key, f"features/{cfg.key}"
-        if self.b.exists(f"{g}/status"):
-            return key
-        views = cfg.augment.n_views
+        views = cfg.augment.views
         chunk_rows = chunk_rows or choose_chunk_rows(views, dim, np.dtype(cfg.dtype).itemsize)
-        self.b.create_array(f"{g}/features", (0, views, dim), (chunk_rows, views, dim), cfg.dtype, 0)
-        self.b.create_array(f"{g}/status", (0,), (chunk_rows,), "int8", PENDING)
-        self.b.write_strings(f"{g}/digest", [])
-        self.b.set_attrs(g, {"config": cfg.to_dict(), "chunk_rows": chunk_rows, "stats": {},
+        self.backend.create_array(f"{g}/features", (0, views, dim), (chunk_rows, views, dim), cfg.dtype, 0)
+        self.backend.create_array(f"{g}/status", (0,), (chunk_rows,), "int8", PENDING)
+        self.backend.write_strings(f"{g}/digest", [])
+        self.backend.set_attrs(g, {"config": cfg.to_dict(), "chunk_rows": chunk_rows, "stats": {},
                              "featcache_version": __version__})
-        self.b.flush()
+        self.backend.flush()
         return key
 
     def row_digests(self, key: str) -> list[str]:
-        return self.b.read_strings(f"features/{key}/digest")
+        return self.backend.read_strings(f"features/{key}/digest")
 
     def status(self, key: str) -> np.ndarray:
-        return self.b.read(f"features/{key}/status")
+        return self.backend.read(f"features/{key}/status")
 
     def plan(self, key: str, digests: list[str]) -> list[WorkUnit]:
         """Give every new content digest a row (growing the arrays once, by whole chunks) and
         return the chunk-aligned units that still hold pending rows."""
         g = f"features/{key}"
-        chunk = int(self.b.get_attrs(g)["chunk_rows"])
+        chunk = int(self.backend.get_attrs(g)["chunk_rows"])
         row_digests = self.row_digests(key)
         known = set(row_digests)
         new = sorted({d for d in digests if d not in known})
@@ -205,13 +219,13 @@ class FeatureStore:
             start = len(row_digests)  # always a multiple of chunk
             padded = new + [""] * (-len(new) % chunk)
             # Digests first: after a crash they are known rows, and the arrays are grown below.
-            self.b.write_strings(f"{g}/digest", padded, start=start)
+            self.backend.write_strings(f"{g}/digest", padded, start=start)
             row_digests += padded
-        _, views, dim = self.b.shape(f"{g}/features")
-        if self.b.shape(f"{g}/status")[0] < len(row_digests):  # new rows start PENDING (fill value)
-            self.b.resize(f"{g}/features", (len(row_digests), views, dim))
-            self.b.resize(f"{g}/status", (len(row_digests),))
-        self.b.flush()
+        _, views, dim = self.backend.shape(f"{g}/features")
+        if self.backend.shape(f"{g}/status")[0] < len(row_digests):  # new rows start PENDING (fill value)
+            self.backend.resize(f"{g}/features", (len(row_digests), views, dim))
+            self.backend.resize(f"{g}/status", (len(row_digests),))
+        self.backend.flush()
         status = self.status(key)
         wanted = set(digests)
         units = []
@@ -226,23 +240,23 @@ class FeatureStore:
         """Write one chunk-aligned region: features (stop-start, V, D) and status (stop-start,)."""
         g = f"features/{unit.key}"
         sel = slice(unit.start, unit.stop)
-        self.b.write(f"{g}/features", sel, features)
-        self.b.write(f"{g}/status", sel, status)  # after the features: a crash between leaves rows pending
-        self.b.flush()
+        self.backend.write(f"{g}/features", sel, features)
+        self.backend.write(f"{g}/status", sel, status)  # after the features: a crash between leaves rows pending
+        self.backend.flush()
 
     def read_unit(self, unit: WorkUnit) -> tuple[np.ndarray, np.ndarray]:
         g = f"features/{unit.key}"
         sel = slice(unit.start, unit.stop)
-        return self.b.read(f"{g}/features", sel), self.b.read(f"{g}/status", sel)
+        return self.backend.read(f"{g}/features", sel), self.backend.read(f"{g}/status", sel)
 
     def add_stats(self, key: str, rows: int, images: int, seconds: float) -> None:
         g = f"features/{key}"
-        s = dict(self.b.get_attrs(g).get("stats", {}))
+        s = dict(self.backend.get_attrs(g).get("stats", {}))
         s["rows"] = s.get("rows", 0) + rows
         s["images"] = s.get("images", 0) + images
         s["seconds"] = round(s.get("seconds", 0.0) + seconds, 3)
         s["images_per_s"] = round(s["images"] / s["seconds"], 2) if s["seconds"] else None
-        self.b.set_attrs(g, {"stats": s})
+        self.backend.set_attrs(g, {"stats": s})
 
     def _manifest_rows(self, key: str, manifest: StoredManifest) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(row digests, each image's row or -1, each image's status) for one config."""
@@ -258,12 +272,12 @@ class FeatureStore:
         row_digests, _, st = self._manifest_rows(key, manifest)
         current = set(manifest.digests)
         orphans = sum(1 for d in row_digests if d and d not in current)
-        _, views, dim = self.b.shape(f"{g}/features")
+        _, views, dim = self.backend.shape(f"{g}/features")
         cfg = self.config(key)
         return ConfigStatus(
             key=key, config=cfg, rows=len(manifest), done=int((st == DONE).sum()),
             failed=int((st == FAILED).sum()), pending=int((st == PENDING).sum()), views=views, dim=dim,
-            dtype=cfg.dtype, nbytes=self.b.nbytes_on_disk(g), stats=self.b.get_attrs(g).get("stats", {}),
+            dtype=cfg.dtype, nbytes=self.backend.nbytes_on_disk(g), stats=self.backend.get_attrs(g).get("stats", {}),
             orphans=orphans,
         )
 
@@ -273,7 +287,7 @@ class FeatureStore:
         keys = self.keys()
         if name in keys:
             return name
-        matches = [k for k in keys if self.config(k).backbone.backbone == name]
+        matches = [k for k in keys if self.config(k).backbone.name == name]
         if len(matches) == 1:
             return matches[0]
         if not keys:
@@ -299,11 +313,11 @@ class FeatureStore:
                 )
             usable &= st == DONE
             blocks.append((key, rows))
-        views = min(self.b.shape(f"features/{k}/features")[1] for k, _ in blocks)
+        views = min(self.backend.shape(f"features/{k}/features")[1] for k, _ in blocks)
         idx = np.flatnonzero(usable)
         parts = []
         for key, rows in blocks:
-            feats = self.b.read(f"features/{key}/features")  # whole array: heads need it all in memory
+            feats = self.backend.read(f"features/{key}/features")  # whole array: heads need it all in memory
             parts.append(feats[rows[idx], :views].astype(np.float32))
         return FeatureSet(
             keys=keys, configs=[self.config(k) for k in keys], classes=manifest.classes,

@@ -12,6 +12,7 @@ from .backend import Backend
 
 
 class ZarrBackend(Backend):
+    name = "zarr"
     suffixes = (".zarr",)
 
     def __init__(self, path: Path, mode: str):

@@ -1,12 +1,5 @@
-"""Re-attach the frozen backbone(s) to a trained head: one Keras model from raw RGB images to class
-probabilities, exported as a single ``.keras`` file, and a predictor over image files.
-
-The exported model takes (B, S, S, 3) RGB images, uint8 or float in 0-255, at the backbone's input
-size, and does the backbone's preprocessing in the graph. With several backbones of different
-input sizes it has one input per size, named ``image_<S>``, in ascending size order. The class
-names travel inside the file (config of the final ``ClassNames`` layer) and in a sidecar
-``<model>.labels.json`` for consumers that load it without featcache.
-"""
+"""Classify image files with a trained model: a fit-head run folder (the backbone re-attached to
+the head on the fly) or a ``.keras`` file written by export."""
 
 from __future__ import annotations
 
@@ -16,32 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .config import FeatureConfig
-from .errors import FeatcacheError
-from .images import collect_image_files, iter_image_batches
-from .progress import progress_bar
-
-
-def build_end_to_end(features: list[FeatureConfig], head_model, classes: list[str]):
-    """Images (one input per distinct input size) -> backbone(s) -> concatenated features -> head."""
-    import keras
-
-    from .backbones.model import build_feature_extractor
-    from .layers import ChannelAffine, ClassNames
-
-    sizes = sorted({f.backbone.input_size for f in features})
-    inputs = {s: keras.Input((s, s, 3), name="image" if len(sizes) == 1 else f"image_{s}") for s in sizes}
-    parts = []
-    for i, cfg in enumerate(features):
-        x = ChannelAffine.from_preprocess(cfg.backbone.preprocess, name=f"preprocess_{i}")(inputs[cfg.backbone.input_size])
-        extractor = build_feature_extractor(cfg.backbone)
-        extractor.name = f"backbone_{i}_{cfg.backbone.backbone}"
-        parts.append(extractor(x))
-    x = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="features")(parts)
-    probs = head_model(x)
-    probs = ClassNames(classes, name="class_names")(probs)
-    return keras.Model([inputs[s] for s in sizes], probs, name="featcache_classifier")
+from ..errors import FeatcacheError
+from ..ingest.decode import collect_image_files, iter_image_batches
+from ..progress import progress_bar
 
 
 @dataclass
@@ -87,24 +57,13 @@ class Classifier:
         bar.close()
         return results
 
-    def save(self, out: str | Path) -> Path:
-        out = Path(out)
-        if out.suffix != ".keras":
-            raise FeatcacheError(f"{out}: the exported model file must end in .keras")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        self.model.save(out)
-        labels = {"classes": self.classes, "input_sizes": self.input_sizes,
-                  "input": "RGB images, uint8 or float 0-255, (batch, size, size, 3)",
-                  "featcache_version": __version__}
-        out.with_suffix(".labels.json").write_text(json.dumps(labels, indent=2))
-        return out
-
 
 def load_classifier(path: str | Path) -> Classifier:
     """A run folder written by `featcache fit-head`, or a `.keras` file written by `featcache export`."""
     path = Path(path).expanduser()
     if path.is_dir():
-        from .heads import load_run
+        from ..train.run import load_run
+        from .export import build_end_to_end
 
         run = load_run(path)
         model = build_end_to_end(run.config.features, run.head.to_keras(), run.config.classes)
@@ -130,5 +89,20 @@ def load_classifier(path: str | Path) -> Classifier:
                          "from `featcache export`")
 
 
-def export(run_dir: str | Path, out: str | Path) -> Path:
-    return load_classifier(run_dir).save(out)
+@dataclass
+class FolderLabelScore:
+    """Accuracy against each file's parent folder name taken as its true class."""
+
+    correct: int
+    scored: int  # files predicted (unreadable ones are not scored)
+    unknown_folders: list[str]  # folder names that are not among the model's classes
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / max(1, self.scored)
+
+
+def score_folder_labels(predictions: list[FilePrediction], classes: list[str]) -> FolderLabelScore:
+    scored = [(p.label, Path(p.path).parent.name) for p in predictions if p.error is None]
+    unknown = sorted({true for _, true in scored} - set(classes))
+    return FolderLabelScore(sum(label == true for label, true in scored), len(scored), unknown)

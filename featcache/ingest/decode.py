@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .errors import ImageDecodeError
+from ..errors import FeatcacheError, ImageDecodeError
 
 IMAGE_EXTENSIONS = frozenset(
     ".jpg .jpeg .jpe .jfif .png .bmp .gif .tif .tiff .webp .pgm .ppm .pbm .pnm".split()
@@ -118,7 +118,6 @@ def read_image(path: str | Path, size: int) -> np.ndarray:
 def collect_image_files(inputs) -> list[Path]:
     """Files and folders (walked recursively, sorted) -> image file paths. A named file is always
     kept, whatever its extension, so a bad one gets reported rather than silently dropped."""
-    from .errors import FeatcacheError
 
     out: list[Path] = []
     for item in inputs:

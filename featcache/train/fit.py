@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .config import FeatureConfig
-from .errors import FeatcacheError
-from .heads import Head, RunConfig, make_head
-from .heads.run import CONFIG_FILE
+from .. import __version__
+from ..config import FeatureConfig
+from ..errors import FeatcacheError, ParameterError
+from ..heads import Head, make_head
+from ..stores import open_store
 from .metrics import SplitMetrics, evaluate, plot_confusion
-from .stores import open_store
+from .run import CONFIG_FILE, RunConfig, ValidationSource
 
 HOLDOUT_FRACTION = 0.1
 METRICS_FILE = "metrics.json"
@@ -47,7 +47,8 @@ class TrainingData:
     y_val: np.ndarray
     X_test: np.ndarray  # (t, D): view 0 only
     y_test: np.ndarray
-    validation: str  # "store", "train-holdout" or "none"
+    validation: ValidationSource
+    seed: int = 0  # of the validation holdout
     stats: dict[str, dict] = field(default_factory=dict)  # extraction stats per key
 
     @property
@@ -75,7 +76,7 @@ def _holdout(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 def load_training_data(store: str | Path, backbones: list[str], seed: int = 0) -> TrainingData:
     """Read features of one or more backbone configs (concatenated along D) and check they can train a head."""
     if not backbones:
-        raise FeatcacheError("give at least one backbone (-b NAME); `featcache info STORE` lists them")
+        raise ParameterError("backbones", "give at least one backbone; `featcache info STORE` lists them")
     with open_store(store) as st:
         fs = st.load(list(backbones))
         manifest = st.manifest()
@@ -91,17 +92,17 @@ def load_training_data(store: str | Path, backbones: list[str], seed: int = 0) -
     if empty:
         shown = ", ".join(empty[:10]) + (" ..." if len(empty) > 10 else "")
         raise FeatcacheError(f"{len(empty)} class(es) have no training images: {shown}. Add images, or "
-                             "re-extract with another --split so every class has training images")
-    validation = "store"
+                             "re-extract with another split so every class has training images")
+    validation = ValidationSource.STORE
     if len(val) == 0:
         held = _holdout(fs.labels[train], HOLDOUT_FRACTION, seed)
         val, train = train[held], train[~held]
-        validation = "train-holdout" if len(val) else "none"
+        validation = ValidationSource.TRAIN_HOLDOUT if len(val) else ValidationSource.NONE
     X = fs.features
     return TrainingData(
         store_path=path, data_root=manifest.data_root, keys=fs.keys, configs=fs.configs, classes=fs.classes,
         X_train=X[train], y_train=fs.labels[train], X_val=X[val, 0], y_val=fs.labels[val],
-        X_test=X[test, 0], y_test=fs.labels[test], validation=validation, stats=stats,
+        X_test=X[test, 0], y_test=fs.labels[test], validation=validation, seed=seed, stats=stats,
     )
 
 
@@ -113,7 +114,7 @@ class FitResult:
     classes: list[str]
     input_dim: int
     n: dict[str, int]
-    validation_source: str
+    validation_source: ValidationSource
     fit_seconds: float
     val: SplitMetrics | None
     test: SplitMetrics | None
@@ -136,7 +137,7 @@ class FitResult:
             "test": self.test.to_dict() if self.test else None,
             "fit_seconds": round(self.fit_seconds, 4),
             "n": self.n,
-            "validation_source": self.validation_source,
+            "validation_source": self.validation_source.value,
             "training": self.summary,  # epochs run, chosen C, ...: what fit decided
         }
 
@@ -149,11 +150,11 @@ def _json_params(params: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
 
 
-def fit_on_data(data: TrainingData, head: str = "mlp", params: dict | None = None, seed: int = 0,
-                out: str | Path | None = None, tensorboard_dir: str | Path | None = None, progress: bool = True,
+def fit_on_data(data: TrainingData, model: Head, out: str | Path | None = None,
+                tensorboard_dir: str | Path | None = None, progress: bool = True,
                 evaluate_test: bool = True, checkpoint_every_epoch: bool = False) -> FitResult:
-    """Fit one head on loaded data, evaluate it on validation (and test), write the run if ``out``."""
-    model = make_head(head, {"seed": seed, **(params or {})})
+    """Fit ``model`` (an unfitted head) on loaded data, evaluate it on validation (and test), and
+    write the run folder if ``out``."""
     run_dir = _prepare_run_dir(out) if out is not None else None
     has_val = len(data.y_val) > 0
     start = time.perf_counter()
@@ -162,10 +163,10 @@ def fit_on_data(data: TrainingData, head: str = "mlp", params: dict | None = Non
               checkpoint_every_epoch=checkpoint_every_epoch)
     fit_seconds = time.perf_counter() - start
     result = FitResult(
-        head_type=head, params=_json_params(model.get_params()), keys=data.keys, classes=data.classes,
+        head_type=model.name, params=_json_params(model.get_params()), keys=data.keys, classes=data.classes,
         input_dim=data.input_dim, n=data.n, validation_source=data.validation, fit_seconds=fit_seconds,
         val=evaluate(data.y_val, model.predict_proba(data.X_val), data.classes) if has_val else None,
-        test=None, summary=model.summary(), seed=int(model.get_params().get("seed", seed)), head=model,
+        test=None, summary=model.summary(), seed=data.seed, head=model,
     )
     if evaluate_test:
         evaluate_on_test(result, data)
@@ -183,7 +184,7 @@ def evaluate_on_test(result: FitResult, data: TrainingData) -> FitResult:
 def _prepare_run_dir(out: str | Path) -> Path:
     run_dir = Path(out).expanduser().resolve()
     if run_dir.exists() and any(run_dir.iterdir()) and not (run_dir / CONFIG_FILE).exists():
-        raise FeatcacheError(f"{run_dir} exists and is not a featcache run folder; choose another --out")
+        raise ParameterError("out", f"{run_dir} exists and is not a featcache run folder; choose another folder")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
@@ -213,18 +214,18 @@ def write_run(result: FitResult, data: TrainingData, out: str | Path) -> Path:
     return run_dir
 
 
-def fit_head(store_path: str | Path, backbones: list[str], head: str = "mlp", out: str | Path | None = None,
-             params: dict | None = None, seed: int = 0, tensorboard_dir: str | Path | None = None,
-             checkpoint_every_epoch: bool = False,
-             progress: bool = True) -> FitResult:
-    """Train ``head`` on the cached features of ``backbones`` (concatenated) in ``store_path``.
+def fit_head(store_path: str | Path, backbones: list[str], head: Head | str = "mlp",
+             out: str | Path | None = None, seed: int = 0, tensorboard_dir: str | Path | None = None,
+             checkpoint_every_epoch: bool = False, progress: bool = True) -> FitResult:
+    """Train ``head`` (a Head, or the name of one with its default parameters) on the cached
+    features of ``backbones`` (concatenated) in ``store_path``. ``seed`` draws the validation
+    holdout when the store has no validation split.
 
-    With ``out``, writes the run folder that `featcache.heads.load_run` (and export/predict) read.
+    With ``out``, writes the run folder that `featcache.train.run.load_run` (and export/predict) read.
     """
-    make_head(head, params)  # unknown head or parameter: fail before reading the store
+    model = make_head(head) if isinstance(head, str) else head
     data = load_training_data(store_path, backbones, seed)
-    return fit_on_data(data, head, params, seed, out, tensorboard_dir, progress,
-                       checkpoint_every_epoch=checkpoint_every_epoch)
+    return fit_on_data(data, model, out, tensorboard_dir, progress, checkpoint_every_epoch=checkpoint_every_epoch)
 
 
 __all__ = ["FitResult", "TrainingData", "evaluate_on_test", "fit_head", "fit_on_data", "load_training_data",

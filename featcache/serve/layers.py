@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from .backbones.spec import PREPROCESS, Preprocess
+from ..backbones.spec import Preprocess
 
 
 @keras.saving.register_keras_serializable(package="featcache")
@@ -18,8 +18,8 @@ class ChannelAffine(keras.layers.Layer):
         self.bgr = bool(bgr)
 
     @classmethod
-    def from_preprocess(cls, pre: Preprocess | str, **kwargs) -> ChannelAffine:
-        pre = PREPROCESS[pre] if isinstance(pre, str) else pre
+    def from_preprocess(cls, pre: Preprocess, **kwargs) -> ChannelAffine:
+        """From the numbers a feature config recorded: the very ones extraction used."""
         return cls(pre.scale, pre.offset, pre.bgr, **kwargs)
 
     def call(self, x):

@@ -12,11 +12,12 @@ import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import FeatcacheError
+from ..errors import FeatcacheError, ParameterError
+from ..heads import Head, clone, make_head
+from ..progress import progress_bar
 from .fit import FitResult, evaluate_on_test, fit_on_data, load_training_data, write_run
-from .heads import make_head
 from .metrics import SplitMetrics, write_leaderboard
-from .progress import progress_bar
+from .run import ValidationSource
 
 
 @dataclass
@@ -64,8 +65,9 @@ def expand_grid(grid: dict[str, list]) -> list[dict]:
     """{"lr": [1e-3, 3e-4], "dropout": [0.3]} -> [{"lr": 1e-3, "dropout": 0.3}, {"lr": 3e-4, ...}]"""
     names = list(grid)
     values = [list(v) if isinstance(v, list | tuple) else [v] for v in grid.values()]
-    if any(not v for v in values):
-        raise FeatcacheError("every swept parameter needs at least one value")
+    for name, v in zip(names, values, strict=True):
+        if not v:
+            raise ParameterError(name, "a swept parameter needs at least one value")
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values)]
 
 
@@ -73,30 +75,28 @@ def _slug(params: dict) -> str:
     return "-".join(f"{k}{v}" for k, v in params.items()) or "defaults"
 
 
-def sweep(store: str | Path, backbones: list[str], head: str = "mlp", grid: dict[str, list] | None = None,
-          out: str | Path | None = None, params: dict | None = None, seed: int = 0,
-          progress: bool = True) -> SweepResult:
-    """Train ``head`` for every combination of ``grid`` (on top of fixed ``params``).
+def sweep(store: str | Path, backbones: list[str], head: Head | str = "mlp", grid: dict[str, list] | None = None,
+          out: str | Path | None = None, seed: int = 0, progress: bool = True) -> SweepResult:
+    """Train a copy of ``head`` (its parameters are the fixed ones) for every combination of ``grid``.
 
     With ``out``: one run folder per trial under ``out/trials/``, plus ``leaderboard.csv`` and
     ``sweep.json``; the best trial's metrics.json also holds its test metrics.
     """
+    base = make_head(head) if isinstance(head, str) else head
     grid = dict(grid or {})
     combos = expand_grid(grid)
-    for combo in combos:  # unknown parameters: fail before any training
-        make_head(head, {**(params or {}), **combo})
+    models = [clone(base).set_params(**combo) for combo in combos]  # bad names or values: fail before training
     data = load_training_data(store, backbones, seed)
-    if data.validation == "none":
+    if data.validation == ValidationSource.NONE:
         raise FeatcacheError("a sweep ranks configurations on validation images, and this store has none "
                              "(and too few training images to hold some out); re-extract with a validation split")
     out_dir = Path(out).expanduser().resolve() if out is not None else None
     trials = []
-    bar = progress_bar(total=len(combos), desc=f"sweep {head}", unit="fit", enabled=progress)
+    bar = progress_bar(total=len(combos), desc=f"sweep {base.name}", unit="fit", enabled=progress)
     try:
-        for i, combo in enumerate(combos):
+        for i, (combo, model) in enumerate(zip(combos, models, strict=True)):
             run = out_dir / "trials" / f"{i:03d}-{_slug(combo)}" if out_dir else None
-            result = fit_on_data(data, head, {**(params or {}), **combo}, seed, out=run, progress=False,
-                                 evaluate_test=False)
+            result = fit_on_data(data, model, out=run, progress=False, evaluate_test=False)
             trials.append(Trial(i, combo, result))
             bar.set_postfix({"val_acc": f"{result.val.accuracy:.3f}"}, refresh=False)
             bar.update(1)
@@ -105,7 +105,7 @@ def sweep(store: str | Path, backbones: list[str], head: str = "mlp", grid: dict
     trials.sort(key=lambda t: (-t.val.accuracy, t.val.log_loss, t.index))
     best = trials[0].result
     evaluate_on_test(best, data)
-    result = SweepResult(head, data.keys, grid, trials, best.test, str(out_dir) if out_dir else None)
+    result = SweepResult(base.name, data.keys, grid, trials, best.test, str(out_dir) if out_dir else None)
     if out_dir is not None:
         write_run(best, data, best.run_dir)  # again, now with the test metrics
         _write_outputs(result, out_dir)

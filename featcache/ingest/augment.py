@@ -9,15 +9,18 @@ index), so the same image gives the same views wherever it sits in the data set.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
-from scipy import ndimage
+
+from ..errors import ParameterError
 
 
 @dataclass(frozen=True)
 class AugmentParams:
-    views: int = 0  # K: augmented views per image, on top of view 0
+    """K = ``augmented_views`` random views per image; a store holds V = ``views`` = 1 + K."""
+
+    augmented_views: int = 0  # K, on top of the un-augmented view 0
     rotation: float = 15.0  # degrees, uniform in [-r, r]
     width_shift: float = 0.15  # fraction of width
     height_shift: float = 0.15
@@ -28,12 +31,30 @@ class AugmentParams:
     vertical_flip: bool = False
     seed: int = 0
 
+    def __post_init__(self):
+        if int(self.augmented_views) != self.augmented_views or self.augmented_views < 0:
+            raise ParameterError("augmented_views", f"must be a whole number, 0 or more, got {self.augmented_views}")
+        for name in ("rotation", "width_shift", "height_shift", "shear", "zoom", "channel_shift"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ParameterError(name, f"must be a finite number, 0 or more, got {value}")
+        if self.zoom >= 1:
+            raise ParameterError("zoom", f"must be below 1 (scales are drawn from [1 - zoom, 1 + zoom]), got {self.zoom}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> AugmentParams:
+        d = dict(d)
+        if "views" in d:  # featcache 0.1 called K "views"
+            d["augmented_views"] = d.pop("views")
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
     @property
-    def n_views(self) -> int:
-        return 1 + self.views
+    def views(self) -> int:
+        """V: stored views per image, view 0 (un-augmented) included."""
+        return 1 + self.augmented_views
 
 
 def _rng(seed: int, digest: str, view: int) -> np.random.Generator:
@@ -44,6 +65,7 @@ def augment_view(image: np.ndarray, params: AugmentParams, digest: str, view: in
     """Return view ``view`` of an (H, W, 3) uint8 image as uint8; view 0 is the image unchanged."""
     if view == 0:
         return image
+    from scipy import ndimage  # here, not at import: `featcache --help` stays instant
     rng = _rng(params.seed, digest, view)
     h, w = image.shape[:2]
     theta = math.radians(rng.uniform(-params.rotation, params.rotation))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .dataset import split_counts
-from .stores import ConfigStatus, open_store
+from ..ingest.scan import split_counts
+from . import ConfigStatus, open_store
 
 
 @dataclass

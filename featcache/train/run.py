@@ -11,7 +11,7 @@ config.json::
       "store": {"path": "/abs/feats.zarr", "data_root": "/abs/data"},
       "input_dim": 1280,
       "seed": 0,
-      "validation": "store" | "train-holdout" | "none",
+      "validation": "store" | "train-holdout" | "none",   # ValidationSource
       "files": {"head": ["head.keras"], "metrics": "metrics.json", ...},
       "created": "2025-01-01T12:00:00+00:00"
     }
@@ -21,13 +21,22 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from ..config import FeatureConfig
 from ..errors import FeatcacheError
-from .base import Head, get_head_class
+from ..heads import Head, get_head_class
 
 CONFIG_FILE = "config.json"
+
+
+class ValidationSource(StrEnum):
+    """Where a run's validation images came from."""
+
+    STORE = "store"  # the store's validation split
+    TRAIN_HOLDOUT = "train-holdout"  # the store has none: a stratified part of the training images
+    NONE = "none"  # too few images even for that: no validation, no early stopping
 
 
 @dataclass
@@ -42,7 +51,7 @@ class RunConfig:
     data_root: str
     input_dim: int
     seed: int
-    validation: str = "store"
+    validation: ValidationSource = ValidationSource.STORE
     files: dict = field(default_factory=dict)
     created: str = ""
 
@@ -56,7 +65,7 @@ class RunConfig:
             "store": {"path": self.store_path, "data_root": self.data_root},
             "input_dim": self.input_dim,
             "seed": self.seed,
-            "validation": self.validation,
+            "validation": self.validation.value,
             "files": self.files,
             "created": self.created,
         }
@@ -68,7 +77,7 @@ class RunConfig:
             head_params=dict(d["head"].get("params", {})),
             features=[FeatureConfig.from_dict(f) for f in d["features"]], keys=list(d["keys"]),
             classes=list(d["classes"]), store_path=d["store"]["path"], data_root=d["store"].get("data_root", ""),
-            input_dim=int(d["input_dim"]), seed=int(d.get("seed", 0)), validation=d.get("validation", "store"),
+            input_dim=int(d["input_dim"]), seed=int(d.get("seed", 0)), validation=ValidationSource(d.get("validation", "store")),
             files=dict(d.get("files", {})), created=d.get("created", ""),
         )
 
@@ -85,6 +94,8 @@ class RunConfig:
                                  "create one with `featcache fit-head STORE -b BACKBONE --out DIR`")
         try:
             return cls.from_dict(json.loads(path.read_text()))
+        except FeatcacheError:
+            raise
         except (KeyError, TypeError, ValueError) as exc:
             raise FeatcacheError(f"{path} is not a valid run config ({type(exc).__name__}: {exc})") from exc
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import FeatcacheError
-from .images import is_image_path
+from ..errors import FeatcacheError, ParameterError
+from .decode import is_image_path
 
 SPLITS = ("train", "validation", "test")
 _SPLIT_DIRS = {"train": 0, "training": 0, "validation": 1, "val": 1, "valid": 1, "test": 2, "testing": 2}
@@ -37,7 +37,7 @@ class SplitFractions:
         except ValueError:
             parts = []
         if len(parts) != 3 or not all(math.isfinite(p) and p >= 0 for p in parts) or parts[0] == 0:
-            raise FeatcacheError(f"invalid split {text!r}: give train/validation/test, e.g. 70/20/10")
+            raise ParameterError("split", f"invalid split {text!r}: give train/validation/test fractions, e.g. 70/20/10")
         total = sum(parts)
         return cls(*(p / total for p in parts))
 

@@ -1,7 +1,8 @@
 """Leaderboard of backbones x heads on one store: which frozen backbone suits this data best.
 
 Every complete feature configuration in the store is tried with every requested head (default
-parameters); incomplete ones are listed as skipped with the reason. Ranked by validation accuracy.
+parameters); incomplete ones are listed as skipped with the reason. Ranked by validation accuracy,
+then validation loss: the test split never decides a rank.
 """
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import FeatcacheError
+from ..errors import FeatcacheError
+from ..heads import make_head
+from ..progress import progress_bar
+from ..stores import open_store
 from .fit import fit_on_data, load_training_data
-from .heads import get_head_class
 from .metrics import write_leaderboard
-from .progress import progress_bar
-from .stores import open_store
 
 
 @dataclass
@@ -23,6 +24,7 @@ class CompareEntry:
     backbone: str
     head: str
     val_accuracy: float | None
+    val_loss: float | None
     test_accuracy: float | None
     fit_seconds: float
     images_per_s: float | None  # extraction speed, from the store's stats
@@ -44,6 +46,11 @@ class CompareResult:
         return {"store": self.store, "leaderboard": self.rows(), "skipped": self.skipped, "out": self.out}
 
 
+def rank_key(e: CompareEntry) -> tuple:
+    """Validation accuracy, then validation loss, then fit time: the test split never decides a rank."""
+    return (-(e.val_accuracy or 0.0), e.val_loss if e.val_loss is not None else float("inf"), e.fit_seconds)
+
+
 def compare(store: str | Path, heads: tuple[str, ...] | list[str] = ("logreg",), out: str | Path | None = None,
             backbones: list[str] | None = None, seed: int = 0, progress: bool = True) -> CompareResult:
     """Fit each head on each feature config (all in the store unless ``backbones`` narrows it).
@@ -53,7 +60,7 @@ def compare(store: str | Path, heads: tuple[str, ...] | list[str] = ("logreg",),
     """
     heads = list(heads) or ["logreg"]
     for h in heads:
-        get_head_class(h)
+        make_head(h)  # an unknown head: fail before any work
     with open_store(store) as st:
         keys = [st.resolve_key(b) for b in backbones] if backbones else st.keys()
         path = str(Path(st.path).resolve())
@@ -72,10 +79,11 @@ def compare(store: str | Path, heads: tuple[str, ...] | list[str] = ("logreg",),
                 continue
             for head in heads:
                 run = out_dir / "runs" / f"{key}--{head}" if out_dir else None
-                r = fit_on_data(data, head, None, seed, out=run, progress=False)
+                r = fit_on_data(data, make_head(head, seed=seed), out=run, progress=False)
                 entries.append(CompareEntry(
-                    key=key, backbone=data.configs[0].backbone.backbone, head=head,
-                    val_accuracy=r.val_accuracy, test_accuracy=r.test_accuracy,
+                    key=key, backbone=data.configs[0].backbone.name, head=head,
+                    val_accuracy=r.val_accuracy, val_loss=r.val.log_loss if r.val else None,
+                    test_accuracy=r.test_accuracy,
                     fit_seconds=round(r.fit_seconds, 3), images_per_s=data.stats.get(key, {}).get("images_per_s"),
                     feature_dim=data.input_dim, run_dir=r.run_dir))
                 bar.update(1)
@@ -84,7 +92,7 @@ def compare(store: str | Path, heads: tuple[str, ...] | list[str] = ("logreg",),
     if not entries:
         raise FeatcacheError("no feature config could be compared: " +
                              "; ".join(f"{k}: {why}" for k, why in skipped.items()))
-    entries.sort(key=lambda e: (-(e.val_accuracy or 0.0), -(e.test_accuracy or 0.0), e.fit_seconds))
+    entries.sort(key=rank_key)
     result = CompareResult(path, entries, skipped, str(out_dir) if out_dir else None)
     if out_dir is not None:
         write_outputs(result, out_dir)

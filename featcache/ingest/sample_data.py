@@ -18,7 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import FeatcacheError
+from ..errors import FeatcacheError
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ from importlib import resources
 
 import numpy as np
 
-from .backbones import DEFAULT_BACKBONE, get_backbone
-from .errors import FeatcacheError
-from .images import collect_image_files, iter_image_batches
-from .progress import progress_bar
+from ..backbones import DEFAULT_BACKBONE, get_backbone
+from ..errors import FeatcacheError
+from ..ingest.decode import collect_image_files, iter_image_batches
+from ..progress import progress_bar
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,75 @@
+"""The reader: decodes and augments rows on a thread pool, a bounded window of rows ahead."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ImageDecodeError
+from ..ingest.augment import AugmentParams, augment_view
+from ..ingest.decode import read_image
+from ..stores import WorkUnit
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    path: str
+    reason: str
+
+
+class ImageReader:
+    def __init__(self, paths_by_digest: dict[str, str], row_digests: list[str], size: int,
+                 augment: AugmentParams, workers: int):
+        self.paths = paths_by_digest
+        self.row_digests = row_digests
+        self.size = size
+        self.augment = augment
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="featcache-read")
+
+    def load(self, row: int) -> np.ndarray | SkippedImage:
+        """(V, S, S, 3) uint8 views of one row's image, or why it could not be decoded."""
+        digest = self.row_digests[row]
+        path = self.paths[digest]
+        try:
+            image = read_image(path, self.size)
+        except ImageDecodeError as exc:
+            return SkippedImage(path, exc.reason)
+        out = np.empty((self.augment.views, *image.shape), np.uint8)
+        for v in range(self.augment.views):
+            out[v] = augment_view(image, self.augment, digest, v)
+        return out
+
+    def iter_rows(self, units: Sequence[WorkUnit], window: int
+                  ) -> Iterator[tuple[WorkUnit, int, np.ndarray | SkippedImage]]:
+        """(unit, row, views or SkippedImage) for every pending row, in order, at most ``window``
+        rows decoded or decoding ahead of the consumer. The first window is submitted at once, so
+        decoding starts while the caller is still building its model."""
+        pending = ((unit, row) for unit in units for row in unit.rows)
+        inflight: deque[tuple[WorkUnit, int, Future]] = deque()
+
+        def submit_next() -> None:
+            for unit, row in pending:
+                inflight.append((unit, row, self.pool.submit(self.load, row)))
+                return
+
+        for _ in range(window):
+            submit_next()
+
+        def drain():
+            try:
+                while inflight:
+                    unit, row, fut = inflight.popleft()
+                    submit_next()
+                    yield unit, row, fut.result()
+            finally:
+                for _, _, fut in inflight:
+                    fut.cancel()
+
+        return drain()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
