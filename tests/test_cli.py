@@ -81,8 +81,11 @@ def test_extract_reports_skipped_files(image_tree, tmp_path):
     (image_tree / "red" / "broken.jpg").write_bytes(b"not really a jpeg")
     result = CliRunner().invoke(cli, ["extract", str(image_tree), "--store", str(tmp_path / "s.h5"), "-b",
                                       "tiny_test", "--weights", "random", "-q"])
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # finished, but a file could not be read (the README's promise)
     assert "skipped" in result.output and "broken.jpg" in result.output
+    as_json = CliRunner().invoke(cli, ["extract", str(image_tree), "--store", str(tmp_path / "s.h5"), "-b",
+                                       "tiny_test", "--weights", "random", "-q", "--json"])
+    assert as_json.exit_code == 1 and json.loads(as_json.stdout)["skipped"][0]["path"] == "red/broken.jpg"
     strict = CliRunner().invoke(cli, ["extract", str(image_tree), "--store", str(tmp_path / "t.h5"), "-b",
                                       "tiny_test", "--weights", "random", "-q", "--strict"])
     assert strict.exit_code == 2 and "broken.jpg" in strict.output

@@ -27,25 +27,42 @@ PLUGIN = Path(__file__).parent / "plugins"
 SRC, DIST = PLUGIN / "src", PLUGIN / "dist"
 
 
-def featcache(*args, path=(SRC, DIST), check=True) -> subprocess.CompletedProcess:
-    """The CLI in a fresh process whose sys.path holds ``path`` (the plugin) and nothing of this one."""
+def featcache(*commands, path=(SRC, DIST)) -> list[dict]:
+    """Run CLI commands in ONE fresh process whose sys.path holds ``path`` (the plugin) and nothing
+    of this one; each result has exit_code, stdout, stderr."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, path)), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-m", "featcache", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"featcache {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-    return proc
+    cmds = [[str(a) for a in c] for c in commands]
+    proc = subprocess.run([sys.executable, str(PLUGIN / "run_cli.py"), json.dumps(cmds)], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def ok(result: dict) -> dict:
+    assert result["exit_code"] == 0, f"featcache {' '.join(result['args'])}: {result['stderr'][-3000:]}"
+    return result
 
 
 @pytest.fixture(scope="module")
 def plugin_run(tmp_path_factory):
-    """extract -> fit-head with the plugin backbone, each in its own process."""
+    """Process 1: extract with the plugin backbone. Process 2: fit heads, export, predict, sweep."""
     root = tmp_path_factory.mktemp("plugin")
     data = make_tree(root / "data", per_class=6)
-    store, run = root / "s.zarr", root / "run"
-    featcache("extract", data, "--store", store, "-b", "odd_net", "--dtype", "float32", "--augment", "1", "-q")
-    featcache("fit-head", store, "-b", "odd_net", "--head", "logreg", "--out", run, "-q")
-    return data, store, run
+    store, run, model = root / "s.zarr", root / "run", root / "m.keras"
+    ok(featcache(["extract", data, "--store", store, "-b", "odd_net", "--dtype", "float32", "--augment", "1", "-q"])[0])
+    results = featcache(
+        ["fit-head", store, "-b", "odd_net", "--head", "logreg", "--out", run, "-q"],
+        ["export", run, "--out", model],
+        ["predict", model, data, "--json", "--top-k", "0", "-q"],
+        ["fit-head", store, "-b", "odd_net", "--head", "centroid", "--shrink", "0.25", "--out", root / "c", "--json",
+         "-q"],
+        ["sweep", store, "-b", "odd_net", "--head", "centroid", "--shrink", "0,0.5", "--temperature", "1,10", "--json",
+         "-q"],
+        ["fit-head", store, "-b", "odd_net", "--head", "centroid", "--shrink", "2", "--out", root / "bad"],
+        ["export", root / "c", "--out", root / "c.keras"],
+        ["predict", run, data, "--json", "-q"],
+    )
+    return {"data": data, "store": store, "run": run, "root": root, "results": results}
 
 
 def test_plugin_preprocessing_is_unlike_every_builtin():
@@ -58,8 +75,7 @@ def test_plugin_preprocessing_is_unlike_every_builtin():
 
 
 def test_store_records_the_plugins_numbers_and_builder(plugin_run):
-    _, store, _ = plugin_run
-    with open_store(store) as st:
+    with open_store(plugin_run["store"]) as st:
         (key,) = st.keys()
         b = st.config(key).backbone
     assert b.name == "odd_net" and b.builder == "featcache_test_plugin:ODD_NET"
@@ -67,54 +83,45 @@ def test_store_records_the_plugins_numbers_and_builder(plugin_run):
     assert b.preprocess.channel_order == "bgr"
 
 
-def test_plugin_backbone_exports_and_predicts_what_fit_head_computed(plugin_run, tmp_path):
-    data, store, run = plugin_run
-    model = tmp_path / "m.keras"
-    featcache("export", run, "--out", model)
-    got = {Path(r["path"]).resolve(): r for r in json.loads(
-        featcache("predict", model, data, "--json", "--top-k", "0", "-q").stdout)}
+def test_plugin_backbone_exports_and_predicts_what_fit_head_computed(plugin_run):
+    data, store, run = plugin_run["data"], plugin_run["store"], plugin_run["run"]
+    fit, export, predict = (ok(r) for r in plugin_run["results"][:3])
+    got = {Path(r["path"]).resolve(): r for r in json.loads(predict["stdout"])}
     # fit-head's own probabilities on the cached view-0 features, computed in this process
-    head = load_run(run).head
+    trained = load_run(run)
     with open_store(store) as st:
         fs = st.load(st.keys())
-    expected = head.predict_proba(fs.features[:, 0])
-    classes = load_run(run).config.classes
+    expected = trained.head.predict_proba(fs.features[:, 0])
     for path, p in zip(fs.paths, expected, strict=True):
         probs = {t["class"]: t["probability"] for t in got[(data / path).resolve()]["top"]}
-        np.testing.assert_allclose([probs[c] for c in classes], p, atol=1e-4)
+        np.testing.assert_allclose([probs[c] for c in trained.config.classes], p, atol=1e-4)
 
 
 def test_a_process_without_the_entry_point_rebuilds_the_backbone_from_the_record(plugin_run):
     """The run's record names the builder: a process that only has the module importable (no
-    .dist-info, so no entry point) still predicts."""
-    data, _, run = plugin_run
-    with_ep = json.loads(featcache("predict", run, data, "--json", "-q").stdout)
-    without = json.loads(featcache("predict", run, data, "--json", "-q", path=(SRC,)).stdout)
+    .dist-info, so no entry point) still predicts; without the package it is a clear error."""
+    data, run = plugin_run["data"], plugin_run["run"]
+    with_ep = json.loads(ok(plugin_run["results"][7])["stdout"])
+    without = json.loads(ok(featcache(["predict", run, data, "--json", "-q"], path=(SRC,))[0])["stdout"])
     assert [r["label"] for r in with_ep] == [r["label"] for r in without]
-    gone = featcache("predict", run, data, path=(), check=False)  # the package is not installed at all
-    assert gone.returncode == 2 and "featcache_test_plugin" in gone.stderr and "Traceback" not in gone.stderr
+    (gone,) = featcache(["predict", run, data], path=())  # the package is not installed at all
+    assert gone["exit_code"] == 2 and "featcache_test_plugin" in gone["stderr"]
+    assert "Traceback" not in gone["stderr"]
 
 
-def test_plugin_head_gets_cli_options_and_trains(plugin_run, tmp_path):
-    _, store, _ = plugin_run
-    for command in ("fit-head", "sweep"):
-        assert "--shrink" in featcache(command, "--help").stdout
-    assert "--shrink" not in featcache("fit-head", "--help", path=()).stdout  # not installed: not offered
-    listed = json.loads(featcache("heads", "--json").stdout)
-    assert {"head": "centroid", "parameter": "shrink"}.items() <= next(
-        r for r in listed if r["parameter"] == "shrink").items()
-    out = json.loads(featcache("fit-head", store, "-b", "odd_net", "--head", "centroid", "--shrink", "0.25",
-                               "--out", tmp_path / "c", "--json", "-q").stdout)
+def test_plugin_head_gets_cli_options_and_trains(plugin_run):
+    helps = featcache(["fit-head", "--help"], ["sweep", "--help"], ["heads", "--json"])
+    assert all("--shrink" in ok(h)["stdout"] for h in helps[:2])
+    assert "--shrink" not in ok(featcache(["fit-head", "--help"], path=())[0])["stdout"]  # not installed
+    shrink = next(r for r in json.loads(helps[2]["stdout"]) if r["parameter"] == "shrink")
+    assert (shrink["head"], shrink["default"], shrink["allowed"]) == ("centroid", 0.0, ">= 0 and <= 1")
+    fit, sweep, bad, export = plugin_run["results"][3:7]
+    out = json.loads(ok(fit)["stdout"])
     assert out["head"] == {"type": "centroid", "params": {"temperature": 1.0, "shrink": 0.25}}
     assert out["validation"]["accuracy"] > 0.5
-    sweep = json.loads(featcache("sweep", store, "-b", "odd_net", "--head", "centroid", "--shrink", "0,0.5",
-                                 "--temperature", "1,10", "--json", "-q").stdout)
-    assert len(sweep["leaderboard"]) == 4
-    bad = featcache("fit-head", store, "-b", "odd_net", "--head", "centroid", "--shrink", "2", "--out",
-                    tmp_path / "bad", check=False)
-    assert bad.returncode == 2 and "--shrink: must be >= 0 and <= 1, got 2" in bad.stderr
-    model = tmp_path / "c.keras"
-    featcache("export", tmp_path / "c", "--out", model)  # the plugin head's to_keras, in a fresh process
+    assert len(json.loads(ok(sweep)["stdout"])["leaderboard"]) == 4
+    assert bad["exit_code"] == 2 and "--shrink: must be >= 0 and <= 1, got 2" in bad["stderr"]
+    ok(export)  # the plugin head's to_keras, attached to the plugin backbone
 
 
 # -- the registry's rules, in this process -----------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from ..backbones.spec import POOLINGS
@@ -61,7 +63,13 @@ def extract_cmd(data_dir, store, backbones, augment, split, seed, image_size, po
                                 "failed": c.failed, "views": c.views, "seconds": round(c.seconds, 3),
                                 "images_per_s": c.images_per_s} for c in result.configs],
                    "skipped": [{"path": s.path, "reason": s.reason} for s in result.skipped]})
-        return
+    else:
+        _echo_summary(result)
+    if result.skipped:
+        sys.exit(1)  # finished, but some files could not be read: they are named above
+
+
+def _echo_summary(result) -> None:
     click.echo(f"{result.images} images in {len(result.classes)} classes -> {result.store}")
     for c in result.configs:
         views = f", {c.views} views per image" if c.views > 1 else ""

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from ..backbones import DEFAULT_BACKBONE
 from ..backbones.model import resolve_config
-from ..config import DTYPES, FeatureConfig
+from ..config import FeatureConfig
 from ..errors import ParameterError
 from ..ingest.augment import AugmentParams
 from ..ingest.scan import SplitFractions
@@ -35,8 +35,6 @@ class ExtractOptions:
         object.__setattr__(self, "backbones", tuple(self.backbones))
         if not self.backbones:
             raise ParameterError("backbones", "give at least one backbone")
-        if self.dtype not in DTYPES:
-            raise ParameterError("dtype", f"unknown dtype {self.dtype!r}; choose {' or '.join(DTYPES)}")
         if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
             raise ParameterError("batch_size", f"must be from 1 to {MAX_BATCH_SIZE}, got {self.batch_size}")
         for name in ("workers", "chunk_rows"):
