@@ -37,3 +37,11 @@ class ImageDecodeError(FeatcacheError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line about an exception from a third-party reader (Keras, NumPy, JSON), whose messages
+    can run over many lines: the CLI prints errors as one line."""
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."

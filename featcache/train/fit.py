@@ -28,7 +28,7 @@ from ..errors import FeatcacheError, ParameterError
 from ..heads import Head, make_head
 from ..stores import open_store
 from .metrics import SplitMetrics, evaluate, plot_confusion
-from .run import CONFIG_FILE, RunConfig, ValidationSource
+from .run import CONFIG_FILE, RunConfig, ValidationSource, make_folder
 
 HOLDOUT_FRACTION = 0.1
 METRICS_FILE = "metrics.json"
@@ -183,16 +183,14 @@ def evaluate_on_test(result: FitResult, data: TrainingData) -> FitResult:
 
 def _prepare_run_dir(out: str | Path) -> Path:
     run_dir = Path(out).expanduser().resolve()
-    if run_dir.exists() and any(run_dir.iterdir()) and not (run_dir / CONFIG_FILE).exists():
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / CONFIG_FILE).exists():
         raise ParameterError("out", f"{run_dir} exists and is not a featcache run folder; choose another folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    return make_folder(run_dir, "out")
 
 
 def write_run(result: FitResult, data: TrainingData, out: str | Path) -> Path:
     """Head files, config.json, metrics.json and a confusion-matrix PNG per evaluated split."""
-    run_dir = Path(out).expanduser().resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = make_folder(Path(out).expanduser().resolve(), "out")
     result.head.save(run_dir)
     pngs = []
     for split, m in (("validation", result.val), ("test", result.test)):
