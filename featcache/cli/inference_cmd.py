@@ -40,7 +40,7 @@ def export_cmd(run_dir, out):
 def predict_cmd(model, inputs, top_k, batch_size, fmt, folder_labels, quiet):
     """Classify image files or folders with MODEL: a fit-head run folder or an exported .keras file.
 
-    Exit code 1 when any file could not be read (the others are still predicted).
+    Exit code 1 when any file could not be read or predicted (the others are still predicted).
     """
     from ..serve.predict import load_classifier, score_folder_labels
 
@@ -78,7 +78,8 @@ def predict_cmd(model, inputs, top_k, batch_size, fmt, folder_labels, quiet):
         click.echo(f"accuracy {score.correct}/{score.scored} = {score.accuracy:.4f}", err=fmt is not None)
     failed = [r for r in records if r["error"]]
     if failed:
-        click.secho(f"{len(failed)} of {len(records)} files could not be read", fg="red", err=True)
+        click.secho(f"{len(failed)} of {len(records)} files could not be read or predicted (errors above)",
+                    fg="red", err=True)
         sys.exit(1)
 
 
