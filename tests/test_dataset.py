@@ -188,6 +188,28 @@ def test_stray_images_in_split_folders_are_listed_as_ignored(tmp_path):
     assert "train/loose.jpg" in m.ignored
 
 
+def test_empty_class_folders_are_listed_not_made_classes(tmp_path):
+    root = put(tmp_path, "cats/a.jpg", "birds/notes.txt", "fish/.hidden.jpg")
+    (root / "dogs").mkdir()
+    m = scan(root)
+    assert m.classes == ["cats"] and m.paths == ["cats/a.jpg"]
+    assert m.empty_classes == ["birds", "dogs", "fish"]
+
+
+def test_a_class_empty_in_one_split_only_is_not_an_empty_class(tmp_path):
+    root = put(tmp_path, "train/cats/a.jpg", "train/dogs/b.jpg", "test/cats/c.jpg")
+    for empty in ("test/dogs", "test/owls", "validation/owls"):
+        (root / empty).mkdir(parents=True)
+    m = scan(root)
+    assert m.presplit and m.classes == ["cats", "dogs"]
+    assert m.empty_classes == ["owls"]
+
+
+def test_nothing_to_report_leaves_the_new_lists_empty(tmp_path):
+    m = scan(many(tmp_path, 6))
+    assert m.unreadable == [] and m.empty_classes == []
+
+
 def test_symlinked_folders_are_followed_but_loops_end(tmp_path):
     outside = put(tmp_path / "elsewhere", "x.jpg", "y.jpg")
     root = put(tmp_path / "data", "cats/a.jpg")

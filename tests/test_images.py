@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from featcache.errors import FeatcacheError, ImageDecodeError
-from featcache.ingest.decode import collect_image_files, is_image_path, load_image, read_image
+from featcache.ingest.decode import collect_image_files, decode_image, is_image_path, load_image, read_image
 
 WHITE = (255, 255, 255)
 
@@ -104,6 +104,12 @@ def test_16bit_png_is_scaled_to_8bit_not_clipped(tmp_path):
     assert mode_on_disk(path) in ("I;16", "I")
     out = decode(path)
     np.testing.assert_array_equal(out[..., 0], [[0, 1, 100, 128], [200, 254, 255, 4]])
+
+
+def test_every_16bit_value_rounds_to_the_nearest_8bit_level(tmp_path):
+    values = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    out = decode(save(tmp_path / "all16.png", Image.fromarray(values)))
+    np.testing.assert_array_equal(out[..., 0], np.round(values / 257.0).astype(np.uint8))
 
 
 def test_16bit_pgm_is_scaled_to_8bit(tmp_path):
@@ -266,6 +272,15 @@ def test_read_image_keeps_pixels_exactly_at_native_size(tmp_path):
     np.testing.assert_array_equal(read_image(save(tmp_path / "sq.png", src), 20), src)
 
 
+def test_a_decoded_image_owns_its_pixels_even_when_the_file_changes(tmp_path):
+    # Pillow memory-maps an uncompressed file opened by name; the decoded image must not follow it
+    grey = np.arange(64 * 48, dtype=np.uint32).reshape(48, 64).astype(np.uint8)
+    path = save(tmp_path / "raw.pgm", grey)
+    img = decode_image(path)
+    path.write_bytes(path.read_bytes()[:-grey.size] + bytes(grey.size))  # same size, all black
+    np.testing.assert_array_equal(np.asarray(img), grey)
+
+
 # --- errors -------------------------------------------------------------------------------------------
 
 def jpeg_bytes() -> bytes:
@@ -303,7 +318,7 @@ def test_broken_file_gives_a_specific_reason(tmp_path, name, content, reason):
 def test_missing_file_and_folder_are_decode_errors(tmp_path):
     assert "cannot read file" in decode_error(tmp_path / "gone.jpg").reason
     (tmp_path / "folder.jpg").mkdir()
-    assert "not a regular file" in decode_error(tmp_path / "folder.jpg").reason
+    assert decode_error(tmp_path / "folder.jpg").reason == "not a regular file (a folder)"
 
 
 def png_header_only(width: int, height: int) -> bytes:

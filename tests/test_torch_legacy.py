@@ -250,3 +250,101 @@ def test_not_a_legacy_file(tmp_path, content, words):
     path = tmp_path / "other.pth"
     path.write_bytes(content)
     assert_refused(path, *words)
+
+
+# --- files that would make the reader allocate far more than their size ------------------------------
+
+HOSTILE = "the file is corrupt or hostile"
+
+
+def test_refuses_a_stride_0_view_repeating_one_element(tmp_path, monkeypatch):
+    storage = _Storage("0", np.ones(1, np.float32))
+    # 1000 x 1000 kept small so a regression costs 4 MB; 40000 x 40000 took 6 GiB from a 356-byte file
+    state = {"w": _Tensor(storage, 0, (1000, 1000), (0, 0))}
+    path = write_legacy(tmp_path / "stride0.pth", monkeypatch, state, [storage])
+    assert_refused(path, "tensor w", "storage 0", "1000000 elements", HOSTILE)
+
+
+def test_refuses_an_overlapping_view_with_more_elements_than_its_storage(tmp_path, monkeypatch):
+    storage = _Storage("0", np.arange(10, dtype=np.float32))
+    state = {"w": _Tensor(storage, 0, (9, 2), (1, 1))}  # rows overlap: 18 elements from 10
+    assert_refused(write_legacy(tmp_path / "overlap.pth", monkeypatch, state, [storage]),
+                   "tensor w", "repeats elements", HOSTILE)
+
+
+def test_refuses_many_tensors_viewing_one_storage_beyond_the_file_size(tmp_path, monkeypatch):
+    storage = _Storage("0", np.zeros(1000, np.float32))
+    # 50 distinct views (offsets 0..49): 180 KB of arrays from a 6 KB file
+    state = {f"w{i}": _Tensor(storage, i, (900,), (1,)) for i in range(50)}
+    path = write_legacy(tmp_path / "fanout.pth", monkeypatch, state, [storage])
+    message = assert_refused(path, "more bytes than the file holds", HOSTILE)
+    assert "tensor w" in message
+
+
+def test_tied_weights_load_as_one_shared_array(tmp_path, monkeypatch):
+    storage = _Storage("0", np.arange(600, dtype=np.float32))  # most of the file, named twice
+    view = (0, (20, 30), (30, 1))
+    state = {"embed": _Tensor(storage, *view), "lm_head": _Tensor(storage, *view)}
+    out = load_legacy_state_dict(write_legacy(tmp_path / "tied.pth", monkeypatch, state, [storage]))
+    np.testing.assert_array_equal(out["embed"], np.arange(600).reshape(20, 30))
+    assert out["lm_head"] is out["embed"]
+
+
+def _patch_storage_count(path: Path, n_elements: int, itemsize: int, count: int) -> Path:
+    """Overwrite the 8-byte element count of the file's last storage."""
+    data = bytearray(path.read_bytes())
+    at = len(data) - n_elements * itemsize - 8
+    assert struct.unpack("<q", data[at:at + 8])[0] == n_elements
+    data[at:at + 8] = struct.pack("<q", count)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("count", [2**60, 2**63 - 1, 26, -1], ids=["2^60", "int64-max", "one-too-many", "negative"])
+def test_refuses_a_storage_count_larger_than_the_file_before_reading_it(small_file, count):
+    path, expected = small_file
+    message = assert_refused(_patch_storage_count(path, expected["half"].size, 2, count if count != 26 else 6),
+                             "storage 2", f"declares {count if count != 26 else 6} elements", HOSTILE)
+    assert "truncated" in message  # a cut file reads the same way
+
+
+@pytest.mark.parametrize("opcode", [b"\x8e", b"\x8d"], ids=["bytes", "str"])
+def test_refuses_a_pickle_declaring_a_gigantic_object(tmp_path, opcode):
+    path = tmp_path / "huge.pth"
+    path.write_bytes(_header_then(b"\x80\x04" + opcode + struct.pack("<Q", 2**62) + b"tiny"))
+    assert_refused(path, HOSTILE)
+
+
+@pytest.mark.parametrize("size, stride", [((0, 2**63), (1, 1)), ((1,) * 65, (1,) * 65)], ids=["huge-dim", "65-dims"])
+def test_refuses_shapes_numpy_cannot_hold(tmp_path, monkeypatch, size, stride):
+    storage = _Storage("0", np.zeros(4, np.float32))
+    path = write_legacy(tmp_path / "shape.pth", monkeypatch, {"w": _Tensor(storage, 0, size, stride)}, [storage])
+    assert_refused(path, "tensor w", "impossible shape", HOSTILE)
+
+
+# --- a valid file that is not an EfficientNet-Lite state dict -----------------------------------------
+
+def _resnet_like() -> dict[str, np.ndarray]:
+    return {"conv1.weight": np.zeros((64, 3, 7, 7), np.float32), "bn1.weight": np.ones(64, np.float32),
+            "fc.weight": np.zeros((10, 512), np.float32), "fc.bias": np.zeros(10, np.float32)}
+
+
+@pytest.mark.parametrize("tensors, words", [
+    (_resnet_like(), ("has no tensor _conv_stem.weight", "conv1.weight, bn1.weight, fc.weight; 4 in all")),
+    ({"w": np.zeros(3, np.float32)}, ("has no tensor _conv_stem.weight", "its tensors: w; 1 in all")),
+    ({"_conv_stem.weight": np.zeros(3, np.float32)}, ("_conv_stem.weight has shape (3,), expected 4 dimensions",)),
+], ids=["resnet", "one-tensor", "wrong-rank"])
+def test_efficientnet_lite_names_the_file_and_the_missing_key(tmp_path, monkeypatch, tensors, words):
+    state, storages = {}, []
+    for i, (name, value) in enumerate(tensors.items()):
+        state[name], storage = tensor(value, str(i))
+        storages.append(storage)
+    path = write_legacy(tmp_path / "other.pth", monkeypatch, state, storages)
+    monkeypatch.delitem(sys.modules, "torch")  # written: Keras must not see the stand-in torch
+    monkeypatch.delitem(sys.modules, "torch._utils")
+    with pytest.raises(FeatcacheError) as info:
+        efficientnet_lite.SPECS[0].build_features(32, str(path))
+    message = str(info.value)
+    assert str(path) in message and "not an EfficientNet-Lite0 state dict" in message
+    for word in words:
+        assert word in message

@@ -113,17 +113,28 @@ def _build(variant: int, input_size: int, include_top: bool):
     return keras.Model(inputs, x, name=f"efficientnet_lite{variant}")
 
 
-def _torch_layout(state: dict[str, np.ndarray], variant: int, include_top: bool) -> dict[str, list[np.ndarray]]:
+def _torch_layout(state: dict[str, np.ndarray], variant: int, include_top: bool,
+                  path: Path) -> dict[str, list[np.ndarray]]:
     """Map the PyTorch state dict onto our layer names, in Keras weight order and layout."""
 
+    def get(key: str, ndim: int) -> np.ndarray:
+        not_lite = f"not an EfficientNet-Lite{variant} state dict"
+        if key not in state:
+            held = f"its tensors: {', '.join(list(state)[:3])}; {len(state)} in all" if state else "it holds none"
+            raise FeatcacheError(f"{path}: has no tensor {key}: {not_lite} ({held})")
+        if state[key].ndim != ndim:
+            raise FeatcacheError(f"{path}: tensor {key} has shape {state[key].shape}, expected "
+                                 f"{ndim} dimensions: {not_lite}")
+        return state[key]
+
     def bn(prefix):
-        return [state[prefix + k] for k in (".weight", ".bias", ".running_mean", ".running_var")]
+        return [get(prefix + k, 1) for k in (".weight", ".bias", ".running_mean", ".running_var")]
 
     def conv(key):  # OIHW -> HWIO
-        return [state[key].transpose(2, 3, 1, 0)]
+        return [get(key, 4).transpose(2, 3, 1, 0)]
 
     def dwconv(key):  # (C, 1, kh, kw) -> (kh, kw, C, 1)
-        return [state[key].transpose(2, 3, 0, 1)]
+        return [get(key, 4).transpose(2, 3, 0, 1)]
 
     out = {"stem_conv": conv("_conv_stem.weight"), "stem_bn": bn("_bn0"),
            "head_conv": conv("_conv_head.weight"), "head_bn": bn("_bn1")}
@@ -138,7 +149,7 @@ def _torch_layout(state: dict[str, np.ndarray], variant: int, include_top: bool)
         out[p + "project_conv"] = conv(t + "_project_conv.weight")
         out[p + "project_bn"] = bn(t + "_bn2")
     if include_top:
-        out["predictions"] = [state["_fc.weight"].T, state["_fc.bias"]]
+        out["predictions"] = [get("_fc.weight", 2).T, get("_fc.bias", 1)]
     return out
 
 
@@ -171,7 +182,7 @@ def _load_into(model, variant: int, weights: str, include_top: bool) -> None:
         if not path.is_file():
             raise WeightsUnavailableError(f"efficientnet_lite{variant}: weights file {path} does not exist.")
     state = _load_state(str(path))
-    for name, values in _torch_layout(state, variant, include_top).items():
+    for name, values in _torch_layout(state, variant, include_top, path).items():
         layer = model.get_layer(name)
         expected = [tuple(w.shape) for w in layer.get_weights()]
         if [v.shape for v in values] != expected:

@@ -5,12 +5,17 @@ the state dict itself (tensors refer to storages by persistent id), the list of 
 then each storage's raw bytes preceded by an 8-byte little-endian element count.
 
 Only the tensor-rebuild function, storage types and OrderedDict are accepted as pickle globals:
-anything else is refused, so a hostile file cannot run code.
+anything else is refused, so a hostile file cannot run code. Nor can it make the reader allocate
+more than about twice its own size: a storage may not declare more bytes than the file has left,
+a tensor may not have more elements than its storage holds (real state dicts never hold stride-0
+or overlapping views), and all distinct tensors together may not take more bytes than the file.
 """
 
 from __future__ import annotations
 
 import collections
+import math
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +25,7 @@ import numpy as np
 from ..errors import FeatcacheError
 
 _MAGIC = 0x1950A86A20F9469CFC6C
+_HOSTILE = "the file is corrupt or hostile"
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32,
     "DoubleStorage": np.float64,
@@ -84,24 +90,37 @@ class _SafeUnpickler(pickle.Unpickler):
         return _StorageRef(str(pid[2]), pid[1].dtype)
 
 
-def _view(path: Path, name: str, t: _TensorRef, flat: np.ndarray) -> np.ndarray:
-    """The tensor's strided view of its storage, refusing any view that reaches outside it."""
+def _view(path: Path, name: str, t: _TensorRef, flat: np.ndarray, budget: int) -> np.ndarray:
+    """A copy of the tensor's strided view of its storage, refusing any view that reaches outside
+    the storage, repeats its elements (stride 0, overlaps), or would take more than ``budget`` bytes."""
     if any(not isinstance(n, int) or n < 0 for n in t.size) or any(not isinstance(s, int) or s < 0
                                                                     for s in t.stride):
         raise FeatcacheError(f"{path}: tensor {name} has an invalid size {t.size} or stride {t.stride}")
     if len(t.size) != len(t.stride):
         raise FeatcacheError(f"{path}: tensor {name} has size {t.size} but stride {t.stride}")
-    if 0 in t.size:
-        return np.zeros(t.size, flat.dtype)
-    last = t.offset + sum((n - 1) * s for n, s in zip(t.size, t.stride, strict=True))
-    if t.offset < 0 or last >= flat.size:
-        raise FeatcacheError(f"{path}: tensor {name} (size {t.size}, stride {t.stride}, offset {t.offset}) "
-                             f"reaches beyond its storage of {flat.size} elements: the file is corrupt")
-    itemsize = flat.dtype.itemsize
-    arr = np.lib.stride_tricks.as_strided(
-        flat[t.offset:], shape=t.size, strides=tuple(s * itemsize for s in t.stride)
-    )
-    return np.array(arr, order="C")  # own the memory, drop the strided view
+    where = f"tensor {name} (size {t.size}, stride {t.stride}, offset {t.offset})"
+    numel = math.prod(t.size)
+    if numel:
+        last = t.offset + sum((n - 1) * s for n, s in zip(t.size, t.stride, strict=True))
+        if t.offset < 0 or last >= flat.size:
+            raise FeatcacheError(f"{path}: {where} reaches beyond its storage {t.storage.key} of {flat.size} "
+                                 f"elements: {_HOSTILE}")
+        if numel > flat.size - t.offset:
+            raise FeatcacheError(f"{path}: {where} has {numel} elements but its storage {t.storage.key} holds "
+                                 f"{flat.size}: it repeats elements (stride 0 or overlapping), as no saved "
+                                 f"weights do: {_HOSTILE}")
+        if numel * flat.itemsize > budget:
+            raise FeatcacheError(f"{path}: {where} would bring the tensors to more bytes than the file holds "
+                                 f"(views sharing storages over and over): {_HOSTILE}")
+    try:
+        if not numel:
+            return np.zeros(t.size, flat.dtype)
+        arr = np.lib.stride_tricks.as_strided(
+            flat[t.offset:], shape=t.size, strides=tuple(s * flat.itemsize for s in t.stride)
+        )
+        return np.array(arr, order="C")  # own the memory, drop the strided view
+    except ValueError as exc:  # numpy's own limits: more than 64 dimensions, a dimension over 2**63
+        raise FeatcacheError(f"{path}: {where} has an impossible shape ({exc}): {_HOSTILE}") from exc
 
 
 def load_legacy_state_dict(path: str | Path) -> dict[str, np.ndarray]:
@@ -128,27 +147,39 @@ def load_legacy_state_dict(path: str | Path) -> dict[str, np.ndarray]:
             keys = _SafeUnpickler(f).load()
             storages: dict[str, np.ndarray] = {}
             dtypes = {t.storage.key: t.storage.dtype for t in state.values() if isinstance(t, _TensorRef)}
+            file_size = os.fstat(f.fileno()).st_size
             for key in keys:
                 header = f.read(8)
                 if len(header) != 8:
                     raise FeatcacheError(f"{path}: file is truncated (storage {key} is missing)")
                 count = int(np.frombuffer(header, "<i8")[0])
                 dtype = np.dtype(dtypes.get(key, np.float32))
-                raw = f.read(count * dtype.itemsize) if count >= 0 else b""
-                if count < 0 or len(raw) != count * dtype.itemsize:
-                    raise FeatcacheError(f"{path}: file is truncated (storage {key})")
-                storages[key] = np.frombuffer(raw, dtype.newbyteorder("<"))
+                left = file_size - f.tell()
+                if not 0 <= count * dtype.itemsize <= left:  # checked before reading: never allocate it
+                    raise FeatcacheError(f"{path}: storage {key} declares {count} elements of {dtype.itemsize} "
+                                         f"bytes but the file has {left} bytes left: {_HOSTILE} "
+                                         "(or truncated)")
+                storages[key] = np.frombuffer(f.read(count * dtype.itemsize), dtype.newbyteorder("<"))
     except EOFError as exc:
         raise FeatcacheError(f"{path}: file is truncated ({exc or 'ran out of input'})") from exc
+    except (MemoryError, OverflowError) as exc:  # a pickle declaring a gigantic bytes or str object
+        raise FeatcacheError(f"{path}: declares an object larger than memory ({type(exc).__name__}): "
+                             f"{_HOSTILE}") from exc
     except (pickle.UnpicklingError, ValueError, AttributeError, TypeError, IndexError) as exc:
         kind = "file is truncated" if "truncated" in str(exc) else "cannot read as a legacy PyTorch state dict"
         raise FeatcacheError(f"{path}: {kind} ({exc})") from exc
 
     out = {}
+    views: dict[tuple, np.ndarray] = {}  # tied weights (one view under two names) share one array, as in torch
+    budget = file_size  # all distinct tensors together: no more bytes than the file
     for name, t in state.items():
         if not isinstance(t, _TensorRef):
             continue
         if t.storage.key not in storages:
             raise FeatcacheError(f"{path}: tensor {name} refers to storage {t.storage.key}, which the file lacks")
-        out[name] = _view(path, name, t, storages[t.storage.key])
+        ref = (t.storage.key, t.offset, t.size, t.stride)
+        if ref not in views:
+            views[ref] = _view(path, name, t, storages[t.storage.key], budget)
+            budget -= views[ref].nbytes
+        out[name] = views[ref]
     return out

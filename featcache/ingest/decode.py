@@ -8,10 +8,31 @@ Every file becomes an RGB uint8 array. Modes are normalised as follows:
 - Transparency (RGBA, LA, PA, and P, L or RGB with a transparent colour key) is composited onto a
   WHITE background, so a transparent logo looks as it does in a browser.
 - Animated GIF/WebP/multi-page TIFF: the first frame.
+
+Refused with an ImageDecodeError saying why (extraction skips the file and records the reason):
+- Anything but a regular file: a FIFO, socket, device or folder, a broken or looping symbolic link.
+  This is judged from ``os.stat`` alone, before the file is opened, so a FIFO cannot block a reader.
+- Empty, truncated or corrupt files, and formats Pillow does not know.
+- Decompression bombs: an image whose pixels would take more than ``DECODE_BUDGET_BYTES`` (512 MiB)
+  in memory, judged from its header before any pixel is decoded (a 741 KB PNG can declare
+  19000 x 19000 16-bit pixels: 689 MiB). Counted: width x height x the bytes Pillow holds a pixel
+  in, 1 for bilevel and greyscale, 2 for 16-bit, 4 for the rest (RGB is padded to 4 bytes, and a
+  palette or transparent image becomes RGB). That admits RGB photos up to 134 Mpx. Normalising
+  briefly holds more than the decoded pixels: nothing more for RGB and greyscale, up to 2 times for
+  CMYK, 4 times for 16- and 32-bit images and 5 times for images with transparency (measured,
+  Pillow 13). ``extract`` decodes on up to 4 threads by default (``workers``): at most 4 x 512 MiB
+  = 2 GiB of decoded pixels at once, 10 GiB in the worst case of four maximal transparent images
+  converting together; more workers raise both in proportion.
+  JPEG draft mode (decoding at 1/2, 1/4 or 1/8 scale) is not used: it changes the pixels (by up to
+  5 levels at 224 px from 2x the size), and a file would no longer decode the same for every input
+  size a run may need.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,21 +41,89 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from ..errors import FeatcacheError, ImageDecodeError
+from ..errors import FeatcacheError, ImageDecodeError, ParameterError
 
 IMAGE_EXTENSIONS = frozenset(
     ".jpg .jpeg .jpe .jfif .png .bmp .gif .tif .tiff .webp .pgm .ppm .pbm .pnm".split()
 )
 BACKGROUND = (255, 255, 255)
+DECODE_BUDGET_BYTES = 512 * 2**20  # decoded pixels per image; see the module docstring
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not silently grey pixels
 # Pillow only warns between MAX_IMAGE_PIXELS and twice that, and raises DecompressionBombError beyond:
-# refuse decompression bombs beyond 400 Mpx.
+# refuse decompression bombs beyond 400 Mpx (the byte budget above refuses most before that).
 Image.MAX_IMAGE_PIXELS = 200_000_000
+
+# round(v / 257) for every 16-bit value v: the 16-bit range onto 8 bits, 1 byte a pixel of
+# working memory (float arithmetic took 16). 2v + 257 is odd, so there are no ties to round.
+_SCALE16 = ((np.arange(65536, dtype=np.uint32) * 2 + 257) // 514).astype(np.uint8)
+_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
 
 
 def is_image_path(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def printable_path(path: str | os.PathLike) -> str:
+    """The path as text that always prints and stores: bytes of a name that are not UTF-8 (held as
+    surrogate escapes in a str) become \\xNN escapes. A UTF-8 path comes back unchanged."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def is_utf8_path(path: str | os.PathLike) -> bool:
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:  # surrogate escapes: the name on disk is not UTF-8
+        return False
+    return True
+
+
+def check_regular_file(path: str | Path) -> os.stat_result:
+    """``os.stat`` of a regular file (symbolic links followed), or ImageDecodeError saying what the
+    path is instead. Never opens the path: opening a FIFO would block until someone writes to it."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageDecodeError(path, "symbolic link loop (the link leads back to itself)") from exc
+        if exc.errno == errno.ENOENT and os.path.islink(path):
+            raise ImageDecodeError(path, f"broken symbolic link (its target "
+                                         f"{printable_path(os.readlink(path))} does not exist)") from exc
+        raise ImageDecodeError(path, f"cannot read file ({exc.strerror})") from exc
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((k for is_kind, k in _FILE_KINDS if is_kind(st.st_mode)), "a special file")
+        raise ImageDecodeError(path, f"not a regular file ({kind})")
+    return st
+
+
+def _decoded_bytes(img: Image.Image) -> int:
+    """Memory the decoded image takes, or the image it normalises to if that is larger."""
+    if img.mode in ("1", "L") and "transparency" not in img.info:
+        per_pixel = 1
+    elif img.mode.startswith("I;16"):
+        per_pixel = 2
+    else:
+        per_pixel = 4
+    return img.width * img.height * per_pixel
+
+
+def _to_grey(img: Image.Image) -> Image.Image:
+    """16/32-bit integer or float pixels -> 8-bit greyscale, operating in place where it can."""
+    arr = np.array(img)  # a writable copy
+    if img.mode.startswith("I;16") or (img.mode == "I" and arr.size and arr.max() <= 65535):
+        if img.mode == "I":
+            np.clip(arr, 0, 65535, out=arr)
+        return Image.fromarray(_SCALE16[arr], "L")
+    if img.mode == "F":
+        if arr.size and np.nanmax(arr) <= 1.0:
+            arr *= 255.0
+        np.nan_to_num(arr, copy=False)
+    else:
+        arr = arr.astype(np.float64)
+        arr *= 255.0 / (2**31 - 1)  # signed 32-bit range onto 8-bit
+    np.clip(arr, 0, 255, out=arr)
+    return Image.fromarray(np.rint(arr, out=arr).astype(np.uint8), "L")
 
 
 def _normalise(img: Image.Image) -> Image.Image:
@@ -42,21 +131,12 @@ def _normalise(img: Image.Image) -> Image.Image:
     RGB, and three times cheaper to resize: ORL-style greyscale sets decode 2.5x faster)."""
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img)
-        if mode == "F":
-            arr = arr.astype(np.float32)
-            arr = arr * 255.0 if arr.size and np.nanmax(arr) <= 1.0 else arr
-        elif mode.startswith("I;16") or (arr.size and arr.max() <= 65535):
-            arr = arr.astype(np.float32) / 257.0  # 16-bit range onto 8-bit
-        else:
-            arr = arr.astype(np.float64) * (255.0 / (2**31 - 1))  # signed 32-bit range onto 8-bit
-        arr = np.clip(np.nan_to_num(arr), 0, 255).round().astype(np.uint8)
-        return Image.fromarray(arr, "L")
+        return _to_grey(img)
     if mode in ("P", "L", "1", "RGB") and "transparency" in img.info:  # a transparent colour key
         img = img.convert("RGBA")
         mode = "RGBA"
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        img = img.convert("RGBA")
+        img = img if mode == "RGBA" else img.convert("RGBA")
         background = Image.new("RGBA", img.size, BACKGROUND + (255,))
         return Image.alpha_composite(background, img).convert("RGB")
     if mode == "1":
@@ -72,24 +152,31 @@ def load_image(path: str | Path) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def decode_image(path: str | Path) -> Image.Image:
-    """Decode a file to an upright image in mode RGB or L (greyscale), or raise ImageDecodeError."""
+def decode_image(path: str | Path, max_bytes: int = DECODE_BUDGET_BYTES) -> Image.Image:
+    """Decode a file to an upright image in mode RGB or L (greyscale), or raise ImageDecodeError.
+    ``max_bytes``: the most its decoded pixels may take (see the module docstring)."""
+    if max_bytes <= 0:
+        raise ParameterError("max_bytes", f"must be a positive number of bytes, not {max_bytes}")
     path = Path(path)
+    if check_regular_file(path).st_size == 0:
+        raise ImageDecodeError(path, "file is empty (0 bytes)")
+    # A file object, not the path: Pillow would memory-map an uncompressed file, and the image
+    # handed back must own its pixels, not alias a file that may change under it.
     try:
-        size = path.stat().st_size
+        f = path.open("rb")
     except OSError as exc:
         raise ImageDecodeError(path, f"cannot read file ({exc.strerror})") from exc
-    if not path.is_file():
-        raise ImageDecodeError(path, "not a regular file")
-    if size == 0:
-        raise ImageDecodeError(path, "file is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # EXIF warnings on odd camera files are noise here
-            with Image.open(path) as img:
+            with f, Image.open(f) as img:
                 img.seek(0)
+                if (need := _decoded_bytes(img)) > max_bytes:
+                    raise ImageDecodeError(path, f"image too large: {img.width}x{img.height} pixels in mode "
+                                                 f"{img.mode} decode to {_mib(need)}, more than the "
+                                                 f"{_mib(max_bytes)} allowed per image")
                 img.load()
-                img = ImageOps.exif_transpose(img) or img
+                ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of an upright image
                 return _normalise(img)
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(path, "not a recognised image format (corrupt or not an image)") from exc
@@ -100,6 +187,10 @@ def decode_image(path: str | Path) -> Image.Image:
         if "truncated" in msg.lower() or isinstance(exc, EOFError):
             raise ImageDecodeError(path, f"image data is truncated ({msg})") from exc
         raise ImageDecodeError(path, f"corrupt image data ({msg})") from exc
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
 
 
 def resize(img: Image.Image, size: int) -> np.ndarray:
@@ -117,18 +208,19 @@ def read_image(path: str | Path, size: int) -> np.ndarray:
 
 def collect_image_files(inputs) -> list[Path]:
     """Files and folders (walked recursively, sorted) -> image file paths. A named file is always
-    kept, whatever its extension, so a bad one gets reported rather than silently dropped."""
+    kept, whatever its extension, and so are image names in a folder that are not regular files
+    (FIFOs, broken or looping symbolic links): each is reported by decode_image, not dropped."""
 
     out: list[Path] = []
     for item in inputs:
         p = Path(item).expanduser()
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and is_image_path(f)
+            out.extend(sorted(f for f in p.rglob("*") if is_image_path(f) and not f.is_dir()
                               and not any(part.startswith(".") for part in f.relative_to(p).parts)))
-        elif p.exists():
+        elif os.path.lexists(p):  # a broken or looping link is still a name the user gave
             out.append(p)
         else:
-            raise FeatcacheError(f"{p} does not exist")
+            raise FeatcacheError(f"{printable_path(p)} does not exist")
     return out
 
 

@@ -4,6 +4,10 @@ Two layouts:
 - ``DATA_DIR/<class>/<image>``: the split is decided per image from its content digest, so it is
   stable when images are added or renamed and identical files never straddle train and test.
 - ``DATA_DIR/{train,validation|val,test}/<class>/<image>``: that split is kept.
+
+Image files that cannot be used are skipped, never opened, and listed on the Manifest with the
+reason (``Manifest.unreadable``): FIFOs, sockets and devices (opening a FIFO blocks forever), broken
+and looping symbolic links, and names that are not UTF-8 (a store holds paths as UTF-8 text).
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FeatcacheError, ParameterError
-from .decode import is_image_path
+from ..errors import FeatcacheError, ImageDecodeError, ParameterError
+from .decode import check_regular_file, is_image_path, is_utf8_path, printable_path
 
 SPLITS = ("train", "validation", "test")
 _SPLIT_DIRS = {"train": 0, "training": 0, "validation": 1, "val": 1, "valid": 1, "test": 2, "testing": 2}
@@ -45,6 +49,14 @@ class SplitFractions:
         return "/".join(f"{round(100 * f, 4):g}" for f in (self.train, self.validation, self.test))
 
 
+@dataclass(frozen=True)
+class ScanSkip:
+    """An image file, or a folder, that scan() could not use, and why."""
+
+    path: str  # relative to the data folder, POSIX separators; bytes that are not UTF-8 as \xNN
+    reason: str
+
+
 @dataclass
 class Manifest:
     """Row i describes image i; every array has one entry per image, sorted by path."""
@@ -57,7 +69,9 @@ class Manifest:
     splits: np.ndarray  # int8: 0 train, 1 validation, 2 test
     presplit: bool = False
     split_fractions: SplitFractions = field(default_factory=SplitFractions)
-    ignored: list[str] = field(default_factory=list)  # files skipped for their extension
+    ignored: list[str] = field(default_factory=list)  # files skipped for their extension, and stray images
+    unreadable: list[ScanSkip] = field(default_factory=list)  # image files skipped, with the reason
+    empty_classes: list[str] = field(default_factory=list)  # class folders without a usable image
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -93,13 +107,17 @@ def split_from_digest(digest: str, fractions: SplitFractions) -> int:
     return 1 if u < f.train + f.validation or f.test == 0 else 2
 
 
-def _walk_images(folder: Path, ignored: list[str], root: Path) -> list[Path]:
+def _walk_images(folder: Path, root: Path, ignored: list[str], unreadable: list[ScanSkip]) -> list[Path]:
     out = []
     # Symlinks are followed, but a folder is walked once, and never one holding this class folder:
     # a link back up the tree would otherwise loop forever or pull other classes in.
     above = {str(p) for p in Path(os.path.realpath(folder)).parents}
     seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+
+    def unlistable(exc: OSError) -> None:  # os.walk would skip the folder silently
+        unreadable.append(ScanSkip(_relative(exc.filename, root), f"cannot list folder ({exc.strerror})"))
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unlistable, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen or real in above:
             dirnames[:] = []
@@ -110,11 +128,30 @@ def _walk_images(folder: Path, ignored: list[str], root: Path) -> list[Path]:
             if name.startswith("."):
                 continue
             p = Path(dirpath) / name
-            if is_image_path(p):
-                out.append(p)
+            rel = _relative(p, root)
+            if not is_image_path(p):
+                ignored.append(rel)
+            elif not is_utf8_path(p.relative_to(root)):
+                unreadable.append(ScanSkip(rel, "the name is not valid UTF-8 (featcache stores paths as "
+                                                "UTF-8 text): rename it"))
+            elif reason := _unusable(p):
+                unreadable.append(ScanSkip(rel, reason))
             else:
-                ignored.append(p.relative_to(root).as_posix())
+                out.append(p)
     return out
+
+
+def _relative(path: str | Path, root: Path) -> str:
+    return printable_path(Path(path).relative_to(root).as_posix())
+
+
+def _unusable(path: Path) -> str | None:
+    """Why path is not a regular file, from its stat alone (never opened), or None."""
+    try:
+        check_regular_file(path)
+    except ImageDecodeError as exc:
+        return exc.reason
+    return None
 
 
 def _class_dirs(folder: Path) -> list[Path]:
@@ -123,54 +160,74 @@ def _class_dirs(folder: Path) -> list[Path]:
 
 def _stray_images(folder: Path, root: Path) -> list[str]:
     """Images lying directly in a folder that should hold only class folders."""
-    return sorted(p.relative_to(root).as_posix() for p in folder.iterdir()
+    return sorted(_relative(p, root) for p in folder.iterdir()
                   if p.is_file() and is_image_path(p) and not p.name.startswith("."))
 
 
 def scan(data_dir: str | Path, split: SplitFractions | str | None = None) -> Manifest:
     root = Path(data_dir).expanduser()
     if not root.exists():
-        raise FeatcacheError(f"data folder {root} does not exist")
+        raise FeatcacheError(f"data folder {printable_path(root)} does not exist")
     if not root.is_dir():
-        raise FeatcacheError(f"{root} is not a folder: give a folder with one sub-folder per class")
+        raise FeatcacheError(f"{printable_path(root)} is not a folder: give a folder with one sub-folder per class")
+    if not is_utf8_path(root.resolve()):  # the store records it as UTF-8 text
+        raise FeatcacheError(f"{printable_path(root.resolve())}: the folder's path is not valid UTF-8; "
+                             "rename it")
     fractions = SplitFractions.parse(split) if isinstance(split, str) else (split or SplitFractions())
     top = _class_dirs(root)
     presplit = bool(top) and all(d.name.lower() in _SPLIT_DIRS for d in top)
     ignored: list[str] = []
+    unreadable: list[ScanSkip] = []
     entries: list[tuple[str, str, int | None]] = []  # (relpath, class, forced split)
     stray = _stray_images(root, root)
+    class_dirs: list[tuple[Path, int | None]] = []  # (class folder, forced split)
     if presplit:
         for split_dir in top:
             stray += _stray_images(split_dir, root)
-            for class_dir in _class_dirs(split_dir):
-                for p in _walk_images(class_dir, ignored, root):
-                    entries.append((p.relative_to(root).as_posix(), class_dir.name, _SPLIT_DIRS[split_dir.name.lower()]))
+            class_dirs += [(d, _SPLIT_DIRS[split_dir.name.lower()]) for d in _class_dirs(split_dir)]
     else:
-        for class_dir in top:
-            for p in _walk_images(class_dir, ignored, root):
-                entries.append((p.relative_to(root).as_posix(), class_dir.name, None))
-    if not entries:
-        where = sorted({str(Path(s).parent) for s in stray})
-        hint = (f" ({len(stray)} images lie directly in {', '.join(w if w != '.' else 'it' for w in where)}, "
-                "not in class folders: move them into one sub-folder per class)" if stray else "")
-        raise FeatcacheError(
-            f"no images found in {root}{hint}. Expected DATA_DIR/<class>/<image> or "
-            f"DATA_DIR/{{train,validation,test}}/<class>/<image> with extensions such as .jpg .png .pgm"
-        )
+        class_dirs = [(d, None) for d in top]
+    for class_dir, forced in class_dirs:
+        for p in _walk_images(class_dir, root, ignored, unreadable):
+            entries.append((p.relative_to(root).as_posix(), class_dir.name, forced))
     entries.sort()
-    classes = sorted({c for _, c, _ in entries})
+    digests: list[str] = []
+    usable: list[tuple[str, str, int | None]] = []
+    for entry in entries:
+        try:
+            digests.append(content_digest(root / entry[0]))
+        except OSError as exc:  # e.g. no read permission: stat passed, open did not
+            unreadable.append(ScanSkip(entry[0], f"cannot read file ({exc.strerror})"))
+            continue
+        usable.append(entry)
+    if not usable:
+        raise FeatcacheError(f"no images found in {printable_path(root)}{_no_images_hint(stray, unreadable)}. "
+                             "Expected DATA_DIR/<class>/<image> or DATA_DIR/{train,validation,test}/<class>/<image> "
+                             "with extensions such as .jpg .png .pgm")
+    classes = sorted({c for _, c, _ in usable})
     index = {c: i for i, c in enumerate(classes)}
-    digests = [content_digest(root / rel) for rel, _, _ in entries]
     splits = [s if s is not None else split_from_digest(d, fractions)
-              for (_, _, s), d in zip(entries, digests, strict=True)]
+              for (_, _, s), d in zip(usable, digests, strict=True)]
     return Manifest(
         root=str(root.resolve()),
         classes=classes,
-        paths=[rel for rel, _, _ in entries],
-        labels=np.array([index[c] for _, c, _ in entries], np.int32),
+        paths=[rel for rel, _, _ in usable],
+        labels=np.array([index[c] for _, c, _ in usable], np.int32),
         digests=digests,
         splits=np.array(splits, np.int8),
         presplit=presplit,
         split_fractions=fractions,
         ignored=ignored + stray,
+        unreadable=unreadable,
+        empty_classes=sorted({printable_path(d.name) for d, _ in class_dirs} - set(classes)),
     )
+
+
+def _no_images_hint(stray: list[str], unreadable: list[ScanSkip]) -> str:
+    if stray:
+        where = sorted({str(Path(s).parent) for s in stray})
+        return (f" ({len(stray)} images lie directly in {', '.join(w if w != '.' else 'it' for w in where)}, "
+                "not in class folders: move them into one sub-folder per class)")
+    if unreadable:
+        return f" ({len(unreadable)} image files cannot be read, e.g. {unreadable[0].path}: {unreadable[0].reason})"
+    return ""
