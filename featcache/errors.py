@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .paths import printable_path
+
 
 class FeatcacheError(Exception):
     """A mistake the user can fix: the message says what is wrong and what to do."""
@@ -34,7 +36,7 @@ class ImageDecodeError(FeatcacheError):
     """One image file cannot be decoded; extraction skips it and records why."""
 
     def __init__(self, path, reason: str):
-        self.path = str(path)
+        self.path = printable_path(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 

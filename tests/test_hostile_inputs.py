@@ -259,3 +259,28 @@ def test_the_budget_must_be_positive(tmp_path, value):
     with pytest.raises(ParameterError, match="max_bytes"):
         decode_image(make_image(tmp_path / "a.png", (1, 2, 3), seed=0), max_bytes=value)
 
+
+
+def test_predict_names_a_non_utf8_file_printably(tmp_path):
+    """predict walks folders itself: a photo whose name is not UTF-8 is predicted, and its record's
+    path prints and serialises as JSON (\\xNN escapes), as does an error record of such a name."""
+    import json
+
+    from click.testing import CliRunner
+
+    from featcache.cli import cli
+    from featcache.train.fit import fit_head
+
+    data = make_tree(tmp_path / "data", per_class=4)
+    store = tmp_path / "s.zarr"
+    extract(data, store, ExtractOptions(backbones=[TINY], weights="random", progress=False))
+    fit_head(store, [TINY], "logreg", tmp_path / "run", progress=False)
+    queries = tmp_path / "queries"
+    queries.mkdir()
+    make_image(Path(os.fsdecode(non_utf8(queries, b"caf\xe9.png"))), (200, 40, 40), seed=1)
+    Path(os.fsdecode(non_utf8(queries, b"bad\xff.png"))).write_bytes(b"not a png")
+    r = CliRunner().invoke(cli, ["predict", str(tmp_path / "run"), str(queries), "--json", "-q"])
+    assert r.exit_code == 1, r.output  # the broken one
+    records = {Path(rec["path"]).name: rec for rec in json.loads(r.stdout)}
+    assert records["caf\\xe9.png"]["label"] in ("red", "green", "blue")
+    assert records["bad\\xff.png"]["error"] and records["bad\\xff.png"]["label"] is None

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from featcache.errors import FeatcacheError, ImageDecodeError
-from featcache.ingest.decode import collect_image_files, decode_image, is_image_path, load_image, read_image
+from featcache.ingest.decode import collect_image_files, decode_image, is_image_path, read_image
 
 WHITE = (255, 255, 255)
 
@@ -34,7 +34,8 @@ def save(path: Path, img: Image.Image | np.ndarray, **kwargs) -> Path:
 
 
 def decode(path: Path) -> np.ndarray:
-    arr = np.asarray(load_image(path))
+    img = decode_image(path)
+    arr = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
     assert arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype == np.uint8
     return arr
 
@@ -51,7 +52,7 @@ def assert_close(actual: np.ndarray, expected, tol: float) -> None:
 
 def decode_error(path: Path) -> ImageDecodeError:
     with pytest.raises(ImageDecodeError) as info:
-        load_image(path)
+        decode_image(path)
     assert info.value.path == str(path) and str(path) in str(info.value)
     return info.value
 

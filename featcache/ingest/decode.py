@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..errors import FeatcacheError, ImageDecodeError, ParameterError
+from ..paths import printable_path
 
 IMAGE_EXTENSIONS = frozenset(
     ".jpg .jpeg .jpe .jfif .png .bmp .gif .tif .tiff .webp .pgm .ppm .pbm .pnm".split()
@@ -63,12 +64,6 @@ _FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"
 
 def is_image_path(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
-
-
-def printable_path(path: str | os.PathLike) -> str:
-    """The path as text that always prints and stores: bytes of a name that are not UTF-8 (held as
-    surrogate escapes in a str) become \\xNN escapes. A UTF-8 path comes back unchanged."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def is_utf8_path(path: str | os.PathLike) -> bool:
@@ -144,12 +139,6 @@ def _normalise(img: Image.Image) -> Image.Image:
     if mode not in ("RGB", "L"):
         return img.convert("RGB")
     return img
-
-
-def load_image(path: str | Path) -> Image.Image:
-    """Decode a file to an upright RGB PIL image, or raise ImageDecodeError saying why."""
-    img = decode_image(path)
-    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def decode_image(path: str | Path, max_bytes: int = DECODE_BUDGET_BYTES) -> Image.Image:

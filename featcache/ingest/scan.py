@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FeatcacheError, ImageDecodeError, ParameterError
-from .decode import check_regular_file, is_image_path, is_utf8_path, printable_path
+from ..paths import printable_path
+from .decode import check_regular_file, is_image_path, is_utf8_path
 
 SPLITS = ("train", "validation", "test")
 _SPLIT_DIRS = {"train": 0, "training": 0, "validation": 1, "val": 1, "valid": 1, "test": 2, "testing": 2}

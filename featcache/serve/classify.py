@@ -13,6 +13,7 @@ import numpy as np
 from ..backbones import DEFAULT_BACKBONE, get_backbone
 from ..errors import FeatcacheError
 from ..ingest.decode import collect_image_files, iter_image_batches
+from ..paths import printable_path
 from ..progress import progress_bar
 
 
@@ -53,7 +54,7 @@ def classify(inputs, backbone: str = DEFAULT_BACKBONE, top: int = 5, weights: st
     results: list[ImagePrediction] = []
     bar = progress_bar(len(files), f"classify {backbone}", enabled=progress and len(files) > batch_size)
     for batch in iter_image_batches(files, [spec.input_size], batch_size):
-        preds = [ImagePrediction(str(p), error=batch.errors.get(i)) for i, p in enumerate(batch.paths)]
+        preds = [ImagePrediction(printable_path(p), error=batch.errors.get(i)) for i, p in enumerate(batch.paths)]
         results += preds
         if batch.decoded:
             probs = np.asarray(model.predict_on_batch(spec.preprocess(batch.images[0])))

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import FeatcacheError, describe_error
 from ..ingest.decode import collect_image_files, iter_image_batches
+from ..paths import printable_path
 from ..progress import progress_bar
 from ..train.run import CONFIG_FILE, check_archive, load_run
 from .checks import check_model
@@ -80,7 +81,7 @@ class Classifier:
         results: list[FilePrediction] = []
         bar = progress_bar(len(files), "predict", enabled=progress and len(files) > batch_size)
         for batch in iter_image_batches(files, self.input_sizes, batch_size):
-            preds = [FilePrediction(str(p), error=batch.errors.get(i)) for i, p in enumerate(batch.paths)]
+            preds = [FilePrediction(printable_path(p), error=batch.errors.get(i)) for i, p in enumerate(batch.paths)]
             results += preds
             if batch.decoded:
                 probs = self.predict_images(batch.images)
