@@ -1,0 +1,122 @@
+"""`featcache audit` and `featcache neighbors`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .common import command, echo_table, emit_json
+
+
+@command("audit", flag_aliases={"image_root": "data", "map": "map_method"})
+@click.argument("store", type=click.Path())
+@click.option("-b", "--backbone", required=True, help="Backbone name or full feature key in STORE.")
+@click.option("--out", "-o", type=click.Path(), default=None,
+              help="Write label_issues.png, duplicates.png, outliers.png (contact sheets), map.png, flagged.csv "
+                   "and audit.json here.")
+@click.option("--folds", type=int, default=5, show_default=True,
+              help="Cross-validation folds of the out-of-fold predictions.")
+@click.option("--C", "C", type=float, default=1.0, show_default=True,
+              help="Inverse regularization of the cross-validated logistic regression.")
+@click.option("--score", type=click.Choice(["self-confidence", "margin"]), default="self-confidence",
+              show_default=True, help="Rank label errors by p(given label), or by p(given) - max p(other).")
+@click.option("-k", "k", type=int, default=10, show_default=True,
+              help="Outliers: mean distance to this many nearest neighbours.")
+@click.option("--outlier-z", type=float, default=3.5, show_default=True,
+              help="Flag outliers whose neighbour distance has at least this robust z-score.")
+@click.option("--duplicate-k", type=int, default=50, show_default=True,
+              help="Near duplicates: look for each image's copies among this many nearest neighbours.")
+@click.option("--duplicate-similarity", type=float, default=0.75, show_default=True,
+              help="Near duplicates: least feature cosine similarity of a candidate pair.")
+@click.option("--pixel-tolerance", type=float, default=2.5, show_default=True,
+              help="Near duplicates: most RMS difference of a pair's 16x16 thumbnails (grey levels 0-255).")
+@click.option("--map", "map_method", type=click.Choice(["pca", "tsne"]), default="pca", show_default=True,
+              help="2-D map of the features in map.png.")
+@click.option("--sheet-size", type=int, default=48, show_default=True, help="Thumbnails per contact sheet.")
+@click.option("--data", type=click.Path(), default=None,
+              help="The images' folder, if not where the store recorded it (to check duplicates and draw sheets).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--top", type=click.IntRange(0), default=10, show_default=True,
+              help="Findings of each kind to print (0: all); --out and --json hold every one.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--json", "as_json", is_flag=True, help="Print every finding as JSON on stdout.")
+def audit_cmd(store, backbone, out, folds, C, score, k, outlier_z, duplicate_k, duplicate_similarity,
+              pixel_tolerance, map_method, sheet_size, data, seed, top, quiet, as_json):
+    """Find likely label errors, duplicates and outliers among STORE's images from their cached features.
+
+    \b
+    label errors  out-of-fold probabilities of a K-fold logistic regression; flagged when the
+                  predicted class is not the folder's; SUGGESTED is the likeliest other class
+    duplicates    identical files, and near-identical ones (close features, confirmed on pixels);
+                  LEAK when a group spans train/validation/test, LABELS when its classes differ
+    outliers      far from their k nearest neighbours: blank, corrupt or off-topic images
+    """
+    from ..audit import AuditOptions, audit
+
+    options = AuditOptions(folds=folds, C=C, score=score.replace("-", "_"), k=k, outlier_z=outlier_z,
+                           duplicate_k=duplicate_k, duplicate_similarity=duplicate_similarity,
+                           pixel_tolerance=pixel_tolerance, map=map_method, sheet_size=sheet_size, image_root=data,
+                           seed=seed)
+    result = audit(store, backbone, options, out=out, progress=not quiet)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    shown = slice(None if top == 0 else top)
+    click.echo(f"{result.key}: {result.n_images} images, {len(result.classes)} classes; out-of-fold accuracy "
+               f"{result.out_of_fold_accuracy:.3f} ({folds}-fold logistic regression)")
+    click.echo(f"\nlikely label errors: {len(result.label_issues)}")
+    echo_table([{"rank": r, "path": x.image.path, "split": x.image.split, "given": x.image.label,
+                 "suggested": x.suggested, "p(given)": x.given_probability, "p(suggested)": x.suggested_probability}
+                for r, x in enumerate(result.label_issues[shown], 1)])
+    leaks = sum(g.leak for g in result.duplicates)
+    conflicts = sum(g.label_conflict for g in result.duplicates)
+    click.echo(f"\nduplicate groups: {len(result.duplicates)} ({leaks} across splits, {conflicts} with different "
+               "labels)")
+    echo_table([{"group": r, "kind": g.kind, "path": im.path, "split": im.split, "label": im.label,
+                 "similarity": g.similarity, "leak": "yes" if g.leak else "", "labels differ": "yes" if g.label_conflict else ""}
+                for r, g in enumerate(result.duplicates[shown], 1) for im in g.images])
+    if result.unverified_pairs:
+        click.secho(f"{result.unverified_pairs} near-duplicate candidate pairs could not be checked: their files are "
+                    "not readable (pass --data if the images moved)", fg="yellow", err=True)
+    click.echo(f"\noutliers: {len(result.outliers)}")
+    echo_table([{"rank": r, "path": x.image.path, "split": x.image.split, "label": x.image.label,
+                 "distance": x.score, "z": x.z} for r, x in enumerate(result.outliers[shown], 1)])
+    if result.files:
+        click.echo(f"\nwritten to {out}: {', '.join(sorted(p.rsplit('/', 1)[-1] for p in result.files.values()))}")
+
+
+@command("neighbors", uses_tensorflow=True)
+@click.argument("store", type=click.Path())
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("-b", "--backbone", required=True, help="Backbone name or full feature key in STORE.")
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Neighbours per image.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON records on stdout.")
+def neighbors_cmd(store, images, backbone, k, batch_size, quiet, as_json):
+    """The stored images most similar to each IMAGE (files or folders), by cosine similarity of
+    features computed with STORE's own backbone configuration (exact search).
+
+    Exit code 1 when any file could not be read (the others are still searched).
+    """
+    from ..audit import neighbors
+
+    result = neighbors(store, backbone, list(images), k=k, batch_size=batch_size, progress=not quiet)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        for q in result.queries:
+            if q.error:
+                click.secho(f"{q.path}: ERROR {q.error}", fg="red", err=True)
+                continue
+            click.echo(f"{q.path}")
+            echo_table([{"rank": r, "similarity": n.similarity, "path": n.image.path, "label": n.image.label,
+                         "split": n.image.split} for r, n in enumerate(q.neighbors, 1)])
+    failed = [q for q in result.queries if q.error]
+    if failed:
+        click.secho(f"{len(failed)} of {len(result.queries)} files could not be read", fg="red", err=True)
+        sys.exit(1)
+
+
+COMMANDS = [audit_cmd, neighbors_cmd]
