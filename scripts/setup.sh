@@ -14,6 +14,12 @@ if [ ! -x .venv/bin/python ]; then
     echo "creating .venv" >&2
     "$PYTHON" -m venv .venv
 fi
+# strace: the crash tests kill extraction at every write system call with it (tests/test_crash.py)
+if ! command -v strace >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing strace (for the crash tests)" >&2
+    { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null; } \
+        || echo "could not install strace: the crash tests will be skipped" >&2
+fi
 stamp=.venv/.featcache-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "installing featcache and its dependencies into .venv (TensorFlow is large: a minute or two)" >&2

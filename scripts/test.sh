@@ -5,4 +5,6 @@ export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}  # hide TensorFlow's C++ 
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check featcache tests benchmarks scripts
-exec .venv/bin/python -m pytest -q "$@"
+# Two worker processes (FEATCACHE_TEST_WORKERS=0 runs in this process): most of a test's time is
+# TensorFlow start-up and tracing on one core, so two processes finish ~1.4x sooner on 2 cores.
+exec .venv/bin/python -m pytest -q -n "${FEATCACHE_TEST_WORKERS:-2}" "$@"

@@ -108,3 +108,19 @@ def test_classify_compares_several_backbones_on_the_same_photos(imagenet_samples
     assert [(r["backbone"], Path(r["path"]).name) for r in records] == [
         (b, p.name) for b in ("efficientnet_lite0", "efficientnet_lite1") for p in photos]
     assert all(len(r["top"]) == 3 for r in records)
+
+
+def test_extract_reports_files_scan_could_not_use_and_empty_classes(image_tree, tmp_path):
+    import os
+
+    os.mkfifo(image_tree / "red" / "pipe.jpg")  # opening it would block: skipped from its stat alone
+    (image_tree / "purple").mkdir()
+    result = CliRunner().invoke(cli, ["extract", str(image_tree), "--store", str(tmp_path / "s.zarr"), "-b",
+                                      "tiny_test", "--weights", "random", "-q", "--json"])
+    assert result.exit_code == 1, result.output
+    out = json.loads(result.stdout)
+    assert out["skipped"] == [{"path": "red/pipe.jpg", "reason": "not a regular file (a FIFO (named pipe))"}]
+    assert out["empty_classes"] == ["purple"] and "purple" not in out["classes"]
+    strict = CliRunner().invoke(cli, ["extract", str(image_tree), "--store", str(tmp_path / "t.zarr"), "-b",
+                                      "tiny_test", "--weights", "random", "-q", "--strict"])
+    assert strict.exit_code == 2 and "pipe.jpg" in strict.output and "strict mode" in strict.output

@@ -6,14 +6,21 @@ the raw zarr / h5py libraries as well as through ``open_store``.
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import zarr
-from conftest import TINY
+from conftest import TINY, make_tree
+from store_harness import NUMPY_NET, NumpyRunner, run_extract
 
 from featcache import __version__
 from featcache.backbones import get_backbone
@@ -24,6 +31,7 @@ from featcache.ingest.augment import AugmentParams
 from featcache.ingest.decode import read_image
 from featcache.ingest.scan import SPLITS, content_digest, scan
 from featcache.stores import DONE, PENDING, open_store
+from featcache.stores.info import store_info
 from featcache.stores.store import SCHEMA_VERSION
 
 CHUNK = 4
@@ -229,3 +237,105 @@ def test_a_store_of_another_schema_version_is_refused(image_tree, store_path):
         st.backend.set_attrs("", {"featcache_schema": SCHEMA_VERSION + 1})
     with pytest.raises(FeatcacheError, match="schema"):
         open_store(store_path)
+
+
+# -- store-side findings of issue 9 (numpy stand-in backbone: no TensorFlow) ------------------------
+
+def test_info_names_skipped_files_relative_to_the_data_folder_as_extract_does(tmp_path, store_path):
+    data = make_tree(tmp_path / "data", per_class=1)
+    (data / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    result = run_extract(data, store_path)
+    assert [s.path for s in result.skipped] == ["red/broken.jpg"]
+    assert [s["path"] for s in store_info(store_path).skipped] == ["red/broken.jpg"]
+
+
+def test_a_resume_computes_with_the_batch_size_the_configuration_started_with(tmp_path, store_path, monkeypatch):
+    """A real backbone's features differ by ~1e-4 between batch shapes (oneDNN): here the stand-in's
+    differ by a lot, so any row computed with another batch size shows."""
+    monkeypatch.setattr(NumpyRunner, "batch_effect", 1.0)
+    data = make_tree(tmp_path / "data", per_class=2)
+    part = shutil.copytree(data, tmp_path / "part")
+    for path in part.rglob("*_001.*"):
+        path.unlink()
+    run_extract(part, store_path, batch_size=1)
+    run = run_extract(data, store_path, batch_size=8).configs[0]
+    assert (run.batch_size, run.extracted, run.reused) == (1, 3, 3)
+    reference = tmp_path / f"reference{store_path.suffix}"
+    run_extract(data, reference, batch_size=1)
+    with open_store(store_path) as st, open_store(reference) as ref:
+        np.testing.assert_array_equal(st.load([NUMPY_NET]).features, ref.load([NUMPY_NET]).features)
+        assert st.batch_size(run.key) == 1
+
+
+def test_a_zarr_store_killed_before_its_first_metadata_is_created_on_the_next_run(tmp_path):
+    """A kill at the very first write leaves a folder holding only a temporary file."""
+    store = tmp_path / "features.zarr"
+    (store / "manifests").mkdir(parents=True)
+    (store / "zarr.json.0123456789ab.partial").write_text('{"attri')
+    with pytest.raises(FeatcacheError, match="no store was written there yet.*run the extract again"):
+        open_store(store)
+    result = run_extract(make_tree(tmp_path / "data", per_class=1), store)
+    assert result.configs[0].extracted == 3 and not list(store.rglob("*.partial"))
+
+
+def _obeying_permissions(code: str, *args: str) -> subprocess.CompletedProcess:
+    """Run Python code in a process that obeys file permission bits even as root: root's override
+    capabilities are dropped from its bounding set before it starts (prctl PR_CAPBSET_DROP)."""
+    def drop_override():
+        libc = ctypes.CDLL(None, use_errno=True)
+        for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+            if libc.prctl(24, cap, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "PR_CAPBSET_DROP")
+
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OPENBLAS_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=str(Path(__file__).parent), env=env, text=True,
+                          capture_output=True, timeout=120, preexec_fn=drop_override if os.geteuid() == 0 else None)
+
+
+READ_ONLY_CHILD = """
+import shutil, sys
+from store_harness import run_extract
+from featcache.errors import FeatcacheError
+data, stores = sys.argv[1], sys.argv[2:]
+for store in stores:
+    print("noop", run_extract(data, store).configs[0].reused)
+shutil.copy(data + "/blue/blue_000.png", data + "/blue/other.png")
+with open(data + "/blue/other.png", "ab") as f:  # new content: a new row to write
+    f.write(b"trailing bytes")
+for store in stores:
+    try:
+        run_extract(data, store)
+    except FeatcacheError as exc:
+        print("refused", exc)
+"""
+
+
+def test_a_read_only_store_reruns_without_writing_and_refuses_a_needed_write_clearly(tmp_path, store_path):
+    """Two read-only stores: one in a read-only folder (no lock file can be made), one in a writable
+    folder. A re-run with nothing to do reads and succeeds; one with work says why it cannot write."""
+    root = Path(tempfile.mkdtemp(prefix="featcache-ro-"))
+    try:
+        data = make_tree(root / "data", per_class=1)
+        stores = [root / "ro" / store_path.name, root / "rw" / store_path.name]
+        for store in stores:
+            run_extract(data, store)
+        for path in [p for store in stores for p in [store, *store.rglob("*")]]:
+            path.chmod(path.stat().st_mode & ~0o222)
+        (root / "ro").chmod(0o555)
+        (root / "rw").chmod(0o777)
+        for path in [data, *[p for p in data.rglob("*") if p.is_dir()]]:
+            path.chmod(0o777)
+        before = {p: p.stat().st_mtime_ns for store in stores for p in [store, *store.rglob("*")]}
+        proc = _obeying_permissions(READ_ONLY_CHILD, str(data), *map(str, stores))
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        lines = proc.stdout.splitlines()
+        assert lines[:2] == ["noop 3", "noop 3"], proc.stdout
+        assert len(lines) == 4, proc.stdout
+        assert "cannot create its lock file" in lines[2] and str(stores[0]) in lines[2], lines[2]
+        assert "cannot write" in lines[3] and "read-only" in lines[3] and str(stores[1]) in lines[3], lines[3]
+        assert before == {p: p.stat().st_mtime_ns for store in stores for p in [store, *store.rglob("*")]}
+    finally:
+        for path in [root, *root.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(0o755 if path.is_dir() else 0o644)
+        shutil.rmtree(root)

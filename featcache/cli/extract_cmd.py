@@ -60,12 +60,14 @@ def extract_cmd(data_dir, store, backbones, augment, split, seed, image_size, po
     if as_json:
         emit_json({"store": result.store, "images": result.images, "classes": result.classes,
                    "configs": [{"key": c.key, "backbone": c.backbone, "extracted": c.extracted, "reused": c.reused,
-                                "failed": c.failed, "views": c.views, "seconds": round(c.seconds, 3),
+                                "failed": c.failed, "repaired": c.repaired, "views": c.views,
+                                "batch_size": c.batch_size, "seconds": round(c.seconds, 3),
                                 "images_per_s": c.images_per_s} for c in result.configs],
-                   "skipped": [{"path": s.path, "reason": s.reason} for s in result.skipped]})
+                   "skipped": [{"path": s.path, "reason": s.reason} for s in result.skipped],
+                   "empty_classes": result.empty_classes})
     else:
         _echo_summary(result)
-    if result.skipped:
+    if not result.complete:
         sys.exit(1)  # finished, but some files could not be read: they are named above
 
 
@@ -74,9 +76,13 @@ def _echo_summary(result) -> None:
     for c in result.configs:
         views = f", {c.views} views per image" if c.views > 1 else ""
         rate = f" in {c.seconds:.1f} s ({c.images_per_s:.1f} img/s{views})" if c.images_per_s else ""
-        click.echo(f"  {c.key}: {c.extracted} extracted, {c.reused} reused, {c.failed} failed{rate}")
+        repaired = f" (of which {c.repaired} damaged rows recomputed)" if c.repaired else ""
+        click.echo(f"  {c.key}: {c.extracted} extracted{repaired}, {c.reused} reused, {c.failed} failed{rate}")
     for s in result.skipped:
         click.secho(f"  skipped {s.path}: {s.reason}", fg="yellow", err=True)
+    if result.empty_classes:
+        click.secho(f"  class folders without a usable image (not classes): {', '.join(result.empty_classes)}",
+                    fg="yellow", err=True)
 
 
 @command("info")

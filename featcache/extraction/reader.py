@@ -5,20 +5,14 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import ImageDecodeError
 from ..ingest.augment import AugmentParams, augment_view
 from ..ingest.decode import read_image
+from ..ingest.scan import SkippedImage
 from ..stores import WorkUnit
-
-
-@dataclass(frozen=True)
-class SkippedImage:
-    path: str
-    reason: str
 
 
 class ImageReader:

@@ -51,8 +51,8 @@ class SplitFractions:
 
 
 @dataclass(frozen=True)
-class ScanSkip:
-    """An image file, or a folder, that scan() could not use, and why."""
+class SkippedImage:
+    """An image file (or a folder) that could not be used, and why: found by scan() or by decoding."""
 
     path: str  # relative to the data folder, POSIX separators; bytes that are not UTF-8 as \xNN
     reason: str
@@ -71,7 +71,7 @@ class Manifest:
     presplit: bool = False
     split_fractions: SplitFractions = field(default_factory=SplitFractions)
     ignored: list[str] = field(default_factory=list)  # files skipped for their extension, and stray images
-    unreadable: list[ScanSkip] = field(default_factory=list)  # image files skipped, with the reason
+    unreadable: list[SkippedImage] = field(default_factory=list)  # image files skipped, with the reason
     empty_classes: list[str] = field(default_factory=list)  # class folders without a usable image
 
     def __len__(self) -> int:
@@ -108,7 +108,7 @@ def split_from_digest(digest: str, fractions: SplitFractions) -> int:
     return 1 if u < f.train + f.validation or f.test == 0 else 2
 
 
-def _walk_images(folder: Path, root: Path, ignored: list[str], unreadable: list[ScanSkip]) -> list[Path]:
+def _walk_images(folder: Path, root: Path, ignored: list[str], unreadable: list[SkippedImage]) -> list[Path]:
     out = []
     # Symlinks are followed, but a folder is walked once, and never one holding this class folder:
     # a link back up the tree would otherwise loop forever or pull other classes in.
@@ -116,7 +116,7 @@ def _walk_images(folder: Path, root: Path, ignored: list[str], unreadable: list[
     seen: set[str] = set()
 
     def unlistable(exc: OSError) -> None:  # os.walk would skip the folder silently
-        unreadable.append(ScanSkip(_relative(exc.filename, root), f"cannot list folder ({exc.strerror})"))
+        unreadable.append(SkippedImage(_relative(exc.filename, root), f"cannot list folder ({exc.strerror})"))
 
     for dirpath, dirnames, filenames in os.walk(folder, onerror=unlistable, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -133,10 +133,10 @@ def _walk_images(folder: Path, root: Path, ignored: list[str], unreadable: list[
             if not is_image_path(p):
                 ignored.append(rel)
             elif not is_utf8_path(p.relative_to(root)):
-                unreadable.append(ScanSkip(rel, "the name is not valid UTF-8 (featcache stores paths as "
+                unreadable.append(SkippedImage(rel, "the name is not valid UTF-8 (featcache stores paths as "
                                                 "UTF-8 text): rename it"))
             elif reason := _unusable(p):
-                unreadable.append(ScanSkip(rel, reason))
+                unreadable.append(SkippedImage(rel, reason))
             else:
                 out.append(p)
     return out
@@ -178,7 +178,7 @@ def scan(data_dir: str | Path, split: SplitFractions | str | None = None) -> Man
     top = _class_dirs(root)
     presplit = bool(top) and all(d.name.lower() in _SPLIT_DIRS for d in top)
     ignored: list[str] = []
-    unreadable: list[ScanSkip] = []
+    unreadable: list[SkippedImage] = []
     entries: list[tuple[str, str, int | None]] = []  # (relpath, class, forced split)
     stray = _stray_images(root, root)
     class_dirs: list[tuple[Path, int | None]] = []  # (class folder, forced split)
@@ -198,7 +198,7 @@ def scan(data_dir: str | Path, split: SplitFractions | str | None = None) -> Man
         try:
             digests.append(content_digest(root / entry[0]))
         except OSError as exc:  # e.g. no read permission: stat passed, open did not
-            unreadable.append(ScanSkip(entry[0], f"cannot read file ({exc.strerror})"))
+            unreadable.append(SkippedImage(entry[0], f"cannot read file ({exc.strerror})"))
             continue
         usable.append(entry)
     if not usable:
@@ -224,7 +224,7 @@ def scan(data_dir: str | Path, split: SplitFractions | str | None = None) -> Man
     )
 
 
-def _no_images_hint(stray: list[str], unreadable: list[ScanSkip]) -> str:
+def _no_images_hint(stray: list[str], unreadable: list[SkippedImage]) -> str:
     if stray:
         where = sorted({str(Path(s).parent) for s in stray})
         return (f" ({len(stray)} images lie directly in {', '.join(w if w != '.' else 'it' for w in where)}, "

@@ -12,7 +12,9 @@ from pathlib import Path
 from ..errors import FeatcacheError
 from ..registry import Registry
 from .backend import Backend
+from .errors import StoreDamagedError, StoreLockedError, write_errors
 from .hdf5_backend import HDF5Backend
+from .lock import StoreLock, admit, lock_path
 from .store import DONE, FAILED, PENDING, ConfigStatus, FeatureSet, FeatureStore, StoredManifest, WorkUnit
 from .zarr_backend import ZarrBackend
 
@@ -38,26 +40,44 @@ def backend_for(path: Path) -> type[Backend]:
     raise FeatcacheError(f"unknown store type {path.suffix!r} for {path}: use one of {known}")
 
 
-def open_store(path: str | Path, mode: str = "r") -> FeatureStore:
-    """mode "r": an existing store; mode "a": open or create."""
+def open_store(path: str | Path, mode: str = "r", *, token: str | None = None) -> FeatureStore:
+    """mode "r": an existing store, never blocked by a writer. mode "a": open or create (created by
+    the first write), holding the store's lock: a second writer gets StoreLockedError naming this
+    one. ``token``: a worker of the run that holds the lock (its ``FeatureStore.token``) is admitted
+    without taking it; it writes units but neither recovers nor commits."""
     path = Path(path).expanduser()
     if mode == "r" and not path.exists():
         raise FeatcacheError(f"store {path} does not exist; create it with `featcache extract DATA_DIR --store {path}`")
     if path.suffix == "" and mode == "a":
         path = path.with_suffix(DEFAULT_SUFFIX)
     backend_cls = backend_for(path)
+    lock, refuse = None, None
+    if mode == "a":
+        if token is not None:
+            admit(path, token)
+        elif (lock := StoreLock.acquire(path)) is None:
+            refuse = (f"{path}: cannot create its lock file {lock_path(path)} (the folder is read-only); featcache "
+                      "writes a store only while holding it. Make the folder writable, or extract into another store")
     try:
-        backend = backend_cls(path, mode)
-    except (OSError, ValueError) as exc:
-        raise FeatcacheError(f"cannot open store {path}: {exc}") from exc
-    store = FeatureStore(backend)
+        try:
+            backend = backend_cls(path, mode)
+        except (OSError, ValueError) as exc:
+            raise FeatcacheError(f"cannot open store {path}: {exc}") from exc
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    store = FeatureStore(backend, lock, refuse)
     try:
         store._check_schema(creating=mode == "a")
-    except FeatcacheError:
+        if lock is not None:
+            with write_errors(path):
+                backend.recover()
+    except BaseException:
         store.close()
         raise
     return store
 
 
-__all__ = ["STORES", "Backend", "DONE", "FAILED", "PENDING", "ConfigStatus", "FeatureSet", "FeatureStore", "StoredManifest",
-           "WorkUnit", "open_store", "register_backend"]
+__all__ = ["STORES", "Backend", "DONE", "FAILED", "PENDING", "ConfigStatus", "FeatureSet", "FeatureStore",
+           "StoreDamagedError", "StoreLockedError", "StoredManifest", "WorkUnit", "open_store", "register_backend"]

@@ -16,7 +16,7 @@ class StoreInfo:
     presplit: bool
     images: int
     classes: dict[str, dict[str, int]]  # class -> split -> count
-    skipped: list[dict]  # {path, reason}
+    skipped: list[dict]  # {path, reason}: path relative to data_root, as extract reports it
     configs: list[ConfigStatus]
 
     def to_dict(self) -> dict:
@@ -29,8 +29,6 @@ def store_info(path) -> StoreInfo:
     with open_store(path) as st:
         m = st.manifest()
         counts = split_counts(m.classes, m.labels, m.splits)
-        current = set(m.digests)
-        skipped = [{"path": v.get("path", ""), "reason": v.get("reason", "")}
-                   for d, v in st.skipped().items() if d in current]
+        skipped = [{"path": p, "reason": reason} for p, reason in st.failed_images(m.paths, m.digests)]
         return StoreInfo(str(st.path), m.data_root, m.split, m.presplit, len(m), counts, skipped,
                          [st.config_status(k, m) for k in st.keys()])

@@ -1,0 +1,124 @@
+"""verify_store(): check everything a store holds against its checksums, and say what to do."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ..errors import FeatcacheError
+from . import open_store
+from .hdf5_backend import HDF5Backend
+from .schema import CONFIG_ARRAYS
+
+
+@dataclass
+class ConfigCheck:
+    key: str
+    rows: int = 0  # stored rows that belong to an image (current or not)
+    damaged: list[str] = field(default_factory=list)  # current images whose features are damaged
+    damaged_orphans: int = 0  # damaged rows of images no longer in the manifest
+    verifiable: bool = True  # False: written before checksums (schema 1), not extracted since
+    problems: list[str] = field(default_factory=list)  # arrays that cannot be read at all
+
+    @property
+    def clean(self) -> bool:
+        return not (self.damaged or self.damaged_orphans or self.problems)
+
+
+@dataclass
+class VerifyReport:
+    store: str
+    data_root: str | None
+    images: int
+    manifest_problem: str | None  # None: the image list passed its checksums
+    configs: list[ConfigCheck]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return self.manifest_problem is None and all(c.clean for c in self.configs)
+
+    def remedy(self) -> str:
+        if self.clean:
+            return ""
+        return (f"run `featcache extract {self.data_root or 'DATA_DIR'} --store {self.store}` with the options of "
+                "each damaged configuration (`featcache info` lists them): it recomputes exactly the damaged rows "
+                "(and rewrites a damaged image list)")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["clean"] = self.clean
+        d["remedy"] = self.remedy()
+        return d
+
+
+def verify_store(path) -> VerifyReport:
+    """Read every array of the store and check its checksums: the manifest, and every row of every
+    feature config (its digest, status and feature bytes). Never writes."""
+    with open_store(path) as st:
+        manifest, problem, notes = None, None, []
+        try:
+            manifest = st.manifest()
+            if not manifest.verifiable:
+                notes.append("the image list was written before checksums (schema 1): not verifiable; the next "
+                             "`featcache extract` adds them")
+        except FeatcacheError as exc:
+            problem = str(exc)
+        if isinstance(st.backend, HDF5Backend) and st.backend.journal_pending():
+            notes.append(f"an interrupted extract left its work in {st.path}.journal (not checked here): run the "
+                         "same extract again to finish and commit it")
+        configs = [_check_config(st, key, manifest) for key in st.keys()]
+        for c in configs:
+            if not c.verifiable:
+                notes.append(f"{c.key} was written before checksums (schema 1): not verifiable; the next "
+                             "`featcache extract` of it adds them, from its data as it is then")
+        return VerifyReport(str(st.path), manifest.data_root if manifest else None, len(manifest) if manifest else 0,
+                            problem, configs, notes)
+
+
+def _check_config(st, key: str, manifest) -> ConfigCheck:
+    check = ConfigCheck(key, verifiable=st.verifiable(key))
+    g = f"features/{key}"
+    for name in CONFIG_ARRAYS if check.verifiable else ():
+        try:
+            st.backend.array_info(f"{g}/{name}")
+        except Exception as exc:  # noqa: BLE001  (whatever the storage library raises: unreadable)
+            check.problems.append(f"{g}/{name} cannot be read ({type(exc).__name__})")
+    if not check.verifiable or check.problems:
+        return check
+    try:
+        digests = st.row_digests(key)
+    except Exception as exc:  # noqa: BLE001
+        check.problems.append(f"{g}/digest cannot be read ({type(exc).__name__})")
+        return check
+    check.rows = sum(1 for d in digests if d)
+    bad = {digests[r] for r in st.damaged(key)}
+    if manifest is not None:
+        check.damaged = [p for p, d in zip(manifest.paths, manifest.digests, strict=True) if d in bad]
+        bad -= set(manifest.digests)
+    check.damaged_orphans = len(bad)
+    return check
+
+
+def describe(report: VerifyReport) -> list[str]:
+    """The report as lines of text."""
+    lines = [f"store {report.store}: {report.images} images, {len(report.configs)} feature configuration(s)"]
+    lines.append(f"  image list: {'DAMAGED: ' + report.manifest_problem if report.manifest_problem else 'ok'}")
+    for c in report.configs:
+        if not c.verifiable:
+            lines.append(f"  {c.key}: not verifiable (no checksums)")
+        elif c.clean:
+            lines.append(f"  {c.key}: {c.rows} rows ok")
+        else:
+            what = [*c.problems]
+            if c.damaged:
+                what.append(f"{len(c.damaged)} damaged image(s): {', '.join(c.damaged)}")
+            if c.damaged_orphans:
+                what.append(f"{c.damaged_orphans} damaged row(s) of images no longer in the folder")
+            lines.append(f"  {c.key}: DAMAGED: {'; '.join(what)}")
+    lines += [f"  note: {n}" for n in report.notes]
+    if not report.clean:
+        lines.append(f"To repair: {report.remedy()}.")
+    return lines
+
+
+__all__ = ["ConfigCheck", "VerifyReport", "describe", "verify_store"]

@@ -1,0 +1,242 @@
+"""featcache's real extract() with a numpy stand-in for the backbone, for the store tests.
+
+Everything extract() does to a store runs for real (scan, lock, manifest, plan, reader, batcher,
+writer, checksums, HDF5 journal and commit); only the network is replaced by a fixed random
+projection of the pixels, so no TensorFlow is imported and a run takes milliseconds.
+
+Run as ``python store_harness.py serve``, it is a fork server for the crash tests: it imports all
+that once, then for each command (a JSON line on stdin) forks a child that runs one extract,
+optionally under ``strace -p`` (to kill it at its Nth write, or make writes fail), and answers with
+a JSON line on stdout: how the child ended and the error message it gave, if any.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from featcache.backbones import PREPROCESS, BackboneSpec, list_backbones, register_backbone
+from featcache.errors import FeatcacheError
+from featcache.extraction import ExtractOptions, extract, pipeline
+
+NUMPY_NET = "numpy_test"
+DIM = 8
+CHUNK = 2
+
+
+def _no_keras(size, weights):
+    raise RuntimeError("the numpy test backbone has no Keras model")
+
+
+if NUMPY_NET not in {s.name for s in list_backbones()}:
+    register_backbone(BackboneSpec(
+        name=NUMPY_NET, input_size=32, feature_dim=DIM, preprocess=PREPROCESS["tf"], build_features=_no_keras,
+        weights_source="a fixed random projection (tests only)", weights_available=lambda: True,
+        weights_identity=lambda size: "numpy-v1"))
+
+
+class NumpyRunner:
+    """BackboneRunner's interface: fixed-shape batches in, (batch_size, DIM) features out. Each row
+    is computed on its own, so its features never depend on its batch neighbours. ``batch_effect``:
+    how much they depend on the batch size (a real backbone's arithmetic rounds differently for
+    other batch shapes)."""
+
+    batch_effect = 0.0
+
+    def __init__(self, cfg, batch_size: int):
+        self.cfg = cfg
+        self.batch_size = batch_size
+        self.dim = DIM
+        size = cfg.backbone.input_size
+        self.weights = np.random.default_rng(0).standard_normal((size * size * 3, DIM)).astype(np.float32)
+
+    def prepare(self, images: np.ndarray, slot: int = 0) -> np.ndarray:
+        x = np.empty((self.batch_size, *images.shape[1:]), np.float32)
+        self.cfg.backbone.preprocess(images, out=x[:len(images)])
+        x[len(images):] = x[len(images) - 1]
+        return x
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.stack([row.ravel() @ self.weights for row in x]) / 100 + self.batch_effect * self.batch_size
+
+
+@contextlib.contextmanager
+def numpy_backbone():
+    saved = pipeline.BackboneRunner
+    pipeline.BackboneRunner = NumpyRunner
+    try:
+        yield
+    finally:
+        pipeline.BackboneRunner = saved
+
+
+def run_extract(data, store, **kw):
+    """extract() with the numpy backbone: small chunks, one decoding thread (a fixed order of writes)."""
+    kw = {"weights": "random", "chunk_rows": CHUNK, "progress": False, "workers": 1, "batch_size": 4, **kw}
+    with numpy_backbone():
+        return extract(data, store, ExtractOptions(backbones=[NUMPY_NET], **kw))
+
+
+def fingerprint(store: Path) -> dict:
+    """What a store holds, as a reader sees it: the manifest, and per config and image its status
+    and (verified) features; whether verify_store finds it clean; and what else lies beside it or
+    inside it (a lock, a journal, temporary files: nothing, after a finished run)."""
+    import hashlib
+
+    from featcache.stores import open_store
+    from featcache.stores.verify import verify_store
+
+    with open_store(store) as st:
+        m = st.manifest()
+        out = {"manifest": [m.paths, m.digests, m.labels.tolist(), m.splits.tolist(), m.classes, m.data_root,
+                            m.presplit, m.split, m.ignored],
+               "skipped": st.failed_images(m.paths, m.digests), "configs": {}}
+        for key in st.keys():
+            fs = st.load([key], allow_incomplete=True)
+            attrs = st.backend.get_attrs(f"features/{key}")
+            out["configs"][key] = {  # done images (fs.paths), failed ones (skipped): the rest are pending
+                "done": fs.paths,
+                "features": hashlib.sha256(fs.features.tobytes()).hexdigest(),
+                "attrs": [attrs.get(k) for k in ("config", "chunk_rows", "batch_size", "dim")]}
+    out["clean"] = verify_store(store).clean
+    out["beside"] = sorted(p.name for p in store.parent.iterdir() if p != store)
+    out["partial"] = sorted(str(p) for p in store.rglob("*.partial")) if store.is_dir() else []
+    return out
+
+
+# -- the fork server -------------------------------------------------------------------------------
+
+def _traced(pid: int) -> bool:
+    with open(f"/proc/{pid}/status") as f:
+        return any(line.startswith("TracerPid:") and line.split()[1] != "0" for line in f)
+
+
+def _child(go: int, report: int, cmd: dict) -> None:
+    ctypes.CDLL(None).prctl(0x59616D61, ctypes.c_ulong(-1), 0, 0, 0)  # PR_SET_PTRACER_ANY: strace -p may attach
+    os.read(go, 1)
+    code, message = 0, b""
+    try:
+        run_extract(cmd["data"], cmd["store"])
+        if cmd.get("fingerprint"):
+            message = json.dumps(fingerprint(Path(cmd["store"]))).encode()
+    except FeatcacheError as exc:
+        code, message = 2, str(exc).encode()
+    except BaseException:  # noqa: BLE001  (a traceback is a failure the test reports)
+        code, message = 3, traceback.format_exc().encode()
+    os.writev(report, [message])  # writev: not among the system calls the tests count or break
+    os._exit(code)
+
+
+def _warm_up() -> None:
+    """Do once, before forking, what every child would otherwise do first (imports, registries),
+    without starting zarr's I/O thread (a forked child would wait on it forever)."""
+    from PIL import Image
+    from tqdm import tqdm
+    from zarr.registry import get_codec_class
+
+    Image.init()  # imports every image plugin
+    tqdm.get_lock()  # a semaphore, i.e. a child's only write outside the store
+    for codec in ("bytes", "zstd", "crc32c", "vlen-utf8"):
+        get_codec_class(codec)
+    ExtractOptions(backbones=[NUMPY_NET], weights="random").feature_configs()
+
+
+def serve() -> None:
+    import subprocess
+
+    _warm_up()
+
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        go_r, go_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(go_w)
+            os.close(rep_r)
+            _child(go_r, rep_w, cmd)
+        os.close(go_r)
+        os.close(rep_w)
+        tracer = None
+        if cmd.get("strace"):
+            tracer = subprocess.Popen(["strace", "-qq", "-f", "-p", str(pid), *cmd["strace"]],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            deadline = time.monotonic() + 20
+            while not _traced(pid) and tracer.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.002)
+        os.write(go_w, b"x")
+        os.close(go_w)
+        _, status = os.waitpid(pid, 0)
+        with os.fdopen(rep_r, "rb") as report:
+            message = report.read().decode(errors="replace")
+        strace_err = ""
+        if tracer is not None:
+            strace_err = tracer.communicate(timeout=60)[1].decode(errors="replace")
+        answer = {"signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+                  "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+                  "message": message, "strace": strace_err[-2000:]}
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+
+
+class ForkServer:
+    """The test side of ``store_harness.py serve``."""
+
+    def __init__(self):
+        import subprocess
+
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
+               "FEATCACHE_FSYNC": "0"}  # kills, not power cuts: fsync changes nothing here but the time
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__)), "serve"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env=env, cwd=str(Path(__file__).parent))
+
+    def run(self, data: Path, store: Path, strace: list[str] | None = None, fingerprint: bool = False) -> dict:
+        """One extract in a forked child: optionally under strace, optionally answering with the
+        store's fingerprint (as JSON, in "message") after a successful run."""
+        cmd = {"data": str(data), "store": str(store), "strace": strace, "fingerprint": fingerprint}
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the fork server died")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+# -- other processes the lock tests need --------------------------------------------------------
+
+def hold(store: str) -> None:
+    """Hold the store's lock (as a writer does) until stdin closes; print the run token first."""
+    from featcache.stores import open_store
+
+    with open_store(store, "a") as st:
+        print(st.token, flush=True)
+        sys.stdin.read()
+
+
+def switch_manifests(store: str, rounds: int, *folders: str) -> None:
+    """Make each folder's scan the store's manifest in turn, ``rounds`` times: one open (one
+    writer session) per switch, so an HDF5 store is committed, i.e. replaced, each time."""
+    from featcache.ingest.scan import scan
+    from featcache.stores import open_store
+
+    manifests = [scan(f) for f in folders]
+    print("ready", flush=True)
+    for i in range(int(rounds)):
+        with open_store(store, "a") as st:
+            st.write_manifest(manifests[i % len(manifests)])
+
+
+if __name__ == "__main__":
+    {"serve": serve, "hold": hold, "switch": switch_manifests}[sys.argv[1]](*sys.argv[2:])

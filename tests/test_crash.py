@@ -1,0 +1,168 @@
+"""Crash safety, proven the SQLite way: kill extract at every write system call in turn, resume
+with a normal run, and require the store to be exactly what an uninterrupted run makes.
+
+strace's fault injection kills the child (SIGKILL, as kill -9) at its Nth ``write`` (zarr's files,
+each written to a temporary name and renamed), Nth ``pwrite64`` (the lock file, featcache's own
+small files, and every write HDF5 makes while committing a new file) and Nth ``renameat``
+(featcache's own renames: journal, commit, removals). strace counts per system call and per
+thread, and each of these system calls comes from one thread only (fsio.py), so N runs over every
+write in order. The child is featcache's real extract() with a numpy stand-in for the backbone,
+forked from servers that imported everything once (store_harness.py); the kill points run on as
+many servers as there are cores, at most two.
+
+"Exactly": the same manifest, the same done/failed/pending images with the same skip reasons,
+bit-identical (checksum-verified) features, the same config records, and nothing left beside or
+inside the store (lock, journal, temporary files).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import queue
+import re
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from conftest import make_image, make_tree
+from store_harness import ForkServer
+
+pytestmark = pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (scripts/setup.sh installs it)")
+
+SYSCALLS = ("write", "pwrite64", "renameat")
+COLOURS = {"red": (200, 40, 40), "blue": (40, 60, 200)}
+
+
+@pytest.fixture(scope="module")
+def servers():
+    pool = [ForkServer() for _ in range(min(2, os.cpu_count() or 1))]
+    yield pool
+    for srv in pool:
+        srv.close()
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> list[Path]:
+    """Three versions of a data folder; the last drops an image, adds one and an unreadable file."""
+    root = tmp_path_factory.mktemp("data")
+    versions = [make_tree(root / f"v{i}", per_class=1, classes=COLOURS) for i in range(3)]
+    make_image(versions[1] / "red" / "more.png", COLOURS["red"], seed=50)
+    (versions[2] / "red" / "red_000.png").unlink()
+    make_image(versions[2] / "blue" / "new.png", COLOURS["blue"], seed=101)
+    (versions[2] / "blue" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    return versions
+
+
+class Sweep:
+    def __init__(self, servers, tmp_path: Path, base: Path | None, data: Path, suffix: str):
+        self.free = queue.Queue()
+        for srv in servers:
+            self.free.put(srv)
+        self.tmp_path, self.base, self.data, self.suffix = tmp_path, base, data, suffix
+
+    def fresh(self, name: str) -> Path:
+        folder = self.tmp_path / name
+        folder.mkdir()
+        store = folder / f"features{self.suffix}"
+        if self.base is not None:
+            (shutil.copytree if self.base.is_dir() else shutil.copy)(self.base, store)
+        return store
+
+    def run(self, store: Path, strace: list[str] | None = None, fingerprint: bool = False) -> dict:
+        srv = self.free.get()
+        try:
+            return srv.run(self.data, store, strace, fingerprint)
+        finally:
+            self.free.put(srv)
+
+    def write_counts(self) -> dict[str, int]:
+        """How many times the busiest thread makes each write system call in one run."""
+        trace = self.tmp_path / "trace.txt"
+        answer = self.run(self.fresh("count"), ["-e", f"trace={','.join(SYSCALLS)}", "-o", str(trace)])
+        assert answer["code"] == 0, answer
+        pattern = re.compile(r"(\d+) +(\w+)\(")
+        per_thread = collections.Counter(m.groups() for m in map(pattern.match, trace.read_text().splitlines()) if m)
+        return {call: max((n for (_, c), n in per_thread.items() if c == call), default=0) for call in SYSCALLS}
+
+    def kill_and_resume(self, call: str, n: int, expected: dict) -> tuple[str, object]:
+        store = self.fresh(f"{call}-{n}")
+        killed = self.run(store, ["-e", f"trace={call}", "-e", f"inject={call}:signal=KILL:when={n}", "-o", "/dev/null"])
+        if killed["signal"] != 9:
+            return "not killed", killed
+        resumed = self.run(store, fingerprint=True)
+        if resumed["code"] == 2:
+            return "refused", resumed["message"]
+        if resumed["code"] != 0:
+            return "traceback", resumed["message"]
+        got = json.loads(resumed["message"])
+        if got != expected:
+            return "different", {k: (got[k], expected[k]) for k in got if got[k] != expected[k]}
+        return "identical", None
+
+    def __call__(self, calls=SYSCALLS) -> dict:
+        expected = json.loads(self.run(self.fresh("reference"), fingerprint=True)["message"])
+        counts = {call: n for call, n in self.write_counts().items() if call in calls}
+        points = [(call, n) for call, total in counts.items() for n in range(1, total + 1)]
+        with ThreadPoolExecutor(self.free.qsize()) as pool:
+            results = list(pool.map(lambda p: (p, self.kill_and_resume(*p, expected)), points))
+        outcomes = collections.Counter(kind for _, (kind, _) in results)
+        return {"points": len(points), "per_call": counts, **outcomes,
+                "failures": [(p, kind, detail) for p, (kind, detail) in results if kind != "identical"]}
+
+
+def check(result: dict, what: str) -> None:
+    print(f"\n{what}: {result}")
+    assert not result["failures"], result["failures"][:5]
+    assert result["identical"] == result["points"] > 0
+
+
+def test_a_kill_at_any_write_of_a_new_zarr_store_then_a_resume_gives_the_uninterrupted_store(servers, folders,
+                                                                                           tmp_path):
+    check(Sweep(servers, tmp_path, None, folders[0], ".zarr")(), "new .zarr store")
+
+
+def test_a_kill_at_any_journal_or_commit_write_of_a_new_hdf5_store_then_a_resume_gives_the_same(servers, folders,
+                                                                                              tmp_path):
+    """The journal's own zarr writes are those of the sweep above; here its set-up and the commit."""
+    check(Sweep(servers, tmp_path, None, folders[0], ".h5")(calls=("pwrite64", "renameat")), "new .h5 store")
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_a_kill_at_any_write_of_an_incremental_run_then_a_resume_gives_the_uninterrupted_store(servers, folders,
+                                                                                                tmp_path, suffix):
+    """The killed run adds an image and an unreadable file, and drops an image. Two runs made the
+    zarr store, so the third also removes the oldest image list (the same code removes it from an
+    HDF5 store's journal: one small run makes that base, as its journal copy adds kill points)."""
+    base = tmp_path / f"base{suffix}"
+    for data in folders[:2] if suffix == ".zarr" else folders[:1]:
+        Sweep(servers, tmp_path, None, data, suffix).run(base)
+    check(Sweep(servers, tmp_path, base, folders[2], suffix)(), f"incremental {suffix} run")
+
+
+@pytest.mark.parametrize(("suffix", "call", "from_end"), [(".zarr", "write", 2), (".h5", "write", 2),
+                                                          (".h5", "pwrite64", None)])
+def test_a_full_disk_is_one_clear_error_and_the_next_run_loses_nothing_computed(servers, folders, tmp_path, suffix,
+                                                                                call, from_end):
+    """Every write from the Nth on fails with ENOSPC: near the end of the run (its last unit), or,
+    for HDF5, from the commit's first write of the new file (the lock file's record and the
+    journal's come before it)."""
+    from featcache.stores import open_store
+
+    data = make_tree(tmp_path / "data", per_class=2, classes=COLOURS)  # 4 images: 2 units
+    sweep = Sweep(servers, tmp_path, None, data, suffix)
+    expected = json.loads(sweep.run(sweep.fresh("reference"), fingerprint=True)["message"])
+    n = sweep.write_counts()[call] - from_end if from_end else 3
+    store = sweep.fresh("full")
+    full = sweep.run(store, ["-e", f"trace={call}", "-e", f"inject={call}:error=ENOSPC:when={n}+", "-o", "/dev/null"])
+    assert full["code"] == 2, full
+    assert "no space left" in full["message"] and str(store) in full["message"] and "resume" in full["message"]
+    if call == "write":  # the units written before the disk filled up are there (an HDF5 store: committed)
+        with open_store(store) as st:
+            assert st.config_status(st.keys()[0]).done >= 2
+    else:  # the commit failed: the old file (none) stays, the run's work waits in its journal
+        assert not store.exists() and store.with_name(store.name + ".journal").is_dir()
+    resumed = sweep.run(store, fingerprint=True)
+    assert resumed["code"] == 0 and json.loads(resumed["message"]) == expected, resumed

@@ -1,0 +1,237 @@
+"""Every read can be verified: damage of any kind is refused on read with the damaged images named,
+`featcache verify` finds it (exit 1), and the next extract recomputes exactly the damaged rows.
+
+Real Zarr / HDF5 stores, damaged the way disks and people damage them (a deleted chunk file, bytes
+overwritten inside a chunk, a status changed behind featcache's back), written by featcache's
+extract() with a numpy stand-in backbone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import zarr
+from click.testing import CliRunner
+from conftest import make_tree
+from store_harness import CHUNK, NUMPY_NET, fingerprint, run_extract
+
+from featcache.cli import cli
+from featcache.stores import DONE, FAILED, StoreDamagedError, open_store
+from featcache.stores.store import SCHEMA_VERSION
+from featcache.stores.verify import verify_store
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    return make_tree(tmp_path / "data", per_class=2)  # 6 images: 3 chunks of CHUNK=2 rows
+
+
+def only_key(store: Path) -> str:
+    with open_store(store) as st:
+        (key,) = st.keys()
+    return key
+
+
+def images_of_rows(store: Path, key: str, rows) -> list[str]:
+    with open_store(store) as st:
+        m, digests = st.manifest(), st.row_digests(key)
+    held = {digests[r] for r in rows}
+    return sorted(p for p, d in zip(m.paths, m.digests, strict=True) if d in held)
+
+
+SECOND_CHUNK = range(CHUNK, 2 * CHUNK)
+
+
+def verify_cli(store: Path, *extra: str):
+    return CliRunner().invoke(cli, ["verify", str(store), *extra])
+
+
+# -- ways of damaging a store: each returns the rows it damaged -----------------------------------
+
+def delete_zarr_chunk(store: Path, key: str):
+    (store / "features" / key / "features" / "c" / "1" / "0" / "0").unlink()  # reads back as zeros
+    return SECOND_CHUNK
+
+
+def flip_zarr_chunk_bytes(store: Path, key: str):
+    chunk = store / "features" / key / "features" / "c" / "1" / "0" / "0"
+    raw = bytearray(chunk.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(raw))
+    return SECOND_CHUNK  # its CRC-32C fails: the whole chunk is unreadable
+
+
+def swap_zarr_chunks(store: Path, key: str):
+    """Two intact chunk files in each other's place: every value valid, rows at the wrong images."""
+    a, b = (store / "features" / key / "features" / "c" / str(i) / "0" / "0" for i in (1, 2))
+    data_a = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(data_a)
+    return range(CHUNK, 3 * CHUNK)
+
+
+def delete_zarr_checksum_chunk(store: Path, key: str):
+    (store / "features" / key / "checksum" / "c" / "1").unlink()
+    return SECOND_CHUNK
+
+
+def overwrite_h5_chunk_bytes(store: Path, key: str):
+    with h5py.File(store, "r") as f:
+        info = f[f"features/{key}/features"].id.get_chunk_info(1)
+    with open(store, "r+b") as f:  # a huge float16 where a feature of the chunk's first row was
+        f.seek(info.byte_offset + 4)
+        f.write(b"\xff\x7b")
+    return [CHUNK]
+
+
+def mark_failed_rows_done(store: Path, key: str):
+    """A status changed behind featcache's back, through the storage library itself (so every
+    format-level checksum is intact)."""
+    if store.suffix == ".zarr":
+        arr = zarr.open_array(str(store / "features" / key / "status"), mode="r+")
+    else:
+        arr = h5py.File(store, "r+")[f"features/{key}/status"]
+    status = np.asarray(arr[2:4])
+    arr[2:4] = np.where(status == DONE, FAILED, DONE).astype(np.int8)
+    if store.suffix == ".h5":
+        arr.file.close()
+    return range(2, 4)
+
+
+DAMAGE = {
+    ".zarr": [delete_zarr_chunk, flip_zarr_chunk_bytes, swap_zarr_chunks, delete_zarr_checksum_chunk,
+              mark_failed_rows_done],
+    ".h5": [overwrite_h5_chunk_bytes, mark_failed_rows_done],
+}
+
+
+@pytest.mark.parametrize(("suffix", "damage"), [(s, d) for s, ds in DAMAGE.items() for d in ds],
+                         ids=lambda v: getattr(v, "__name__", v))
+def test_damage_is_refused_on_read_found_by_verify_and_recomputed_by_extract(data, tmp_path, suffix, damage):
+    store = tmp_path / f"features{suffix}"
+    run_extract(data, store)
+    key, intact = only_key(store), fingerprint(store)
+    rows = damage(store, key)
+    damaged = images_of_rows(store, key, rows)
+
+    with open_store(store) as st, pytest.raises(StoreDamagedError) as refused:
+        st.load([NUMPY_NET])
+    message = str(refused.value)
+    assert sorted(refused.value.images) == damaged and all(p in message for p in damaged[:5])
+    assert f"featcache extract {data} --store {store}" in message
+
+    result = verify_cli(store)
+    assert result.exit_code == 1, result.output
+    assert all(p in result.output for p in damaged) and "featcache extract" in result.output
+
+    rerun = run_extract(data, store).configs[0]
+    assert (rerun.extracted, rerun.repaired) == (len(damaged), len(damaged))
+    assert verify_cli(store).exit_code == 0
+    assert fingerprint(store) == intact, "the recomputed rows are bit-identical"
+
+
+@pytest.mark.parametrize("array", ["checksum", "features"])
+def test_a_lost_array_is_damage_and_the_next_extract_recomputes_the_configuration(data, tmp_path, array):
+    """Not mistaken for a store written before checksums: its checksums are not made up from the
+    data as it is; every row is computed again."""
+    store = tmp_path / "features.zarr"
+    run_extract(data, store)
+    key, intact = only_key(store), fingerprint(store)
+    (store / "features" / key / array / "zarr.json").unlink()
+    with open_store(store) as st, pytest.raises(StoreDamagedError) as refused:
+        st.load([NUMPY_NET])
+    assert len(refused.value.images) == 6
+    result = verify_cli(store)
+    assert result.exit_code == 1 and f"features/{key}/{array} cannot be read" in result.output
+    assert run_extract(data, store).configs[0].extracted == 6
+    assert fingerprint(store) == intact
+
+
+def test_verify_json_lists_damage_per_configuration_and_says_how_to_repair(data, tmp_path):
+    store = tmp_path / "features.zarr"
+    run_extract(data, store)
+    clean = json.loads(verify_cli(store, "--json").output)
+    assert clean["clean"] and clean["configs"][0]["rows"] == 6 and clean["remedy"] == ""
+    key = only_key(store)
+    delete_zarr_chunk(store, key)
+    result = verify_cli(store, "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.output)
+    assert not report["clean"] and report["configs"][0]["damaged"] == images_of_rows(store, key, SECOND_CHUNK)
+    assert f"featcache extract {data} --store {store}" in report["remedy"]
+    missing = verify_cli(tmp_path / "nothing.zarr")
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_a_damaged_image_list_is_refused_and_rewritten_by_the_next_extract(data, tmp_path):
+    store = tmp_path / "features.zarr"
+    run_extract(data, store)
+    intact = fingerprint(store)
+    with open_store(store) as st:
+        version = st.backend.get_attrs()["manifest"]
+    labels = zarr.open_array(str(store / "manifests" / version / "label"), mode="r+")
+    labels[0] = 1 - labels[0]  # one label changed: every format-level checksum intact
+    with open_store(store) as st, pytest.raises(StoreDamagedError, match="image list .* damaged.*label"):
+        st.manifest()
+    assert verify_cli(store).exit_code == 1
+    assert run_extract(data, store).configs[0].extracted == 0, "no feature is recomputed"
+    assert fingerprint(store) == intact
+
+
+def test_read_unit_verifies_the_rows_it_returns(data, tmp_path):
+    store = tmp_path / "features.h5"
+    run_extract(data, store)
+    key = only_key(store)
+    overwrite_h5_chunk_bytes(store, key)
+    with open_store(store) as st:
+        from featcache.stores import WorkUnit
+
+        st.read_unit(WorkUnit(key, 0, CHUNK, ()))  # an intact unit
+        with pytest.raises(StoreDamagedError):
+            st.read_unit(WorkUnit(key, CHUNK, 2 * CHUNK, ()))
+
+
+def downgrade_to_schema_1(store: Path) -> None:
+    """The layout of schema 1: the manifest under images/ (its attributes at the root), no
+    checksums, no versioned manifests."""
+    root = zarr.open_group(str(store), mode="r+")
+    version = root.attrs["manifest"]
+    manifest = root[f"manifests/{version}"]
+    images = root.create_group("images")
+    for name in ("path", "digest", "label", "split"):
+        src = manifest[name]
+        images.create_array(name, data=np.asarray(src[:]), chunks=src.chunks)
+    attrs = {k: v for k, v in manifest.attrs.items() if k != "checksums"}
+    kept = {k: v for k, v in root.attrs.items() if k != "manifest"}
+    root.attrs.put({**kept, **attrs, "featcache_schema": 1})
+    del root["manifests"]
+    for key in root["features"].group_keys():
+        del root[f"features/{key}/checksum"]
+        group = root[f"features/{key}"]
+        group.attrs.put({k: v for k, v in group.attrs.items() if k not in ("checksummed", "batch_size", "dim")})
+
+
+def test_a_schema_1_store_is_read_as_not_verifiable_and_the_next_extract_adds_checksums(data, tmp_path):
+    store = tmp_path / "features.zarr"
+    run_extract(data, store)
+    intact = fingerprint(store)
+    downgrade_to_schema_1(store)
+    with open_store(store) as st:
+        assert len(st.load([NUMPY_NET]).paths) == 6  # read as it is
+        assert not st.config_status(st.keys()[0]).verifiable
+    report = verify_store(store)
+    assert report.clean and not report.configs[0].verifiable and any("not verifiable" in n for n in report.notes)
+
+    assert run_extract(data, store).configs[0].extracted == 0
+    with open_store(store) as st:
+        assert st.backend.get_attrs()["featcache_schema"] == SCHEMA_VERSION and st.verifiable(st.keys()[0])
+    assert verify_store(store).configs[0].verifiable
+    after = fingerprint(store)
+    for fp in (after, intact):  # schema 1 recorded neither the batch size nor the feature size
+        for config in fp["configs"].values():
+            config.pop("attrs")
+    assert after == intact
