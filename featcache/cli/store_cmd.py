@@ -17,7 +17,7 @@ def verify_cmd(ctx, store, as_json):
     Exit status 0 when everything is intact, 1 when damage was found (the message names the damaged
     images and the command that recomputes them), 2 when STORE cannot be opened.
     """
-    from ..stores.verify import describe, verify_store
+    from ..stores.verify import verify_store
 
     report = verify_store(store)
     if as_json:
@@ -27,6 +27,32 @@ def verify_cmd(ctx, store, as_json):
             click.echo(line, err=not report.clean and line.startswith("To repair"))
     if not report.clean:
         ctx.exit(1)
+
+
+SHOWN = 10  # damaged images named per configuration in text; --json lists every one
+
+
+def describe(report) -> list[str]:
+    """The report as lines of text."""
+    lines = [f"store {report.store}: {report.images} images, {len(report.configs)} feature configuration(s)"]
+    lines.append(f"  image list: {'DAMAGED: ' + report.manifest_problem if report.manifest_problem else 'ok'}")
+    for c in report.configs:
+        if not c.verifiable:
+            lines.append(f"  {c.key}: not verifiable (no checksums)")
+        elif c.clean:
+            lines.append(f"  {c.key}: {c.rows} rows ok")
+        else:
+            what = [*c.problems]
+            if c.damaged:
+                more = f" and {len(c.damaged) - SHOWN} more (--json lists all)" if len(c.damaged) > SHOWN else ""
+                what.append(f"{len(c.damaged)} damaged image(s): {', '.join(c.damaged[:SHOWN])}{more}")
+            if c.damaged_orphans:
+                what.append(f"{c.damaged_orphans} damaged row(s) of images no longer in the folder")
+            lines.append(f"  {c.key}: DAMAGED: {'; '.join(what)}")
+    lines += [f"  note: {n}" for n in report.notes]
+    if not report.clean:
+        lines.append(f"To repair: {report.remedy()}.")
+    return lines
 
 
 COMMANDS = [verify_cmd]

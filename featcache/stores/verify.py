@@ -99,26 +99,4 @@ def _check_config(st, key: str, manifest) -> ConfigCheck:
     return check
 
 
-def describe(report: VerifyReport) -> list[str]:
-    """The report as lines of text."""
-    lines = [f"store {report.store}: {report.images} images, {len(report.configs)} feature configuration(s)"]
-    lines.append(f"  image list: {'DAMAGED: ' + report.manifest_problem if report.manifest_problem else 'ok'}")
-    for c in report.configs:
-        if not c.verifiable:
-            lines.append(f"  {c.key}: not verifiable (no checksums)")
-        elif c.clean:
-            lines.append(f"  {c.key}: {c.rows} rows ok")
-        else:
-            what = [*c.problems]
-            if c.damaged:
-                what.append(f"{len(c.damaged)} damaged image(s): {', '.join(c.damaged)}")
-            if c.damaged_orphans:
-                what.append(f"{c.damaged_orphans} damaged row(s) of images no longer in the folder")
-            lines.append(f"  {c.key}: DAMAGED: {'; '.join(what)}")
-    lines += [f"  note: {n}" for n in report.notes]
-    if not report.clean:
-        lines.append(f"To repair: {report.remedy()}.")
-    return lines
-
-
-__all__ = ["ConfigCheck", "VerifyReport", "describe", "verify_store"]
+__all__ = ["ConfigCheck", "VerifyReport", "verify_store"]
