@@ -47,3 +47,10 @@ def describe_error(exc: BaseException) -> str:
     first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
     text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+def shortlist(items: list[str], shown: int) -> str:
+    """The first ``shown`` names, comma-separated, and how many more: one readable line."""
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
+

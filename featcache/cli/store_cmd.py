@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..errors import shortlist
 from .common import command, emit_json
 
 
@@ -44,8 +45,8 @@ def describe(report) -> list[str]:
         else:
             what = [*c.problems]
             if c.damaged:
-                more = f" and {len(c.damaged) - SHOWN} more (--json lists all)" if len(c.damaged) > SHOWN else ""
-                what.append(f"{len(c.damaged)} damaged image(s): {', '.join(c.damaged[:SHOWN])}{more}")
+                listed = " (--json lists all)" if len(c.damaged) > SHOWN else ""
+                what.append(f"{len(c.damaged)} damaged image(s): {shortlist(c.damaged, SHOWN)}{listed}")
             if c.damaged_orphans:
                 what.append(f"{c.damaged_orphans} damaged row(s) of images no longer in the folder")
             lines.append(f"  {c.key}: DAMAGED: {'; '.join(what)}")

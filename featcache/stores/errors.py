@@ -9,7 +9,7 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import FeatcacheError
+from ..errors import FeatcacheError, shortlist
 
 SHOWN = 5  # damaged images named in one message; `featcache verify` lists them all
 
@@ -24,8 +24,7 @@ class StoreDamagedError(FeatcacheError):
 
 
 def damaged_features(store: Path, key: str, images: list[str], data_root: str, orphans: int = 0) -> StoreDamagedError:
-    shown = ", ".join(images[:SHOWN]) + (f" and {len(images) - SHOWN} more" if len(images) > SHOWN else "")
-    what = f"{len(images)} image(s): {shown}" if images else f"{orphans} stored row(s) of no current image"
+    what = f"{len(images)} image(s): {shortlist(images, SHOWN)}" if images else f"{orphans} stored row(s) of no current image"
     return StoreDamagedError(
         f"{store}: features {key} are damaged for {what} (checksum mismatch or unreadable data). "
         f"Run `featcache extract {data_root} --store {store}` with the same options to recompute them "

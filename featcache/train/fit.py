@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import __version__
 from ..config import FeatureConfig
-from ..errors import FeatcacheError, ParameterError
+from ..errors import FeatcacheError, ParameterError, shortlist
 from ..heads import Head, make_head
 from ..stores import open_store
 from .metrics import SplitMetrics, evaluate, plot_confusion
@@ -90,8 +90,7 @@ def load_training_data(store: str | Path, backbones: list[str], seed: int = 0) -
     train, val, test = (fs.indices(s) for s in ("train", "validation", "test"))
     empty = [c for i, c in enumerate(fs.classes) if not np.any(fs.labels[train] == i)]
     if empty:
-        shown = ", ".join(empty[:10]) + (" ..." if len(empty) > 10 else "")
-        raise FeatcacheError(f"{len(empty)} class(es) have no training images: {shown}. Add images, or "
+        raise FeatcacheError(f"{len(empty)} class(es) have no training images: {shortlist(empty, 10)}. Add images, or "
                              "re-extract with another split so every class has training images")
     validation = ValidationSource.STORE
     if len(val) == 0:
