@@ -20,21 +20,20 @@ class ImageFiles:
         self.root = Path(root)
         self.paths = paths
 
-    def thumbnail(self, index: int, size: int) -> Image.Image | None:
-        """RGB, fitted inside size x size, aspect kept."""
+    def _rgb(self, index: int) -> Image.Image | None:
         try:
-            img = decode_image(self.root / self.paths[index])
+            return decode_image(self.root / self.paths[index]).convert("RGB")
         except (ImageDecodeError, OSError):
             return None
-        img = img.convert("RGB")
-        img.thumbnail((size, size), Image.Resampling.BOX)
+
+    def thumbnail(self, index: int, size: int) -> Image.Image | None:
+        """RGB, fitted inside size x size, aspect kept."""
+        if (img := self._rgb(index)) is not None:
+            img.thumbnail((size, size), Image.Resampling.BOX)
         return img
 
     def fingerprint(self, index: int, size: int = 16) -> np.ndarray | None:
         """(size, size, 3) float32 pixels, squashed to a square and area-averaged: compression
         noise averages out, while two different photos of one scene still differ."""
-        try:
-            img = decode_image(self.root / self.paths[index])
-        except (ImageDecodeError, OSError):
-            return None
-        return np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BOX), np.float32)
+        img = self._rgb(index)
+        return None if img is None else np.asarray(img.resize((size, size), Image.Resampling.BOX), np.float32)
