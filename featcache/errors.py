@@ -20,6 +20,9 @@ class ParameterError(FeatcacheError, ValueError):
         self.message = message
         super().__init__(f"{param}: {message}")
 
+    def __reduce__(self):  # rebuilt from its fields: a distributed worker's error reaches its client whole
+        return ParameterError, (self.param, self.message)
+
 
 class RegistryError(FeatcacheError):
     """A backbone, head or store type registered twice, or a plugin that cannot be loaded."""
@@ -31,6 +34,9 @@ class WeightsUnavailableError(ParameterError):
     def __init__(self, message: str):
         super().__init__("weights", message)
 
+    def __reduce__(self):
+        return WeightsUnavailableError, (self.message,)
+
 
 class ImageDecodeError(FeatcacheError):
     """One image file cannot be decoded; extraction skips it and records why."""
@@ -39,6 +45,9 @@ class ImageDecodeError(FeatcacheError):
         self.path = printable_path(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):
+        return ImageDecodeError, (self.path, self.reason)
 
 
 def describe_error(exc: BaseException) -> str:

@@ -29,12 +29,48 @@ def _build_tiny(size: int, weights: str):
     return keras.Model(inputs, x, name="tiny_test")
 
 
+# the reference lets a process that never ran this file (a Dask worker) import it and rebuild the net
+TINY_SPEC = BackboneSpec(
+    name=TINY, input_size=32, feature_dim=16, preprocess=PREPROCESS["tf"], build_features=_build_tiny,
+    weights_source="seeded random init (tests only)", weights_available=lambda: True,
+    weights_identity=lambda size: "tiny-seeded-v1", reference="conftest:TINY_SPEC",
+)
 if TINY not in {s.name for s in list_backbones()}:
-    register_backbone(BackboneSpec(
-        name=TINY, input_size=32, feature_dim=16, preprocess=PREPROCESS["tf"], build_features=_build_tiny,
-        weights_source="seeded random init (tests only)", weights_available=lambda: True,
-        weights_identity=lambda size: "tiny-seeded-v1",
-    ))
+    register_backbone(TINY_SPEC)
+
+SLEEPY = "sleepy_test"
+SLEEP_PER_BATCH = 0.15  # seconds: the forward pass of an accelerator, which leaves the CPU free
+
+
+def _build_sleepy(size: int, weights: str):
+    """tiny_test, plus a fixed sleep per forward batch: runs last long enough to be killed mid-way."""
+    import time
+
+    import keras
+    import tensorflow as tf
+
+    tiny = _build_tiny(size, weights)
+
+    def slow(x):
+        time.sleep(SLEEP_PER_BATCH)
+        return x
+
+    def sleep_in_graph(x):
+        y = tf.numpy_function(slow, [x], tf.float32, stateful=True)
+        y.set_shape(x.shape)
+        return y
+
+    out = keras.layers.Lambda(sleep_in_graph, output_shape=tiny.output_shape[1:])(tiny.output)
+    return keras.Model(tiny.input, out, name=SLEEPY)
+
+
+SLEEPY_SPEC = BackboneSpec(
+    name=SLEEPY, input_size=32, feature_dim=16, preprocess=PREPROCESS["tf"], build_features=_build_sleepy,
+    weights_source="seeded random init (tests only)", weights_available=lambda: True,
+    weights_identity=lambda size: "tiny-seeded-v1", reference="conftest:SLEEPY_SPEC",
+)
+if SLEEPY not in {s.name for s in list_backbones()}:
+    register_backbone(SLEEPY_SPEC)
 
 CLASS_COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from featcache.backbones import PREPROCESS, BackboneSpec, list_backbones, register_backbone
 from featcache.errors import FeatcacheError
-from featcache.extraction import ExtractOptions, extract, pipeline
+from featcache.extraction import ExtractOptions, extract, plan
 
 NUMPY_NET = "numpy_test"
 DIM = 8
@@ -70,12 +70,12 @@ class NumpyRunner:
 
 @contextlib.contextmanager
 def numpy_backbone():
-    saved = pipeline.BackboneRunner
-    pipeline.BackboneRunner = NumpyRunner
+    saved = plan.BackboneRunner
+    plan.BackboneRunner = NumpyRunner
     try:
         yield
     finally:
-        pipeline.BackboneRunner = saved
+        plan.BackboneRunner = saved
 
 
 def run_extract(data, store, **kw):

@@ -13,14 +13,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import TINY, make_tree
 from store_harness import NUMPY_NET, run_extract
 
 from featcache.cli import cli
+from featcache.errors import FeatcacheError
 from featcache.ingest.scan import scan
-from featcache.stores import StoreLockedError, open_store
+from featcache.stores import StoreLockedError, WorkUnit, open_store
 from featcache.stores.lock import lock_path
 
 HARNESS = str(Path(__file__).with_name("store_harness.py"))
@@ -82,18 +84,28 @@ def test_a_writer_killed_with_kill_9_leaves_no_stale_lock(store, tmp_path):
     assert not lock_path(store).exists()
 
 
-def test_a_worker_with_the_holders_run_token_is_admitted_and_anyone_else_refused(store):
+def test_a_worker_with_the_holders_run_token_writes_its_units_only_and_anyone_else_is_refused(store):
     holder = Holder(store)
+    if store.suffix == ".h5":  # one writer, the holder: no workers beside it
+        with pytest.raises(FeatcacheError, match="single writer"):
+            open_store(store, "a", token=holder.token)
+        holder.release()
+        return
     with open_store(store, "a", token=holder.token) as worker:  # a worker of the holder's run
         (key,) = worker.keys()
-        worker.add_stats(key, rows=0, images=0, seconds=1.5)
+        unit = WorkUnit(key, 0, worker.chunk_rows(key), (0,))
+        feats, _ = worker.read_unit(unit)
+        worker.commit_unit(unit, worker.row_digests(key)[:unit.stop], [0], feats[:1] + 1, [])  # its own rows
+        with pytest.raises(FeatcacheError, match="a worker writes only its own units"):
+            worker.add_stats(key, rows=0, images=0, seconds=1.5)  # what the run shares is the holder's
     with pytest.raises(StoreLockedError, match=f"pid {holder.proc.pid}"):
         open_store(store, "a", token="0" * 32)
     with pytest.raises(StoreLockedError, match=f"pid {holder.proc.pid}"):
         open_store(store, "a")  # the worker's close released nothing
-    holder.release()  # the holder commits what its workers wrote (an HDF5 journal)
+    holder.release()
     with open_store(store) as st:
-        assert st.config_status(key).stats["seconds"] > 1.5
+        fs = st.load([key])  # the worker's row verifies
+        assert np.array_equal(fs.features[fs.digests.index(st.row_digests(key)[0])], (feats[:1] + 1)[0])
     with pytest.raises(StoreLockedError, match="no run holds its lock"):
         open_store(store, "a", token=holder.token)
 

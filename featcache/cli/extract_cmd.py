@@ -12,7 +12,8 @@ from .common import command, echo_table, emit_json
 
 
 @command("extract", uses_tensorflow=True,
-         flag_aliases={"augmented_views": "augment", "width_shift": "shift", "height_shift": "shift"})
+         flag_aliases={"augmented_views": "augment", "width_shift": "shift", "height_shift": "shift",
+                       "executor": "dask"})
 @click.argument("data_dir", type=click.Path())
 @click.option("--store", "-s", required=True, type=click.Path(),
               help="Feature store path; its suffix picks the format: .zarr (default) or .h5/.hdf5.")
@@ -38,10 +39,19 @@ from .common import command, echo_table, emit_json
 @click.option("--hflip/--no-hflip", default=True, show_default=True, help="Augmentation: random horizontal flip.")
 @click.option("--vflip/--no-vflip", default=False, show_default=True, help="Augmentation: random vertical flip.")
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable image instead of skipping it.")
+@click.option("--dask", "dask", metavar="local:N|ADDRESS", default=None,
+              help="Compute on a Dask cluster: local:N starts N worker processes here; tcp://host:8786 uses a "
+                   "running scheduler. Needs a .zarr store every worker can reach.")
+@click.option("--plan-only", is_flag=True, help="Scan, record the image list and plan the rows, then stop: "
+              "--shard processes run next.")
+@click.option("--shard", metavar="I/N", default=None,
+              help="Compute only the units whose index is I modulo N, beside the other shards, on a store "
+                   "planned with --plan-only and the same options. A run without --shard finishes afterwards.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 def extract_cmd(data_dir, store, backbones, augment, split, seed, image_size, pooling, weights, batch_size, dtype,
-                workers, rotation, shift, shear, zoom, channel_shift, hflip, vflip, strict, quiet, as_json):
+                workers, rotation, shift, shear, zoom, channel_shift, hflip, vflip, strict, dask, plan_only, shard,
+                quiet, as_json):
     """Run each backbone once over DATA_DIR and cache the features in STORE.
 
     DATA_DIR holds one folder per class, or train/validation/test folders each holding one folder
@@ -56,11 +66,11 @@ def extract_cmd(data_dir, store, backbones, augment, split, seed, image_size, po
     options = ExtractOptions(backbones=tuple(backbones), augment=params, split=split, image_size=image_size,
                              pooling=pooling, weights=weights, dtype=dtype, batch_size=batch_size, workers=workers,
                              strict=strict, progress=not quiet)
-    result = extract(data_dir, store, options)
+    result = extract(data_dir, store, options, executor=dask, shard=shard, plan_only=plan_only)
     if as_json:
         emit_json({"store": result.store, "images": result.images, "classes": result.classes,
                    "configs": [{"key": c.key, "backbone": c.backbone, "extracted": c.extracted, "reused": c.reused,
-                                "failed": c.failed, "repaired": c.repaired, "views": c.views,
+                                "failed": c.failed, "repaired": c.repaired, "pending": c.pending, "views": c.views,
                                 "batch_size": c.batch_size, "seconds": round(c.seconds, 3),
                                 "images_per_s": c.images_per_s} for c in result.configs],
                    "skipped": [{"path": s.path, "reason": s.reason} for s in result.skipped],
@@ -77,7 +87,8 @@ def _echo_summary(result) -> None:
         views = f", {c.views} views per image" if c.views > 1 else ""
         rate = f" in {c.seconds:.1f} s ({c.images_per_s:.1f} img/s{views})" if c.images_per_s else ""
         repaired = f" (of which {c.repaired} damaged rows recomputed)" if c.repaired else ""
-        click.echo(f"  {c.key}: {c.extracted} extracted{repaired}, {c.reused} reused, {c.failed} failed{rate}")
+        pending = f", {c.pending} to compute" if c.pending else ""
+        click.echo(f"  {c.key}: {c.extracted} extracted{repaired}, {c.reused} reused, {c.failed} failed{pending}{rate}")
     for s in result.skipped:
         click.secho(f"  skipped {s.path}: {s.reason}", fg="yellow", err=True)
     if result.empty_classes:

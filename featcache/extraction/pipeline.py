@@ -1,27 +1,31 @@
 """extract(): take the store's lock, scan, write the manifest, plan the missing (or damaged) rows of
-each feature config into chunk-aligned work units, then read -> run -> write them, one unit at a time.
+each feature config into chunk-aligned work units (plan.py), then have an executor compute them:
+this process by default, a Dask cluster with ``executor="local:N"`` or a scheduler address
+(dask_executor.py). ``shard="I/N"`` computes one shard of a store planned with ``plan_only=True``
+(shards.py), beside the other shards.
 
-The reader decodes and augments rows on worker threads, a bounded window of rows ahead of the
-backbone (across unit boundaries), so decoding overlaps the forward pass and memory stays bounded
-by that window, two input batches and one unit's features, whatever the data set or chunk size.
+In this process, the reader decodes and augments rows on worker threads, a bounded window of rows
+ahead of the backbone (across unit boundaries), so decoding overlaps the forward pass and memory
+stays bounded by that window, two input batches and one unit's features, whatever the data set.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
-from ..config import FeatureConfig
-from ..errors import FeatcacheError
+from ..errors import FeatcacheError, ParameterError
 from ..ingest.scan import Manifest, scan
 from ..progress import progress_bar
 from ..stores import FeatureStore, open_store
+from .compute import UnitOutcome
+from .executors import Executor, make_executor
 from .options import ExtractOptions
-from .reader import ImageReader, SkippedImage
-from .runner import BackboneRunner, UnitBatcher, feature_dim
-from .writer import UnitWriter
+from .plan import ConfigPlan, plan_config
+from .reader import SkippedImage
 
 
 @dataclass
@@ -35,6 +39,7 @@ class ConfigRun:
     views: int = 1  # V = 1 + K stored views per image
     repaired: int = 0  # of the rows extracted, rows whose stored data was damaged
     batch_size: int = 0  # the forward batch size used: the one the config was started with
+    pending: int = 0  # rows left to compute after this run (a plan-only run, a shard, a stopped run)
 
     @property
     def images_per_s(self) -> float | None:
@@ -58,41 +63,85 @@ class ExtractResult:
 
 
 def extract(data_dir: str | Path, store: str | Path, options: ExtractOptions | None = None, *,
-            manifest: Manifest | None = None) -> ExtractResult:
+            manifest: Manifest | None = None, executor: Executor | str | None = None, shard: str | None = None,
+            plan_only: bool = False) -> ExtractResult:
     """Extract features of every image under ``data_dir`` for each backbone into ``store``.
 
     Re-running finishes only what is missing: rows already computed for the same configuration
     and the same image content are reused (after checking their checksums: damaged rows are
     computed again), new or changed images are extracted.
+
+    ``executor``: who computes (default this process; "local:N" or "tcp://host:8786": Dask).
+    ``plan_only``: scan, write the manifest and plan the rows, then stop: shards run next.
+    ``shard``: "I/N", compute only the units of chunk index I modulo N of a planned store.
     """
     options = options or ExtractOptions()
+    if shard is not None and (executor is not None or plan_only):
+        raise ParameterError("shard", "a shard computes in its own process, on a store already planned: give it "
+                                      "without an executor or plan_only")
+    if shard is not None:
+        from .shards import Shard, run_shard
+
+        return run_shard(data_dir, store, options, Shard.parse(shard) if isinstance(shard, str) else shard)
     configs = options.feature_configs()
+    executor = make_executor(executor)
     st = open_store(store, mode="a")  # the lock: a second writer is refused now. Nothing is created yet
     try:
-        split = options.split
-        if split is None and manifest is None:
-            split = st.stored_split()  # keep the store's split unless asked otherwise
-        manifest = manifest or scan(data_dir, split)  # before the store's first write: a bad folder leaves none
-        if options.strict and manifest.unreadable:
-            first = manifest.unreadable[0]
-            raise FeatcacheError(f"{manifest.root}/{first.path}: {first.reason} (strict mode; "
-                                 f"{len(manifest.unreadable)} file(s) could not be read)")
-        st.write_manifest(manifest)
-        paths: dict[str, str] = {}
-        for i, d in enumerate(manifest.digests):
-            paths.setdefault(d, str(manifest.abspath(i)))
-        result = ExtractResult(str(st.path), len(manifest), manifest.classes, empty_classes=manifest.empty_classes)
-        if options.strict and (known_bad := _skipped_images(st, manifest)):
-            # failed rows are never redone, so an earlier run's failures must stop a strict run too
-            first = known_bad[0]
-            raise FeatcacheError(f"{manifest.root}/{first.path}: {first.reason} (strict mode; {len(known_bad)} "
-                                 "image(s) in this store could not be decoded)")
-        for cfg in configs:
-            result.configs.append(_extract_config(st, cfg, manifest, paths, options))
-        result.skipped = manifest.unreadable + _skipped_images(st, manifest)
-        return result
+        if executor.distributed and not st.backend.concurrent_writes:
+            raise FeatcacheError(f"{st.path}: a {st.backend.name} store has a single writer; a distributed run "
+                                 "needs a Zarr store (.zarr)")
+        with executor:
+            return _extract(st, data_dir, configs, options, manifest, executor, plan_only)
     finally:
         st.close()
+
+
+def _extract(st: FeatureStore, data_dir, configs, options: ExtractOptions, manifest: Manifest | None,
+             executor: Executor, plan_only: bool) -> ExtractResult:
+    split = options.split
+    if split is None and manifest is None:
+        split = st.stored_split()  # keep the store's split unless asked otherwise
+    # before the store's first write: a bad folder leaves none
+    manifest = manifest or scan(data_dir, split, digests=executor.digests)
+    if options.strict and manifest.unreadable:
+        first = manifest.unreadable[0]
+        raise FeatcacheError(f"{manifest.root}/{first.path}: {first.reason} (strict mode; "
+                             f"{len(manifest.unreadable)} file(s) could not be read)")
+    st.write_manifest(manifest)
+    st.merge_shards()  # what shards of a sharded run recorded: their skip reasons and timings
+    paths: dict[str, str] = {}
+    for i, d in enumerate(manifest.digests):
+        paths.setdefault(d, str(manifest.abspath(i)))
+    result = ExtractResult(str(st.path), len(manifest), manifest.classes, empty_classes=manifest.empty_classes)
+    if options.strict and (known_bad := _skipped_images(st, manifest)):
+        # failed rows are never redone, so an earlier run's failures must stop a strict run too
+        first = known_bad[0]
+        raise FeatcacheError(f"{manifest.root}/{first.path}: {first.reason} (strict mode; {len(known_bad)} "
+                             "image(s) in this store could not be decoded)")
+    plans: list[ConfigPlan] = []
+    for cfg in configs:
+        plan = plan_config(st, cfg, manifest.digests, options.batch_size, options.chunk_rows)
+        if any(p.key == plan.key for p in plans):  # the same config twice: computed once
+            plan = replace(plan, units=[], reused=len(set(manifest.digests)))
+        plans.append(plan)
+    if plan_only:
+        st.record_plan([p.key for p in plans])
+    elif any(p.units for p in plans):
+        executor.check_store(st)
+    for plan in plans:
+        run = ConfigRun(plan.key, plan.cfg.backbone.name, 0, plan.reused, 0, 0.0, plan.cfg.augment.views,
+                        repaired=plan.repaired, batch_size=plan.batch_size, pending=plan.todo)
+        result.configs.append(run)
+        if plan_only or not plan.units:
+            continue
+        try:
+            compute_config(run, plan.todo, partial(executor.run, st, plan, paths, options.workers), options.strict,
+                           options.progress)
+        finally:
+            if run.extracted:
+                st.add_stats(plan.key, run.extracted, run.extracted * run.views, run.seconds)
+    result.skipped = manifest.unreadable + _skipped_images(st, manifest)
+    return result
 
 
 def _skipped_images(st: FeatureStore, manifest: Manifest) -> list[SkippedImage]:
@@ -100,50 +149,22 @@ def _skipped_images(st: FeatureStore, manifest: Manifest) -> list[SkippedImage]:
     return [SkippedImage(p, reason) for p, reason in st.failed_images(manifest.paths, manifest.digests)]
 
 
-def _extract_config(st: FeatureStore, cfg: FeatureConfig, manifest: Manifest, paths: dict[str, str],
-                    options: ExtractOptions) -> ConfigRun:
-    runner = None
-    # A resume keeps the batch size the config was started with: other batch shapes round differently
-    found = st.find_config(cfg)
-    batch_size = (st.batch_size(found) if found is not None else None) or options.batch_size
-    dim = feature_dim(cfg)
-    if dim is None:  # flatten: the size depends on the spatial output, so build the model first
-        runner = BackboneRunner(cfg, batch_size)
-        dim = runner.dim
-    key = st.ensure_config(cfg, dim, options.chunk_rows, batch_size)
-    units = st.plan(key, manifest.digests)
-    todo = sum(len(u.rows) for u in units)
-    views = cfg.augment.views
-    run = ConfigRun(key, cfg.backbone.name, 0, len(set(manifest.digests)) - todo, 0, 0.0, views,
-                    repaired=sum(len(u.repairs) for u in units), batch_size=batch_size)
-    if not units:
-        return run
-    if st.batch_size(key) is None:  # a config of an older featcache: from now on, this one
-        st.record_batch_size(key, batch_size)
-    workers = options.workers or min(4, os.cpu_count() or 1)
-    row_digests = st.row_digests(key)
-    reader = ImageReader(paths, row_digests, cfg.backbone.input_size, cfg.augment, workers)
-    writer = UnitWriter(st, row_digests)
-    # rows decoding ahead: two forward batches' worth keeps the backbone fed, and bounds memory
-    window = max(2 * workers, 2 * -(-batch_size // views))
+def compute_config(run: ConfigRun, todo: int, outcomes: Callable[[Callable[[int], None]], Iterable[UnitOutcome]],
+                   strict: bool, progress: bool) -> None:
+    """Drive ``outcomes(on_images=...)`` (an executor's units of one config) to the end, counting into
+    ``run``, with a progress bar; strict mode stops at the first image that cannot be decoded."""
+    bar = progress_bar(total=todo * run.views, desc=run.backbone, unit="img", enabled=progress)
     start = time.perf_counter()
-    rows = reader.iter_rows(units, window)  # decoding starts now, while the model is built
-    bar = progress_bar(total=todo * views, desc=cfg.backbone.name, unit="img", enabled=options.progress)
     try:
-        runner = runner or BackboneRunner(cfg, batch_size)
-        for done in UnitBatcher(runner, views, on_batch=bar.update).run(rows):
-            writer.write(done)
-            run.extracted += len(done.rows)
-            run.failed += len(done.failures)
-            bar.update(len(done.failures) * views)
-            if options.strict and done.failures:
-                first = next(iter(done.failures.values()))
-                raise FeatcacheError(f"{first.path}: {first.reason} (strict mode; the {run.extracted} images "
+        for out in outcomes(on_images=bar.update):
+            run.extracted += out.rows
+            run.failed += len(out.failures)
+            run.pending -= out.rows + len(out.failures)
+            bar.update(len(out.failures) * run.views)
+            if strict and out.failures:
+                first = next(iter(out.failures.values()))
+                raise FeatcacheError(f"{first['path']}: {first['reason']} (strict mode; the {run.extracted} images "
                                      "extracted so far are saved)")
     finally:
         run.seconds = time.perf_counter() - start
         bar.close()
-        reader.close()
-        if run.extracted:
-            st.add_stats(key, run.extracted, run.extracted * views, run.seconds)
-    return run

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -16,7 +16,7 @@ from ..stores import WorkUnit
 
 
 class ImageReader:
-    def __init__(self, paths_by_digest: dict[str, str], row_digests: list[str], size: int,
+    def __init__(self, paths_by_digest: Mapping[str, str], row_digests: Sequence[str] | Mapping[int, str], size: int,
                  augment: AugmentParams, workers: int):
         self.paths = paths_by_digest
         self.row_digests = row_digests

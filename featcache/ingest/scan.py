@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,6 +101,18 @@ def content_digest(path: Path, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def digest_files(paths: list[Path]) -> list[tuple[str, str]]:
+    """(content digest, "") or ("", why the file cannot be read) per path. Scanning's slow part (it
+    reads every byte): a distributed executor runs it on its workers, a batch of paths per task."""
+    out = []
+    for path in paths:
+        try:
+            out.append((content_digest(Path(path)), ""))
+        except OSError as exc:  # e.g. no read permission: stat passed, open did not
+            out.append(("", f"cannot read file ({exc.strerror})"))
+    return out
+
+
 def split_from_digest(digest: str, fractions: SplitFractions) -> int:
     u = int(digest[:15], 16) / 16**15  # uniform in [0, 1], a pure function of the content
     f = fractions
@@ -165,7 +178,9 @@ def _stray_images(folder: Path, root: Path) -> list[str]:
                   if p.is_file() and is_image_path(p) and not p.name.startswith("."))
 
 
-def scan(data_dir: str | Path, split: SplitFractions | str | None = None) -> Manifest:
+def scan(data_dir: str | Path, split: SplitFractions | str | None = None,
+         digests: Callable[[list[Path]], list[tuple[str, str]]] = digest_files) -> Manifest:
+    """``digests``: computes the files' content digests (``digest_files``, or an executor's)."""
     root = Path(data_dir).expanduser()
     if not root.exists():
         raise FeatcacheError(f"data folder {printable_path(root)} does not exist")
@@ -192,15 +207,14 @@ def scan(data_dir: str | Path, split: SplitFractions | str | None = None) -> Man
         for p in _walk_images(class_dir, root, ignored, unreadable):
             entries.append((p.relative_to(root).as_posix(), class_dir.name, forced))
     entries.sort()
-    digests: list[str] = []
     usable: list[tuple[str, str, int | None]] = []
-    for entry in entries:
-        try:
-            digests.append(content_digest(root / entry[0]))
-        except OSError as exc:  # e.g. no read permission: stat passed, open did not
-            unreadable.append(SkippedImage(entry[0], f"cannot read file ({exc.strerror})"))
-            continue
-        usable.append(entry)
+    found: list[str] = []
+    for entry, (digest, why) in zip(entries, digests([root / e[0] for e in entries]), strict=True):
+        if why:
+            unreadable.append(SkippedImage(entry[0], why))
+        else:
+            usable.append(entry)
+            found.append(digest)
     if not usable:
         raise FeatcacheError(f"no images found in {printable_path(root)}{_no_images_hint(stray, unreadable)}. "
                              "Expected DATA_DIR/<class>/<image> or DATA_DIR/{train,validation,test}/<class>/<image> "
@@ -208,13 +222,13 @@ def scan(data_dir: str | Path, split: SplitFractions | str | None = None) -> Man
     classes = sorted({c for _, c, _ in usable})
     index = {c: i for i, c in enumerate(classes)}
     splits = [s if s is not None else split_from_digest(d, fractions)
-              for (_, _, s), d in zip(usable, digests, strict=True)]
+              for (_, _, s), d in zip(usable, found, strict=True)]
     return Manifest(
         root=str(root.resolve()),
         classes=classes,
         paths=[rel for rel, _, _ in usable],
         labels=np.array([index[c] for _, c, _ in usable], np.int32),
-        digests=digests,
+        digests=found,
         splits=np.array(splits, np.int8),
         presplit=presplit,
         split_fractions=fractions,

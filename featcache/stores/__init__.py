@@ -14,7 +14,7 @@ from ..registry import Registry
 from .backend import Backend
 from .errors import StoreDamagedError, StoreLockedError, write_errors
 from .hdf5_backend import HDF5Backend
-from .lock import StoreLock, admit, lock_path
+from .lock import ShardLock, StoreLock, admit, lock_path
 from .store import DONE, FAILED, PENDING, ConfigStatus, FeatureSet, FeatureStore, StoredManifest, WorkUnit
 from .zarr_backend import ZarrBackend
 
@@ -40,21 +40,33 @@ def backend_for(path: Path) -> type[Backend]:
     raise FeatcacheError(f"unknown store type {path.suffix!r} for {path}: use one of {known}")
 
 
-def open_store(path: str | Path, mode: str = "r", *, token: str | None = None) -> FeatureStore:
+def open_store(path: str | Path, mode: str = "r", *, token: str | None = None, shard: str | None = None
+               ) -> FeatureStore:
     """mode "r": an existing store, never blocked by a writer. mode "a": open or create (created by
     the first write), holding the store's lock: a second writer gets StoreLockedError naming this
     one. ``token``: a worker of the run that holds the lock (its ``FeatureStore.token``) is admitted
-    without taking it; it writes units but neither recovers nor commits."""
+    without taking it; it writes units but neither recovers nor commits. ``shard`` ("I-of-N"): one
+    shard of a sharded run on a planned store, beside the other shards (see lock.py); it writes its
+    units and its own record, nothing shared."""
     path = Path(path).expanduser()
     if mode == "r" and not path.exists():
         raise FeatcacheError(f"store {path} does not exist; create it with `featcache extract DATA_DIR --store {path}`")
     if path.suffix == "" and mode == "a":
         path = path.with_suffix(DEFAULT_SUFFIX)
     backend_cls = backend_for(path)
-    lock, refuse = None, None
+    lock, refuse, role = None, None, "writer"
     if mode == "a":
+        if (token is not None or shard is not None) and not backend_cls.concurrent_writes:
+            raise FeatcacheError(f"{path}: a {backend_cls.name} store has a single writer; distributed and "
+                                 "sharded runs need a Zarr store (.zarr)")
         if token is not None:
             admit(path, token)
+            role = "worker"
+        elif shard is not None:
+            if not path.exists():
+                raise FeatcacheError(f"{path} does not exist: plan it first with `featcache extract DATA_DIR "
+                                     f"--store {path} --plan-only` (with the shards' options)")
+            lock, role = ShardLock(path, shard), "shard"
         elif (lock := StoreLock.acquire(path)) is None:
             refuse = (f"{path}: cannot create its lock file {lock_path(path)} (the folder is read-only); featcache "
                       "writes a store only while holding it. Make the folder writable, or extract into another store")
@@ -67,10 +79,10 @@ def open_store(path: str | Path, mode: str = "r", *, token: str | None = None) -
         if lock is not None:
             lock.release()
         raise
-    store = FeatureStore(backend, lock, refuse)
+    store = FeatureStore(backend, lock, refuse, role)
     try:
-        store._check_schema(creating=mode == "a")
-        if lock is not None:
+        store._check_schema(creating=mode == "a" and role == "writer")
+        if role == "writer" and lock is not None:  # never under running shards' or workers' feet
             with write_errors(path):
                 backend.recover()
     except BaseException:

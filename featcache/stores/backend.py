@@ -25,6 +25,8 @@ class Backend(ABC):
 
     name: str = ""
     suffixes: tuple[str, ...] = ()
+    # True: processes may write disjoint chunk-aligned row ranges at once (distributed runs, shards)
+    concurrent_writes: bool = False
 
     def __init__(self, path: Path, mode: str):
         self.path = path

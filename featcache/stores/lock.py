@@ -6,8 +6,13 @@ command, start time) for the message a second writer gets, and a random run toke
 of the holder's run (a distributed executor) opens the store with that token and is admitted while
 the holder lives; anyone else is refused. Readers never look at the lock.
 
+Shards (``extract --shard I/N``) run between a planning run and the finishing run, many at once:
+each holds ``<store>.lock`` SHARED (so no lock holder can start, and none is running) and its own
+``<store>.shard-I-of-N.lock`` exclusively (so the same shard cannot run twice).
+
 flock is local to one machine (and unreliable on some network file systems): writers on several
-machines must share one holder and its token.
+machines must share one holder and its token; shards on several machines are kept apart by their
+disjoint units, not by these locks.
 """
 
 from __future__ import annotations
@@ -49,7 +54,19 @@ def read_holder(path: Path) -> LockHolder | None:
         return None
 
 
+def shard_lock_path(store: Path, shard: str) -> Path:
+    return store.with_name(f"{store.name}.shard-{shard}.lock")
+
+
+def _running_shards(store: Path) -> list[str]:
+    return [f"shard {p.name[len(store.name) + 7:-5].replace('-of-', '/')} ({h.describe()})"
+            for p in sorted(store.parent.glob(f"{store.name}.shard-*.lock")) if (h := read_holder(p))]
+
+
 def _refusal(store: Path, holder: LockHolder | None) -> StoreLockedError:
+    if holder is None and (shards := _running_shards(store)):
+        return StoreLockedError(f"{store} is being written by shards of a sharded run: {'; '.join(shards)}. Run "
+                                "this once they have finished (it then finishes what they left)")
     who = holder.describe() if holder else "a process that is just starting"
     return StoreLockedError(f"{store} is being written by another featcache process ({who}). A store has one "
                             "writer at a time: wait for that one to finish, or stop it. Reading the store meanwhile "
@@ -114,6 +131,55 @@ class StoreLock:
         self.fd = None
 
 
+def _open_locked(path: Path, how: int) -> int | None:
+    """A descriptor of ``path`` holding flock ``how``, or None when another process holds a
+    conflicting one. Retries when the file was replaced between the open and the flock."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, how | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        if _is_current(fd, path):
+            return fd
+        os.close(fd)
+
+
+class ShardLock:
+    """Shard I of N of a sharded run: the store's lock shared, the shard's own lock exclusive."""
+
+    def __init__(self, store: Path, shard: str):
+        self.store = store
+        self.path = shard_lock_path(store, shard)
+        store.parent.mkdir(parents=True, exist_ok=True)
+        self.store_fd = _open_locked(lock_path(store), fcntl.LOCK_SH)
+        if self.store_fd is None:
+            holder = read_holder(lock_path(store))
+            who = holder.describe() if holder else "another process"
+            raise StoreLockedError(f"{store} is being written by {who}; a shard runs only while no full extract "
+                                   "runs on its store: wait for it to finish")
+        self.fd = _open_locked(self.path, fcntl.LOCK_EX)
+        if self.fd is None:
+            os.close(self.store_fd)
+            holder = read_holder(self.path)
+            raise StoreLockedError(f"{store}: shard {shard.replace('-of-', '/')} is already running"
+                                   f"{f' ({holder.describe()})' if holder else ''}")
+        self.holder = LockHolder(os.getpid(), socket.gethostname(), " ".join(sys.argv) or sys.executable,
+                                 datetime.now(UTC).isoformat(timespec="seconds"), "")
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, json.dumps(asdict(self.holder)).encode(), 0)
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        if _is_current(self.fd, self.path):
+            self.path.unlink()
+        os.close(self.fd)
+        os.close(self.store_fd)  # the store's lock file stays: other shards may hold it
+        self.fd = None
+
+
 def _is_current(fd: int, path: Path) -> bool:
     try:
         return os.fstat(fd).st_ino == os.stat(path).st_ino
@@ -122,25 +188,19 @@ def _is_current(fd: int, path: Path) -> bool:
 
 
 def admit(store: Path, token: str) -> LockHolder:
-    """A worker of the run holding the store's lock: the holder, when ``token`` is its token."""
+    """A worker of the run holding the store's lock: the holder, when ``token`` is its token. On
+    the holder's machine the lock must still be held; elsewhere flock says nothing (it is local)."""
     path = lock_path(store)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        fd = None
-    held = False
-    if fd is not None:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    holder = read_holder(path)
+    if holder is not None and holder.host == socket.gethostname():
+        fd = _open_locked(path, fcntl.LOCK_SH)
+        if fd is not None:  # nobody holds it: its run has ended
             fcntl.flock(fd, fcntl.LOCK_UN)
-        except BlockingIOError:
-            held = True
-        finally:
             os.close(fd)
-    if not held:
+            holder = None
+    if holder is None:
         raise StoreLockedError(f"{store}: no run holds its lock any more, so token {token[:8]}... admits no "
                                "one; start a new run")
-    holder = read_holder(path)
-    if holder is None or holder.token != token:
+    if holder.token != token:
         raise _refusal(store, holder)
     return holder

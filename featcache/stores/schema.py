@@ -12,3 +12,5 @@ FEATURES, STATUS, CHECKSUM, DIGEST = "features", "status", "checksum", "digest"
 CONFIG_ARRAYS = (FEATURES, STATUS, CHECKSUM, DIGEST)
 # the arrays of one manifest version, under manifests/<n>/ (schema 1: under images/)
 MANIFEST_ARRAYS = ("path", "digest", "label", "split")
+# the group where each shard of a sharded run (--shard I/N) keeps its own record until the next full run
+SHARDS = "shards"

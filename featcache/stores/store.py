@@ -44,7 +44,7 @@ No silent wrong result:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -57,7 +57,7 @@ from ..ingest.scan import SPLITS, Manifest, SplitFractions
 from .backend import Backend
 from .checksum import array_checksum, damaged_rows, row_checksums
 from .errors import damaged_features, damaged_manifest, write_errors
-from .lock import StoreLock
+from .lock import ShardLock, StoreLock
 from .schema import (
     CHECKSUM,
     CONFIG_ARRAYS,
@@ -68,6 +68,7 @@ from .schema import (
     PENDING,
     READABLE_SCHEMAS,
     SCHEMA_VERSION,
+    SHARDS,
     STATUS,
 )
 
@@ -156,18 +157,22 @@ def _manifest_arrays(paths, digests, labels, splits) -> dict:
 
 
 class FeatureStore:
-    def __init__(self, backend: Backend, lock: StoreLock | None = None, refuse_writes: str | None = None):
+    def __init__(self, backend: Backend, lock: StoreLock | ShardLock | None = None, refuse_writes: str | None = None,
+                 role: str = "writer"):
         self.backend = backend
         self.path = backend.path
-        self.lock = lock  # held by this process: it recovers, commits and releases
+        self.lock = lock  # held by this process: it commits and releases
         self.refuse_writes = refuse_writes  # why this writer may not write (no lock could be taken)
+        # "writer": the lock holder, writes anything. "worker" (a run token) and "shard" (a shard
+        # lock) write only their units' rows (and a shard its own record): never what others share
+        self.role = role
         self._new = False  # nothing on disk yet: the first write creates the store
 
     # -- lifecycle -------------------------------------------------------------------------------
     @property
     def token(self) -> str | None:
         """The run token workers of this writer open the store with (``open_store(..., token=)``)."""
-        return self.lock.token if self.lock else None
+        return self.lock.token if isinstance(self.lock, StoreLock) else None
 
     def close(self) -> None:
         try:
@@ -202,13 +207,17 @@ class FeatureStore:
             )
 
     @contextmanager
-    def _writing(self) -> Iterator[None]:
+    def _writing(self, shared: bool = True) -> Iterator[None]:
         """Around every write: refuse it when this process may not write, create the store on its
-        first write, and turn the operating system's refusals into clear errors."""
+        first write, and turn the operating system's refusals into clear errors. ``shared``: it
+        writes what every writer shares (attributes, the manifest, array sizes): the lock holder's."""
         if self.backend.mode == "r":
             raise FeatcacheError(f"{self.path} was opened for reading; open it with mode 'a' to write")
         if self.refuse_writes:
             raise FeatcacheError(self.refuse_writes)
+        if shared and self.role != "writer":
+            raise FeatcacheError(f"{self.path}: a {self.role} writes only its own units; the run holding the "
+                                 "store's lock writes everything else")
         with write_errors(self.path):
             if self._new:
                 self.backend.set_attrs("", {"featcache_schema": SCHEMA_VERSION, "featcache_version": __version__})
@@ -425,9 +434,13 @@ class FeatureStore:
         return self.backend.read(f"features/{key}/{STATUS}")
 
     def plan(self, key: str, digests: list[str]) -> list[WorkUnit]:
-        """Give every new content digest a row (growing the arrays once, by whole chunks) and
-        return the chunk-aligned units that hold rows to compute: pending ones, and done ones whose
-        stored features fail their checksum (verified here, chunk by chunk)."""
+        """allocate() then pending_units(): the chunk-aligned units still to compute for ``digests``."""
+        self.allocate(key, digests)
+        return self.pending_units(key, digests)
+
+    def allocate(self, key: str, digests: list[str]) -> None:
+        """Give every new content digest a row, growing the arrays once, by whole chunks (the
+        lock holder's job: after it, units can be written by any number of workers)."""
         g = f"features/{key}"
         chunk = self.chunk_rows(key)
         row_digests = self.row_digests(key)
@@ -448,12 +461,24 @@ class FeatureStore:
                     shape = self.backend.shape(f"{g}/{name}")
                     self.backend.resize(f"{g}/{name}", (len(row_digests), *shape[1:]))
         self.backend.flush()
+
+    def pending_units(self, key: str, digests: list[str], chunks: Callable[[int], bool] | None = None
+                      ) -> list[WorkUnit]:
+        """The chunk-aligned units holding rows of ``digests`` to compute: pending rows, and done
+        ones whose stored features fail their checksum (verified here, chunk by chunk). Reads only.
+        ``chunks``: which chunk indices to look at (a shard's); default all."""
+        g = f"features/{key}"
+        chunk = self.chunk_rows(key)
+        row_digests = self.row_digests(key)
+        mine = chunks or (lambda index: True)
         wanted = set(digests)
         status = self._read_tolerant(f"{g}/{STATUS}", len(row_digests), chunk, np.int8)
-        reuse = [r for r in np.flatnonzero(status != PENDING).tolist() if row_digests[r] in wanted]
+        reuse = [r for r in np.flatnonzero(status != PENDING).tolist() if row_digests[r] in wanted and mine(r // chunk)]
         damaged = self._damaged(key, row_digests, reuse) if self.verifiable(key) else set()
         units = []
         for start in range(0, len(row_digests), chunk):
+            if not mine(start // chunk):
+                continue
             rows = tuple(r for r in range(start, min(start + chunk, len(row_digests)))
                          if row_digests[r] in wanted and (status[r] == PENDING or r in damaged))
             if rows:
@@ -523,7 +548,7 @@ class FeatureStore:
             region[at] = features
             status[at] = DONE
         status[np.asarray(failed, np.int64) - unit.start] = FAILED
-        with self._writing():
+        with self._writing(shared=False):
             self.backend.write(f"{g}/{FEATURES}", sel, region)
             self.backend.write(f"{g}/{CHECKSUM}", sel, row_checksums(digests, status, region))
             self.backend.write(f"{g}/{STATUS}", sel, status)  # last: a crash before leaves the rows pending
@@ -550,6 +575,50 @@ class FeatureStore:
         s["images_per_s"] = round(s["images"] / s["seconds"], 2) if s["seconds"] else None
         with self._writing():
             self.backend.set_attrs(g, {"stats": s})
+
+    # -- planning and shards -----------------------------------------------------------------------
+    def record_plan(self, keys: list[str]) -> None:
+        """What this run planned (the manifest version, the configs' keys): shards check it."""
+        with self._writing():
+            if not self.backend.exists(SHARDS):  # the group each shard adds its own record to
+                self.backend.set_attrs(SHARDS, {})
+            self.backend.set_attrs("", {"plan": {"manifest": self.manifest_version(), "keys": sorted(keys)}})
+            self.backend.flush()
+
+    def planned(self) -> dict | None:
+        return self.backend.get_attrs().get("plan")
+
+    def manifest_version(self) -> str | None:
+        return self.backend.get_attrs().get("manifest")
+
+    def shard_record(self, shard: str) -> dict:
+        """What shard ``shard`` ("I-of-N") recorded so far (a re-run of a killed shard goes on from it)."""
+        g = f"{SHARDS}/{shard}"
+        return self.backend.get_attrs(g) if self.backend.exists(g) else {}
+
+    def record_shard(self, shard: str, skipped: dict[str, dict], stats: dict[str, dict]) -> None:
+        """A shard's own record, never shared: the images it could not decode and, per config, its
+        rows, images and start/finish times. The next full run folds it in (merge_shards)."""
+        with self._writing(shared=False):
+            self.backend.set_attrs(f"{SHARDS}/{shard}", {"skipped": skipped, "stats": stats})
+            self.backend.flush()
+
+    def merge_shards(self) -> list[str]:
+        """Fold the shards' records into the store (skip reasons; stats, timed from the first
+        shard's start to the last one's finish), then delete them. The shards merged."""
+        names = self.backend.groups(SHARDS)
+        records = [self.backend.get_attrs(f"{SHARDS}/{n}") for n in names]
+        self.record_skipped({d: v for r in records for d, v in r.get("skipped", {}).items()})
+        keys = set(self.keys())
+        for key in sorted({k for r in records for k in r.get("stats", {})} & keys):
+            runs = [r["stats"][key] for r in records if key in r.get("stats", {})]
+            self.add_stats(key, sum(s["rows"] for s in runs), sum(s["images"] for s in runs),
+                           max(s["finished"] for s in runs) - min(s["started"] for s in runs))
+        if names:
+            with self._writing():
+                for name in names:
+                    self.backend.delete(f"{SHARDS}/{name}")
+        return names
 
     def _manifest_rows(self, key: str, manifest: StoredManifest) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(row digests, each image's row or -1, each image's status) for one config."""

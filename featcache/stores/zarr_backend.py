@@ -26,6 +26,7 @@ def _codecs():
 class ZarrBackend(Backend):
     name = "zarr"
     suffixes = (".zarr",)
+    concurrent_writes = True  # one file per chunk, each written atomically
 
     def __init__(self, path: Path, mode: str):
         super().__init__(path, mode)

@@ -1,0 +1,188 @@
+"""DaskExecutor: one Dask task per work unit, on a LocalCluster ("local:N") or a running scheduler
+("tcp://host:8786"). Install with ``pip install 'featcache[dask]'``.
+
+The client (``extract()``) holds the store's lock, scans (the files' content digests are computed
+on the workers, a batch of files per task), writes the manifest and plans. Each task then carries
+one unit: the FeatureConfig RECORD (never a model), the unit's rows, their digests and files, and
+the run token. A worker builds the backbone from the record once per config and keeps it, opens
+the store with the token, and writes the unit's features, checksums, then status; it writes
+nothing shared. The client records the skip reasons and stats. A worker killed mid-unit loses that
+unit only: the scheduler runs its task again elsewhere, and the rewrite covers the whole region.
+
+Bit for bit the same store as one process: a unit's forward batches are the same whoever runs it.
+TensorFlow's single-threaded kernels round differently from its multi-threaded ones (measured on
+efficientnet_lite0: features differ in the last bits between 1 and 2 intra-op threads; 2, 3, 4
+and 8 agree), so LocalCluster workers get max(2, cores // N) threads each, never 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import FeatureConfig
+from ..errors import FeatcacheError, ParameterError, describe_error
+from ..ingest.scan import digest_files
+from ..stores import FeatureStore, WorkUnit, open_store
+from .compute import UnitOutcome, compute_units
+from .executors import Executor
+from .plan import ConfigPlan
+from .runner import BackboneRunner
+
+DIGEST_BATCH = 256  # files hashed per task: big enough to amortise a task's overhead (~1 ms)
+_LOCAL = re.compile(r"local:(\d+)")
+_ADDRESS = re.compile(r"[a-z][a-z0-9+.-]*://\S+")
+
+
+@dataclass(frozen=True)
+class UnitTask:
+    """Everything a worker needs to compute one unit, and nothing heavy."""
+
+    store: str
+    token: str  # the client's run token: admits the worker as a writer of its units
+    config: dict  # FeatureConfig.to_dict(): backbone record, preprocessing numbers, augmentation
+    batch_size: int
+    unit: WorkUnit
+    region: tuple[str, ...]  # row digests of [unit.start, unit.stop)
+    paths: dict[str, str]  # digest -> image file, for the unit's rows
+    workers: int  # decoding threads
+
+
+_models = threading.local()  # per worker thread: {(config key, batch size): BackboneRunner}
+
+
+def _runner(cfg: FeatureConfig, batch_size: int) -> BackboneRunner:
+    """The worker's model for ``cfg``, built on its first unit and kept (only the latest config's)."""
+    cache = getattr(_models, "runners", None)
+    if cache is None or (cfg.key, batch_size) not in cache:
+        cache = _models.runners = {(cfg.key, batch_size): BackboneRunner(cfg, batch_size)}
+    return cache[(cfg.key, batch_size)]
+
+
+def run_unit(task: UnitTask) -> UnitOutcome:
+    """Worker side: compute one unit into the store."""
+    cfg = FeatureConfig.from_dict(task.config)
+    with open_store(task.store, "a", token=task.token) as st:
+        digests = {task.unit.start + i: d for i, d in enumerate(task.region)}
+        (outcome,) = compute_units(st, cfg, [task.unit], digests, task.paths,
+                                   runner=lambda: _runner(cfg, task.batch_size), workers=task.workers,
+                                   batch_size=task.batch_size, record_failures=None)
+    return outcome
+
+
+def _can_write(store: str, token: str) -> str:
+    """Worker side: "" when this worker can open ``store`` as a worker of the run, else why not."""
+    try:
+        open_store(store, "a", token=token).close()
+    except Exception as exc:  # noqa: BLE001  (reported to the client, with the worker's address)
+        return str(exc) if isinstance(exc, FeatcacheError) else describe_error(exc)
+    return ""
+
+
+class DaskExecutor(Executor):
+    distributed = True
+
+    def __init__(self, cluster: str, *, decode_threads: int = 2, connect_timeout: float = 30.0):
+        cluster = cluster.strip()
+        if m := _LOCAL.fullmatch(cluster):
+            self.local_workers = int(m.group(1))
+            if self.local_workers < 1:
+                raise ParameterError("executor", "local:N needs at least 1 worker")
+        elif _ADDRESS.fullmatch(cluster):
+            self.local_workers = 0
+        else:
+            raise ParameterError("executor", f"expected local:N (a local cluster of N worker processes) or a "
+                                             f"scheduler address such as tcp://host:8786, got {cluster!r}")
+        self.spec = cluster
+        self.decode_threads = decode_threads
+        self.connect_timeout = connect_timeout
+        self.client = self.cluster = None
+
+    def __enter__(self) -> DaskExecutor:
+        try:
+            import dask
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise FeatcacheError("a Dask run needs Dask: pip install 'featcache[dask]'") from None
+        if self.local_workers:
+            n = self.local_workers
+            threads = str(max(2, (os.cpu_count() or 1) // n))  # never 1: see the module's docstring
+            env = {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": threads,
+                   "TF_CPP_MIN_LOG_LEVEL": "2"}
+            # spawned, not forked: TensorFlow does not survive a fork
+            with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}):
+                self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, env=env,
+                                            dashboard_address=None, silence_logs=logging.ERROR)
+            self.client = Client(self.cluster)
+        else:
+            try:
+                self.client = Client(self.spec, timeout=self.connect_timeout)
+            except OSError as exc:
+                raise FeatcacheError(f"cannot reach the Dask scheduler at {self.spec} ({describe_error(exc)}); "
+                                     "is `dask scheduler` running there?") from None
+        return self
+
+    def close(self) -> None:
+        for part in (self.client, self.cluster):
+            if part is not None:
+                part.close()
+        self.client = self.cluster = None
+
+    def _key(self, *parts) -> str:
+        return "featcache-" + "-".join(map(str, parts))
+
+    def digests(self, paths: list[Path]) -> list[tuple[str, str]]:
+        batches = [paths[i:i + DIGEST_BATCH] for i in range(0, len(paths), DIGEST_BATCH)]
+        futures = self.client.map(digest_files, batches, pure=False)
+        return [d for batch in self.client.gather(futures) for d in batch]
+
+    def check_store(self, st: FeatureStore) -> None:
+        """Every worker must open the store where the client does (a file system they all mount)."""
+        try:
+            self.client.wait_for_workers(1, timeout=self.connect_timeout)
+        except TimeoutError:
+            raise FeatcacheError(f"the Dask scheduler at {self.spec} has no workers; start some with "
+                                 f"`dask worker {self.spec}`") from None
+        answers = self.client.run(_can_write, str(st.path), st.token)
+        if bad := {w: why for w, why in answers.items() if why}:
+            worker, why = next(iter(bad.items()))
+            raise FeatcacheError(f"{st.path}: {len(bad)} of {len(answers)} Dask workers cannot write this store "
+                                 f"(worker {worker}: {why}). Put the store on a file system every worker mounts "
+                                 "at the same path")
+
+    def run(self, st: FeatureStore, plan: ConfigPlan, paths: dict[str, str], workers: int | None,
+            on_images) -> Iterator[UnitOutcome]:
+        from distributed import as_completed
+        from distributed.client import FutureCancelledError
+        from distributed.scheduler import KilledWorker
+
+        row_digests = st.row_digests(plan.key)
+        config = plan.cfg.to_dict()
+        futures = []
+        for unit in plan.units:
+            task = UnitTask(str(st.path), st.token, config, plan.batch_size, unit,
+                            tuple(row_digests[unit.start:unit.stop]),
+                            {row_digests[r]: paths[row_digests[r]] for r in unit.rows},
+                            workers or self.decode_threads)
+            # a deterministic key per unit and run: a retried task is the same task
+            futures.append(self.client.submit(run_unit, task, key=self._key(plan.key, unit.start, st.token[:8])))
+        try:
+            for future in as_completed(futures):
+                try:
+                    outcome = future.result()
+                except KilledWorker as exc:
+                    raise FeatcacheError(f"Dask workers died computing a unit of {plan.key} ({exc}); the units "
+                                         "written so far are kept: run the same command again") from None
+                except FutureCancelledError:
+                    raise FeatcacheError("the Dask run was cancelled; the units written so far are kept") from None
+                if outcome.failures:  # the client records why; the worker wrote the rows' FAILED status
+                    st.record_skipped(outcome.failures)
+                on_images(outcome.rows * outcome.views)
+                yield outcome
+        finally:
+            self.client.cancel([f for f in futures if not f.done()])

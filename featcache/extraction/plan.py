@@ -1,0 +1,49 @@
+"""Planning, the lock holder's job before any unit is computed: each feature config gets its store
+group, its new images get rows, and its pending (or damaged) rows become chunk-aligned units."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..config import FeatureConfig
+from ..stores import FeatureStore, WorkUnit
+from .runner import BackboneRunner, feature_dim
+
+
+@dataclass
+class ConfigPlan:
+    cfg: FeatureConfig
+    key: str
+    units: list[WorkUnit]
+    batch_size: int  # the forward batch size the config was started with: a resume keeps it
+    reused: int  # rows already computed
+    runner: BackboneRunner | None = None  # built while planning when the feature size needs the model
+
+    @property
+    def todo(self) -> int:
+        return sum(len(u.rows) for u in self.units)
+
+    @property
+    def repaired(self) -> int:
+        return sum(len(u.repairs) for u in self.units)
+
+    def runner_factory(self) -> Callable[[], BackboneRunner]:
+        return lambda: self.runner or BackboneRunner(self.cfg, self.batch_size)
+
+
+def plan_config(st: FeatureStore, cfg: FeatureConfig, digests: list[str], batch_size: int,
+                chunk_rows: int | None) -> ConfigPlan:
+    # A resume keeps the batch size the config was started with: other batch shapes round differently
+    found = st.find_config(cfg)
+    batch_size = (st.batch_size(found) if found is not None else None) or batch_size
+    runner = None
+    dim = feature_dim(cfg)
+    if dim is None:  # flatten: the size depends on the spatial output, so build the model first
+        runner = BackboneRunner(cfg, batch_size)
+        dim = runner.dim
+    key = st.ensure_config(cfg, dim, chunk_rows, batch_size)
+    units = st.plan(key, digests)
+    if units and st.batch_size(key) is None:  # a config of an older featcache: from now on, this one
+        st.record_batch_size(key, batch_size)
+    return ConfigPlan(cfg, key, units, batch_size, len(set(digests)) - sum(len(u.rows) for u in units), runner)
