@@ -1,8 +1,9 @@
 """Extraction: the reader (decode + augment) -> runner (backbone) -> writer (store) pipeline.
 
-``pipeline.extract`` plans the store's missing rows into chunk-aligned work units and runs them
-in this process; the units are independent, so another executor (threads, processes, a cluster)
-can run the same reader/runner/writer over them.
+``pipeline.extract`` plans the store's missing rows into chunk-aligned work units (plan.py) and
+has an executor compute them (executors.py): this process, a Dask cluster (dask_executor.py), or
+shards started separately (shards.py), each running the same reader -> runner -> writer loop
+(compute.py).
 """
 
 from .options import ExtractOptions

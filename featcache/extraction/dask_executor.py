@@ -53,24 +53,25 @@ class UnitTask:
     workers: int  # decoding threads
 
 
-_models = threading.local()  # per worker thread: {(config key, batch size): BackboneRunner}
+_runners: dict[tuple[str, int], BackboneRunner] = {}  # this worker's model: (config key, batch size)
+_computing = threading.Lock()  # one unit at a time per worker process: the backbone has all its threads
 
 
-def _runner(cfg: FeatureConfig, batch_size: int) -> BackboneRunner:
+def worker_runner(cfg: FeatureConfig, batch_size: int) -> BackboneRunner:
     """The worker's model for ``cfg``, built on its first unit and kept (only the latest config's)."""
-    cache = getattr(_models, "runners", None)
-    if cache is None or (cfg.key, batch_size) not in cache:
-        cache = _models.runners = {(cfg.key, batch_size): BackboneRunner(cfg, batch_size)}
-    return cache[(cfg.key, batch_size)]
+    if (cfg.key, batch_size) not in _runners:
+        _runners.clear()
+        _runners[(cfg.key, batch_size)] = BackboneRunner(cfg, batch_size)
+    return _runners[(cfg.key, batch_size)]
 
 
 def run_unit(task: UnitTask) -> UnitOutcome:
     """Worker side: compute one unit into the store."""
     cfg = FeatureConfig.from_dict(task.config)
-    with open_store(task.store, "a", token=task.token) as st:
+    with _computing, open_store(task.store, "a", token=task.token) as st:
         digests = {task.unit.start + i: d for i, d in enumerate(task.region)}
         (outcome,) = compute_units(st, cfg, [task.unit], digests, task.paths,
-                                   runner=lambda: _runner(cfg, task.batch_size), workers=task.workers,
+                                   runner=lambda: worker_runner(cfg, task.batch_size), workers=task.workers,
                                    batch_size=task.batch_size, record_failures=None)
     return outcome
 
@@ -102,8 +103,12 @@ class DaskExecutor(Executor):
         self.decode_threads = decode_threads
         self.connect_timeout = connect_timeout
         self.client = self.cluster = None
+        self.entered = 0
 
     def __enter__(self) -> DaskExecutor:
+        self.entered += 1
+        if self.client is not None:  # a caller keeps one cluster (and its workers' models) for several runs
+            return self
         try:
             import dask
             from distributed import Client, LocalCluster
@@ -126,6 +131,11 @@ class DaskExecutor(Executor):
                 raise FeatcacheError(f"cannot reach the Dask scheduler at {self.spec} ({describe_error(exc)}); "
                                      "is `dask scheduler` running there?") from None
         return self
+
+    def __exit__(self, *exc) -> None:
+        self.entered -= 1
+        if not self.entered:
+            self.close()
 
     def close(self) -> None:
         for part in (self.client, self.cluster):

@@ -3,7 +3,9 @@
 Layout (schema 2)::
 
     /                       attrs: featcache_schema, featcache_version, manifest (the current version),
-                                   split, skipped {digest: {path, reason}}
+                                   split, skipped {digest: {path, reason}}, plan {manifest, keys} (what
+                                   a --plan-only run planned: shards check it)
+    /shards/<I-of-N>/       attrs: skipped, stats: one shard's own record until the next full run folds it in
     /manifests/<n>/         attrs: classes, data_root, presplit, split, ignored, checksums {array: crc32}
         path                (N,) str    relative path of manifest entry i
         label               (N,) int32
@@ -22,7 +24,8 @@ chunk boundary, so every unit of work is a chunk-aligned row range that one work
 write on its own.
 
 No silent wrong result:
-- One writer at a time (lock.py); readers are never blocked.
+- One writer at a time (lock.py); readers are never blocked. The writer's workers (its run token)
+  and shards write only their own units (and a shard its own record): anything shared is refused.
 - A new manifest is written as a new version, then the root's ``manifest`` attribute switches to
   it in one write: a reader sees the old image list (with its classes) or the new one, never a mix.
   The version before stays for readers that are still reading it.
