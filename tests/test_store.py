@@ -115,7 +115,7 @@ def test_attrs_record_everything_the_features_depend_on(image_tree, store_path):
     config = attrs["config"]
     pre = get_backbone(TINY).preprocess
     assert config["backbone"] == {"name": TINY, "input_size": 32, "pooling": "max", "weights": "random",
-                                  "weights_id": "random", "builder": "",
+                                  "weights_id": "random", "builder": "conftest:TINY_SPEC",
                                   "preprocess": {"name": pre.name, "scale": list(pre.scale), "offset": list(pre.offset),
                                                  "channel_order": pre.channel_order}}
     assert config["augment"] == augment.to_dict()
