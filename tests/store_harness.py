@@ -51,7 +51,7 @@ class NumpyRunner:
 
     batch_effect = 0.0
 
-    def __init__(self, cfg, batch_size: int):
+    def __init__(self, cfg, batch_size: int, device=None):
         self.cfg = cfg
         self.batch_size = batch_size
         self.dim = DIM

@@ -7,6 +7,7 @@ from pathlib import Path
 from ..errors import FeatcacheError, ParameterError
 from . import get_backbone, spec_for
 from .spec import POOLINGS, BackboneConfig, file_digest
+from .trained_weights import fine_tuned_weights
 
 MAX_INPUT_SIZE = 2048  # a 2048x2048x3 float32 batch of 32 is 1.6 GB already
 
@@ -14,8 +15,11 @@ MAX_INPUT_SIZE = 2048  # a 2048x2048x3 float32 batch of 32 is 1.6 GB already
 def resolve_config(name: str, input_size: int | None = None, pooling: str = "avg",
                    weights: str = "imagenet") -> BackboneConfig:
     """Validate the options against the backbone's spec; record its preprocessing numbers, its
-    builder and the identity of the weights that will load."""
+    builder and the identity of the weights that will load. ``weights`` may be a fine-tune run
+    folder: its backbone file, at the run's input size unless ``input_size`` is given."""
     spec = get_backbone(name)
+    if weights not in ("imagenet", "random") and Path(weights).expanduser().is_dir():
+        weights, input_size = fine_tuned_weights(Path(weights).expanduser(), name, input_size)
     size = int(input_size or spec.input_size)
     if not spec.min_input_size <= size <= MAX_INPUT_SIZE:
         raise ParameterError("image_size", f"{name} takes input sizes from {spec.min_input_size} to "
@@ -46,16 +50,25 @@ def check_weights(config: BackboneConfig) -> None:
                              "re-extract and re-fit with the new file")
 
 
-def build_feature_extractor(config: BackboneConfig):
-    """Keras model: preprocessed (B, S, S, 3) float32 -> (B, D) pooled (or flattened) features."""
+def build_feature_extractor(config: BackboneConfig, precision: str = "float32"):
+    """Keras model: preprocessed (B, S, S, 3) float32 -> (B, D) pooled (or flattened) float32
+    features. ``precision``: the Keras dtype policy of the network; the pooling always runs in
+    float32, so features come out float32 whatever the policy."""
     import keras
 
     check_weights(config)
-    trunk = spec_for(config).build_features(config.input_size, config.weights)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        trunk = spec_for(config).build_features(config.input_size, config.weights)
+    finally:
+        keras.config.set_dtype_policy(previous)
     trunk.trainable = False
     x = trunk.output
     if len(x.shape) == 4:
         pool = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D,
                 "flatten": keras.layers.Flatten}[config.pooling]
-        x = pool(name=f"{config.pooling}_pool")(x)
+        x = pool(name=f"{config.pooling}_pool", dtype="float32")(x)
+    elif x.dtype != "float32":
+        x = keras.layers.Activation("linear", dtype="float32", name="float32_features")(x)
     return keras.Model(trunk.input, x, name=f"{config.name}_features")

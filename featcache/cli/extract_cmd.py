@@ -28,7 +28,9 @@ from .common import command, echo_table, emit_json
 @click.option("--pooling", type=click.Choice(POOLINGS), default="avg", show_default=True)
 @click.option("--weights", default="imagenet", show_default=True,
               help="imagenet, random (tests only), or a local weights file.")
-@click.option("--batch-size", default=32, show_default=True, type=int)
+@click.option("--batch-size", default="32", show_default=True, metavar="N|auto",
+              help="Images per forward pass; auto: the largest that fits the GPU (32 on a CPU). Recorded: "
+                   "a resume keeps it.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float16", show_default=True)
 @click.option("--workers", type=int, default=None, help="Image decoding threads (default: up to 4).")
 @click.option("--rotation", type=float, default=15.0, show_default=True, help="Augmentation: max rotation, degrees.")
@@ -39,6 +41,14 @@ from .common import command, echo_table, emit_json
 @click.option("--hflip/--no-hflip", default=True, show_default=True, help="Augmentation: random horizontal flip.")
 @click.option("--vflip/--no-vflip", default=False, show_default=True, help="Augmentation: random vertical flip.")
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable image instead of skipping it.")
+@click.option("--precision", default="float32", show_default=True, metavar="float32|mixed|mixed_float16|mixed_bfloat16",
+              help="The backbone's arithmetic; mixed: float16 on a GPU, bfloat16 on a CPU that has it. Features "
+                   "are pooled in float32 either way. Another precision is another configuration.")
+@click.option("--jit/--no-jit", default=False, show_default=True, help="Compile the forward pass with XLA.")
+@click.option("--jpeg-draft", is_flag=True, help="Decode JPEGs at least twice the input size at reduced scale "
+              "(faster; slightly other pixels, so another configuration).")
+@click.option("--device", default=None, metavar="cpu|gpu|gpu:N", help="Where the backbone runs [default: the first "
+              "GPU if there is one].")
 @click.option("--dask", "dask", metavar="local:N|ADDRESS", default=None,
               help="Compute on a Dask cluster: local:N starts N worker processes here; tcp://host:8786 uses a "
                    "running scheduler. Needs a .zarr store every worker can reach.")
@@ -50,8 +60,8 @@ from .common import command, echo_table, emit_json
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 def extract_cmd(data_dir, store, backbones, augment, split, seed, image_size, pooling, weights, batch_size, dtype,
-                workers, rotation, shift, shear, zoom, channel_shift, hflip, vflip, strict, dask, plan_only, shard,
-                quiet, as_json):
+                workers, rotation, shift, shear, zoom, channel_shift, hflip, vflip, strict, precision, jit, jpeg_draft,
+                device, dask, plan_only, shard, quiet, as_json):
     """Run each backbone once over DATA_DIR and cache the features in STORE.
 
     DATA_DIR holds one folder per class, or train/validation/test folders each holding one folder
@@ -64,8 +74,9 @@ def extract_cmd(data_dir, store, backbones, augment, split, seed, image_size, po
                            shear=shear, zoom=zoom, channel_shift=channel_shift, horizontal_flip=hflip,
                            vertical_flip=vflip, seed=seed)
     options = ExtractOptions(backbones=tuple(backbones), augment=params, split=split, image_size=image_size,
-                             pooling=pooling, weights=weights, dtype=dtype, batch_size=batch_size, workers=workers,
-                             strict=strict, progress=not quiet)
+                             pooling=pooling, weights=weights, dtype=dtype, workers=workers, strict=strict,
+                             batch_size=batch_size if batch_size == "auto" else _int(batch_size, "--batch-size"),
+                             precision=precision, jit=jit, jpeg_draft=jpeg_draft, device=device, progress=not quiet)
     result = extract(data_dir, store, options, executor=dask, shard=shard, plan_only=plan_only)
     if as_json:
         emit_json({"store": result.store, "images": result.images, "classes": result.classes,
@@ -79,6 +90,13 @@ def extract_cmd(data_dir, store, backbones, augment, split, seed, image_size, po
         _echo_summary(result)
     if not result.complete:
         sys.exit(1)  # finished, but some files could not be read: they are named above
+
+
+def _int(text: str, flag: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise click.BadParameter(f"expected a whole number or auto, got {text!r}", param_hint=flag) from None
 
 
 def _echo_summary(result) -> None:

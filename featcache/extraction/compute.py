@@ -37,7 +37,7 @@ def compute_units(st: FeatureStore, cfg: FeatureConfig, units: Sequence[WorkUnit
     ``row_digests``: row -> content digest (at least the units' regions); ``paths``: digest -> file.
     ``runner`` is called once decoding has started, so a model builds while the first images decode."""
     views = cfg.augment.views
-    reader = ImageReader(paths, row_digests, cfg.backbone.input_size, cfg.augment, workers)
+    reader = ImageReader(paths, row_digests, cfg.backbone.input_size, cfg.augment, workers, cfg.compute.jpeg_draft)
     writer = UnitWriter(st, row_digests, record_failures)
     # rows decoding ahead: two forward batches' worth keeps the backbone fed, and bounds memory
     window = max(2 * workers, 2 * -(-batch_size // views))

@@ -51,18 +51,19 @@ class UnitTask:
     region: tuple[str, ...]  # row digests of [unit.start, unit.stop)
     paths: dict[str, str]  # digest -> image file, for the unit's rows
     workers: int  # decoding threads
+    device: str | None = None  # TensorFlow device name; None: the worker's first GPU if it has one
 
 
-_runners: dict[tuple[str, int], BackboneRunner] = {}  # this worker's model: (config key, batch size)
+_runners: dict[tuple, BackboneRunner] = {}  # this worker's model: (config key, batch size, device)
 _computing = threading.Lock()  # one unit at a time per worker process: the backbone has all its threads
 
 
-def worker_runner(cfg: FeatureConfig, batch_size: int) -> BackboneRunner:
+def worker_runner(cfg: FeatureConfig, batch_size: int, device: str | None = None) -> BackboneRunner:
     """The worker's model for ``cfg``, built on its first unit and kept (only the latest config's)."""
-    if (cfg.key, batch_size) not in _runners:
+    if (cfg.key, batch_size, device) not in _runners:
         _runners.clear()
-        _runners[(cfg.key, batch_size)] = BackboneRunner(cfg, batch_size)
-    return _runners[(cfg.key, batch_size)]
+        _runners[(cfg.key, batch_size, device)] = BackboneRunner(cfg, batch_size, device)
+    return _runners[(cfg.key, batch_size, device)]
 
 
 def run_unit(task: UnitTask) -> UnitOutcome:
@@ -71,7 +72,7 @@ def run_unit(task: UnitTask) -> UnitOutcome:
     with _computing, open_store(task.store, "a", token=task.token) as st:
         digests = {task.unit.start + i: d for i, d in enumerate(task.region)}
         (outcome,) = compute_units(st, cfg, [task.unit], digests, task.paths,
-                                   runner=lambda: worker_runner(cfg, task.batch_size), workers=task.workers,
+                                   runner=lambda: worker_runner(cfg, task.batch_size, task.device), workers=task.workers,
                                    batch_size=task.batch_size, record_failures=None)
     return outcome
 
@@ -178,7 +179,7 @@ class DaskExecutor(Executor):
             task = UnitTask(str(st.path), st.token, config, plan.batch_size, unit,
                             tuple(row_digests[unit.start:unit.stop]),
                             {row_digests[r]: paths[row_digests[r]] for r in unit.rows},
-                            workers or self.decode_threads)
+                            workers or self.decode_threads, plan.device)
             # a deterministic key per unit and run: a retried task is the same task
             futures.append(self.client.submit(run_unit, task, key=self._key(plan.key, unit.start, st.token[:8])))
         try:

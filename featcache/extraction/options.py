@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..backbones import DEFAULT_BACKBONE
+from ..backbones.devices import resolve_device, resolve_precision
 from ..backbones.model import resolve_config
-from ..config import FeatureConfig
+from ..config import Compute, FeatureConfig
 from ..errors import ParameterError
 from ..ingest.augment import AugmentParams
 from ..ingest.scan import SplitFractions
@@ -23,11 +24,15 @@ class ExtractOptions:
     pooling: str = "avg"
     weights: str = "imagenet"  # "imagenet", "random" (tests) or a local weights file (one backbone)
     dtype: str = "float16"
-    batch_size: int = 32
+    batch_size: int | str = 32  # or "auto": the largest that fits the device (a CPU: 32), recorded
     workers: int | None = None  # decoding threads; None: up to 4
     chunk_rows: int | None = None  # rows per store chunk (= per work unit); None: about 2 MB of features
     strict: bool = False  # stop at the first unreadable image instead of skipping it
     progress: bool = True
+    precision: str = "float32"  # "mixed" (the device's fast mixed policy) or a Keras dtype policy
+    jit: bool = False  # XLA-compile the forward pass
+    jpeg_draft: bool = False  # decode large JPEGs at reduced scale: faster, other pixels (recorded)
+    device: str | None = None  # "cpu", "gpu", "gpu:N"; None: the first GPU if there is one
 
     def __post_init__(self):
         if isinstance(self.backbones, str):  # one name, not a sequence of one-letter names
@@ -35,14 +40,22 @@ class ExtractOptions:
         object.__setattr__(self, "backbones", tuple(self.backbones))
         if not self.backbones:
             raise ParameterError("backbones", "give at least one backbone")
-        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
-            raise ParameterError("batch_size", f"must be from 1 to {MAX_BATCH_SIZE}, got {self.batch_size}")
+        if self.batch_size != "auto" and not (isinstance(self.batch_size, int) and 1 <= self.batch_size <= MAX_BATCH_SIZE):
+            raise ParameterError("batch_size", f"must be from 1 to {MAX_BATCH_SIZE}, or auto, got {self.batch_size}")
         for name in ("workers", "chunk_rows"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ParameterError(name, f"must be at least 1, got {getattr(self, name)}")
         if self.weights not in ("imagenet", "random") and len(self.backbones) > 1:
             raise ParameterError("weights", "a weights file applies to a single backbone; extract one at a time")
 
+    def resolved_device(self) -> str | None:
+        """The TensorFlow device name of ``device`` (None: TensorFlow's choice, a GPU if any)."""
+        return resolve_device(self.device)
+
     def feature_configs(self) -> list[FeatureConfig]:
-        return [FeatureConfig(resolve_config(b, self.image_size, self.pooling, self.weights), self.augment, self.dtype)
-                for b in self.backbones]
+        precision = self.precision
+        if precision != "float32":  # "mixed" depends on the device; float32 never needs to ask
+            precision = resolve_precision(precision, self.resolved_device())
+        compute = Compute(precision, self.jit, self.jpeg_draft)
+        return [FeatureConfig(resolve_config(b, self.image_size, self.pooling, self.weights), self.augment, self.dtype,
+                              compute) for b in self.backbones]

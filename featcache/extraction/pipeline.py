@@ -119,8 +119,9 @@ def _extract(st: FeatureStore, data_dir, configs, options: ExtractOptions, manif
         raise FeatcacheError(f"{manifest.root}/{first.path}: {first.reason} (strict mode; {len(known_bad)} "
                              "image(s) in this store could not be decoded)")
     plans: list[ConfigPlan] = []
+    device = options.resolved_device()
     for cfg in configs:
-        plan = plan_config(st, cfg, manifest.digests, options.batch_size, options.chunk_rows)
+        plan = plan_config(st, cfg, manifest.digests, options.batch_size, options.chunk_rows, device)
         if any(p.key == plan.key for p in plans):  # the same config twice: computed once
             plan = replace(plan, units=[], reused=len(set(manifest.digests)))
         plans.append(plan)

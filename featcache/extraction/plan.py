@@ -6,6 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
+from ..backbones.devices import largest_batch
 from ..config import FeatureConfig
 from ..stores import FeatureStore, WorkUnit
 from .runner import BackboneRunner, feature_dim
@@ -19,6 +22,7 @@ class ConfigPlan:
     batch_size: int  # the forward batch size the config was started with: a resume keeps it
     reused: int  # rows already computed
     runner: BackboneRunner | None = None  # built while planning when the feature size needs the model
+    device: str | None = None  # TensorFlow device name; None: TensorFlow's choice
 
     @property
     def todo(self) -> int:
@@ -29,21 +33,42 @@ class ConfigPlan:
         return sum(len(u.repairs) for u in self.units)
 
     def runner_factory(self) -> Callable[[], BackboneRunner]:
-        return lambda: self.runner or BackboneRunner(self.cfg, self.batch_size)
+        return lambda: self.runner or BackboneRunner(self.cfg, self.batch_size, self.device)
 
 
-def plan_config(st: FeatureStore, cfg: FeatureConfig, digests: list[str], batch_size: int,
-                chunk_rows: int | None) -> ConfigPlan:
+def plan_config(st: FeatureStore, cfg: FeatureConfig, digests: list[str], batch_size: int | str,
+                chunk_rows: int | None, device: str | None = None) -> ConfigPlan:
     # A resume keeps the batch size the config was started with: other batch shapes round differently
     found = st.find_config(cfg)
     batch_size = (st.batch_size(found) if found is not None else None) or batch_size
     runner = None
+    if batch_size == "auto":
+        batch_size, runner = _largest_batch(cfg, device)
     dim = feature_dim(cfg)
     if dim is None:  # flatten: the size depends on the spatial output, so build the model first
-        runner = BackboneRunner(cfg, batch_size)
+        runner = runner or BackboneRunner(cfg, batch_size, device)
         dim = runner.dim
     key = st.ensure_config(cfg, dim, chunk_rows, batch_size)
     units = st.plan(key, digests)
     if units and st.batch_size(key) is None:  # a config of an older featcache: from now on, this one
         st.record_batch_size(key, batch_size)
-    return ConfigPlan(cfg, key, units, batch_size, len(set(digests)) - sum(len(u.rows) for u in units), runner)
+    return ConfigPlan(cfg, key, units, batch_size, len(set(digests)) - sum(len(u.rows) for u in units), runner,
+                      device)
+
+
+def _largest_batch(cfg: FeatureConfig, device: str | None) -> tuple[int, BackboneRunner | None]:
+    """--batch-size auto: the largest batch one forward pass fits in memory, and the model it
+    was tried on (None on a CPU, where nothing is tried)."""
+    runner: BackboneRunner | None = None
+
+    def fits(batch: int) -> None:
+        nonlocal runner
+        runner = runner or BackboneRunner(cfg, batch, device)
+        runner.batch_size = batch
+        size = cfg.backbone.input_size
+        runner(np.zeros((batch, size, size, 3), np.uint8))
+
+    batch = largest_batch(fits, device)
+    if runner is not None:
+        runner.batch_size = batch
+    return batch, runner

@@ -17,11 +17,12 @@ from ..stores import WorkUnit
 
 class ImageReader:
     def __init__(self, paths_by_digest: Mapping[str, str], row_digests: Sequence[str] | Mapping[int, str], size: int,
-                 augment: AugmentParams, workers: int):
+                 augment: AugmentParams, workers: int, jpeg_draft: bool = False):
         self.paths = paths_by_digest
         self.row_digests = row_digests
         self.size = size
         self.augment = augment
+        self.jpeg_draft = jpeg_draft
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="featcache-read")
 
     def load(self, row: int) -> np.ndarray | SkippedImage:
@@ -29,7 +30,7 @@ class ImageReader:
         digest = self.row_digests[row]
         path = self.paths[digest]
         try:
-            image = read_image(path, self.size)
+            image = read_image(path, self.size, self.jpeg_draft)
         except ImageDecodeError as exc:
             return SkippedImage(path, exc.reason)
         out = np.empty((self.augment.views, *image.shape), np.uint8)

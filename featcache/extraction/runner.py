@@ -8,6 +8,7 @@ preprocessed into the other of two input buffers.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,22 +24,30 @@ from ..stores import WorkUnit
 from .reader import SkippedImage
 
 
-def _build_model(config: BackboneConfig):
+def _build_model(config: BackboneConfig, precision: str = "float32"):
     """build_feature_extractor, with weights="random" made ONE network: Keras draws the seed of an
     unseeded initializer from Python's global RNG, so without this every run (and every resume) of a
     "random" config would compute with different weights under the same store key."""
     if config.weights != "random":
-        return build_feature_extractor(config)
+        return build_feature_extractor(config, precision)
     import keras  # noqa: F401  (importing it draws from Python's RNG: do that before seeding)
 
     py_state, np_state = random.getstate(), np.random.get_state()
     random.seed(0)
     np.random.seed(0)
     try:
-        return build_feature_extractor(config)
+        return build_feature_extractor(config, precision)
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
+
+
+def _device_scope(device: str | None):
+    if device is None:
+        return contextlib.nullcontext()
+    import tensorflow as tf
+
+    return tf.device(device)
 
 
 def feature_dim(cfg: FeatureConfig) -> int | None:
@@ -47,14 +56,19 @@ def feature_dim(cfg: FeatureConfig) -> int | None:
 
 
 class BackboneRunner:
-    """uint8 image batches -> pooled float32 features, at a fixed batch shape. The preprocessing is
-    the record's numbers (``cfg.backbone.preprocess``), the same ones export puts in the graph."""
+    """uint8 image batches -> pooled float32 features, at a fixed batch shape, on ``device`` (a
+    TensorFlow device name; None: TensorFlow's choice). The preprocessing is the record's numbers
+    (``cfg.backbone.preprocess``), the same ones export puts in the graph; the precision and XLA
+    compilation are the record's too (``cfg.compute``)."""
 
-    def __init__(self, cfg: FeatureConfig, batch_size: int):
+    def __init__(self, cfg: FeatureConfig, batch_size: int, device: str | None = None):
         self.cfg = cfg
         self.batch_size = batch_size
         self.preprocess = cfg.backbone.preprocess
-        self.model = _build_model(cfg.backbone)
+        self.device = device
+        with _device_scope(device):
+            self.model = _build_model(cfg.backbone, cfg.compute.precision)
+        self.model.jit_compile = cfg.compute.jit
         self.dim = int(self.model.output_shape[-1])
         self._inputs: dict[int, np.ndarray] = {}  # float32 batches by slot, reused: no fresh pages per batch
 
@@ -73,7 +87,8 @@ class BackboneRunner:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """A prepared batch -> (batch_size, D) float32 features."""
-        return np.asarray(self.model.predict_on_batch(x))
+        with _device_scope(self.device):
+            return np.asarray(self.model.predict_on_batch(x))
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """(n, S, S, 3) uint8 -> (n, D) float32, in fixed-size batches: features of a few images."""

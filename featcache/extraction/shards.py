@@ -70,8 +70,8 @@ def run_shard(data_dir: str | Path, store: str | Path, options: ExtractOptions, 
         workers = options.workers or min(4, os.cpu_count() or 1)
         for cfg, key in keys:
             units = st.pending_units(key, manifest.digests, chunks=shard.owns)
-            plan = ConfigPlan(cfg, key, units, st.batch_size(key) or options.batch_size,
-                              _owned_rows(st, key, manifest, shard) - sum(len(u.rows) for u in units))
+            plan = ConfigPlan(cfg, key, units, st.batch_size(key), _owned_rows(st, key, manifest, shard)
+                              - sum(len(u.rows) for u in units), device=options.resolved_device())
             run = ConfigRun(key, cfg.backbone.name, 0, plan.reused, 0, 0.0, cfg.augment.views, repaired=plan.repaired,
                             batch_size=plan.batch_size, pending=plan.todo)
             result.configs.append(run)
