@@ -8,22 +8,53 @@ from pathlib import Path
 
 import click
 
+from ..serve.calibration import DEFAULT_SIZE, CalibrationOptions
 from .common import command, emit_json
 
 
-@command("export", uses_tensorflow=True)
+@command("export", uses_tensorflow=True, flag_aliases={"format": "fmt"})
 @click.argument("run_dir", type=click.Path())
-@click.option("--out", "-o", required=True, type=click.Path(), help="Output .keras file.")
-def export_cmd(run_dir, out):
-    """Write one Keras model (raw RGB image -> class probabilities) from a fit-head run folder.
+@click.option("--out", "-o", required=True, type=click.Path(),
+              help="Model to write: a .keras or .tflite file, or a SavedModel folder.")
+@click.option("--format", "fmt", default=None, metavar="keras|savedmodel|tflite",
+              help="Model format  [default: tflite for an --out ending in .tflite, else keras]")
+@click.option("--quantize", default="none", show_default=True, metavar="none|float16|int8",
+              help="TFLite only: float16 weights, or full-integer int8 calibrated on training images.")
+@click.option("--calibration-images", multiple=True, type=click.Path(),
+              help="int8: calibrate on these image files or folders instead of the store's training images.")
+@click.option("--calibration-size", type=click.IntRange(1), default=None,
+              help=f"int8: how many calibration images (a seeded sample)  [default: {DEFAULT_SIZE}]")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def export_cmd(run_dir, out, fmt, quantize, calibration_images, calibration_size, as_json):
+    """Write one model (raw RGB image -> class probabilities) from a fit-head run folder.
 
-    The model does the backbone's preprocessing in the graph; class names are stored inside it
-    and in OUT's sidecar .labels.json.
+    \b
+    keras       a .keras file of Keras' own layers: keras.saving.load_model, no featcache needed
+    savedmodel  a SavedModel folder for TF Serving: uint8 images or encoded image bytes in
+    tflite      a .tflite file for phones (LiteRT): float32, float16, or int8 (--quantize)
+
+    The backbone's preprocessing is in the graph; class names are stored inside the model where
+    the format allows and in OUT's sidecar .labels.json. `featcache predict OUT ...` checks it.
     """
-    from ..serve.export import export
+    from ..serve.export import export_model
 
-    path = export(run_dir, out)
-    click.echo(f"exported {path} (+ {Path(path).with_suffix('.labels.json').name})")
+    calibration = None
+    if calibration_images or calibration_size is not None:
+        calibration = CalibrationOptions(tuple(calibration_images), calibration_size or DEFAULT_SIZE)
+    result = export_model(run_dir, out, fmt, quantize, calibration)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    kind = result.format + ("" if result.quantize == "none" else f" {result.quantize}")
+    click.echo(f"exported {kind} model {result.path} ({result.size_bytes / 2**20:.1f} MiB) + {result.sidecar.name}")
+    if result.calibration:
+        c = result.calibration
+        click.echo(f"int8 calibrated on {c['images']} images from {c['source']}; on them its top class is the "
+                   f"float model's for {c['top1_agreement_with_float']:.1%}")
+        if c["top1_agreement_with_float"] < 0.95:
+            click.secho("warning: the int8 model often disagrees with the float one; a logreg head quantizes "
+                        "worst (its standardization is folded into the weights): try an mlp or linear head, "
+                        "or --quantize float16", fg="yellow", err=True)
 
 
 @command("predict", uses_tensorflow=True)
@@ -38,7 +69,8 @@ def export_cmd(run_dir, out):
               help="Take each file's parent folder name as its true class and report the accuracy.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def predict_cmd(model, inputs, top_k, batch_size, fmt, folder_labels, quiet):
-    """Classify image files or folders with MODEL: a fit-head run folder or an exported .keras file.
+    """Classify image files or folders with MODEL: a fit-head run folder, or a model from export
+    (a .keras file, a SavedModel folder or a .tflite file).
 
     Exit code 1 when any file could not be read or predicted (the others are still predicted).
     """

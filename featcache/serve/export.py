@@ -1,23 +1,25 @@
-"""Re-attach the frozen backbone(s) to a trained head: one Keras model from raw RGB images to class
-probabilities, saved as a single ``.keras`` file.
+"""Re-attach the frozen backbone(s) to a trained head: one model from raw RGB images to class
+probabilities, written as a Keras file, a SavedModel or a TFLite model (``formats/``).
 
-The model takes (B, S, S, 3) RGB images, uint8 or float in 0-255, at the backbone's input size,
-and does the backbone's preprocessing in the graph, with the numbers recorded in the run's feature
-configs (the ones extraction used). With several backbones of different input sizes it has one
-input per size, named ``image_<S>``, in ascending size order. The class names travel inside the
-file (config of the final ``ClassNames`` layer) and in a sidecar ``<model>.labels.json``.
+The model takes (B, S, S, 3) RGB images, 0-255, at the backbone's input size, and does the
+backbone's preprocessing in the graph, with the numbers recorded in the run's feature configs (the
+ones extraction used). With several backbones of different input sizes it has one input per size,
+named ``image_<S>``, in ascending size order. It is made of Keras' own layers only, so every
+format loads without featcache. The class names travel inside the model where the format allows
+and in a sidecar ``<model>.labels.json``.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .. import __version__
 from ..config import FeatureConfig
 from ..errors import FeatcacheError, ParameterError, describe_error
 from ..train.run import CONFIG_FILE, TrainedRun, load_run, make_folder
+from .calibration import CalibrationOptions, choose
 from .checks import check_model
+from .formats import FORMATS, ExportFormat, ExportJob, ExportResult
+from .labels import check_sidecar_path
 
 
 def build_end_to_end(features: list[FeatureConfig], head_model, classes: list[str]):
@@ -25,23 +27,21 @@ def build_end_to_end(features: list[FeatureConfig], head_model, classes: list[st
     import keras
 
     from ..backbones.model import build_feature_extractor
-    from .layers import ChannelAffine, ClassNames
+    from .layers import preprocessing
 
     sizes = sorted({f.backbone.input_size for f in features})
     inputs = {s: keras.Input((s, s, 3), name="image" if len(sizes) == 1 else f"image_{s}") for s in sizes}
     parts = []
     for i, cfg in enumerate(features):
-        x = ChannelAffine.from_preprocess(cfg.backbone.preprocess, name=f"preprocess_{i}")(
-            inputs[cfg.backbone.input_size])
-        extractor = build_feature_extractor(cfg.backbone)
+        x = preprocessing(inputs[cfg.backbone.input_size], cfg.backbone.preprocess, name=f"preprocess_{i}")
+        extractor = build_feature_extractor(cfg.backbone, cfg.compute.precision)  # as extracted
         extractor.name = f"backbone_{i}_{cfg.backbone.name}"
         parts.append(extractor(x))
     x = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="features")(parts)
     takes, given = tuple(head_model.input_shape[1:]), tuple(x.shape[1:])
     if takes != given:  # Keras' own error here names neither the head nor the backbones
         raise FeatcacheError(f"the head takes features of shape {takes} but the backbone(s) give {given}")
-    probs = ClassNames(classes, name="class_names")(head_model(x))
-    return keras.Model([inputs[s] for s in sizes], probs, name="featcache_classifier")
+    return keras.Model([inputs[s] for s in sizes], head_model(x), name="featcache_classifier")
 
 
 def build_run_model(run: TrainedRun):
@@ -56,39 +56,61 @@ def build_run_model(run: TrainedRun):
                              f"({reason}); restore the folder or re-run fit-head") from exc
 
 
-def _check_out(out: str | Path) -> Path:
+def resolve_format(name: str | None, out: str | Path) -> ExportFormat:
+    """The named format; without a name, tflite for an --out ending in .tflite, else keras."""
+    if name is None:
+        name = "tflite" if Path(out).suffix == ".tflite" else "keras"
+    try:
+        return FORMATS.get(name)
+    except FeatcacheError as exc:
+        raise ParameterError("format", str(exc)) from None
+
+
+def check_options(fmt: ExportFormat, quantize: str, calibration: CalibrationOptions | None) -> None:
+    if quantize not in fmt.quantizations:
+        quantized = [f"{f.name} ({', '.join(f.quantizations)})" for f in FORMATS if len(f.quantizations) > 1]
+        raise ParameterError("quantize", f"{quantize!r} is not a quantization of the {fmt.name} format, which "
+                                         f"takes {', '.join(fmt.quantizations)}; quantized formats: "
+                                         f"{'; '.join(quantized)}")
+    if calibration is not None and quantize != "int8":
+        raise ParameterError("calibration_images" if calibration.images else "calibration_size",
+                             "only an int8 model is calibrated (add --quantize int8, or leave this out)")
+
+
+def check_out(out: str | Path, fmt: ExportFormat) -> Path:
     """Where the model and its sidecar can be written; checked before the model is built."""
     out = Path(out).expanduser()
-    if out.is_dir():
-        raise ParameterError("out", f"{out} is a folder; give the model file to write, e.g. {out / 'model.keras'}")
-    if out.suffix != ".keras":
-        raise ParameterError("out", f"{out}: the exported model file must end in .keras")
-    sidecar = out.with_suffix(".labels.json")
-    if sidecar.is_dir():
-        raise ParameterError("out", f"{sidecar} is a folder, where the model's class names would be written; "
-                                    "choose another model file name")
+    if fmt.suffix:
+        if out.is_dir():
+            raise ParameterError("out", f"{out} is a folder; give the model file to write, e.g. "
+                                        f"{out / ('model' + fmt.suffix)}")
+        if out.suffix != fmt.suffix:
+            raise ParameterError("out", f"{out}: the exported {fmt.name} model file must end in {fmt.suffix}"
+                                        + (" (or give --format savedmodel|tflite)" if fmt.name == "keras" else ""))
+    elif out.is_file():
+        raise ParameterError("out", f"{out} is a file; a {fmt.name} model is a folder: give a new folder name")
+    elif out.is_dir() and any(out.iterdir()) and not fmt.holds(out):
+        raise ParameterError("out", f"{out} is a folder holding other files; give a new folder name")
+    check_sidecar_path(out)
     make_folder(out.parent, "out")
     return out
 
 
-def save_model(model, classes: list[str], out: str | Path) -> Path:
-    """The model as ``out`` (.keras) plus the ``.labels.json`` sidecar."""
-    out = _check_out(out)
-    labels = {"classes": list(classes), "input_sizes": [int(t.shape[1]) for t in model.inputs],
-              "input": "RGB images, uint8 or float 0-255, (batch, size, size, 3)",
-              "featcache_version": __version__}
-    try:
-        model.save(out)
-        out.with_suffix(".labels.json").write_text(json.dumps(labels, indent=2))
-    except OSError as exc:  # no permission, disk full
-        raise ParameterError("out", f"cannot write {out} ({exc.strerror})") from exc
-    return out
-
-
-def export(run_dir: str | Path, out: str | Path) -> Path:
-    """A fit-head run folder -> one end-to-end ``.keras`` model file."""
-    _check_out(out)  # before the backbones are built: a bad path should fail at once
+def export_model(run_dir: str | Path, out: str | Path, format: str | None = None, quantize: str = "none",
+                 calibration: CalibrationOptions | None = None) -> ExportResult:
+    """A fit-head run folder -> one model in ``format`` (keras, savedmodel, tflite; default: from
+    ``out``'s ending) plus its ``.labels.json`` sidecar. ``quantize`` (tflite): none, float16 or
+    int8; int8 calibrates on ``calibration`` (default: 100 of the store's training images)."""
+    fmt = resolve_format(format, out)
+    check_options(fmt, quantize, calibration)
+    out = check_out(out, fmt)  # before the backbones are built: a bad path should fail at once
     run = load_run(run_dir)
+    images = choose(calibration or CalibrationOptions(), run) if quantize == "int8" else None
     model = build_run_model(run)
     check_model(model, run.config.classes, f"run folder {run.path}", str(run.path / CONFIG_FILE))
-    return save_model(model, run.config.classes, out)
+    return fmt.write(ExportJob(model, run.config.classes, f"run folder {run.path}", images), out, quantize)
+
+
+def export(run_dir: str | Path, out: str | Path, **options) -> Path:
+    """``export_model``, returning the model's path."""
+    return export_model(run_dir, out, **options).path

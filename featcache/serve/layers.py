@@ -1,15 +1,36 @@
-"""Keras layers featcache puts into exported models (registered so `keras.saving.load_model` finds them)."""
+"""The preprocessing featcache puts into exported models, and the custom layers of older exports.
+
+Exported models are built from Keras' own layers only (``preprocessing``), so a plain
+``keras.saving.load_model`` reads them without featcache. ``ChannelAffine`` and ``ClassNames`` are
+what featcache 0.1 exported with; they stay registered so those files still load in
+``featcache predict``.
+"""
 
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 from ..backbones.spec import Preprocess
 
 
+def preprocessing(x, pre: Preprocess, name: str):
+    """RGB 0-255 -> what the backbone expects, with the numbers a feature config recorded. A
+    per-channel Rescaling is the affine map; a BGR backbone (caffe) gets the channels reversed after
+    it by a frozen 1x1 Dense holding a permutation (exact: one weight of 1 per output)."""
+    if not pre.bgr:
+        return keras.layers.Rescaling(list(pre.scale), list(pre.offset), name=name)(x)
+    # y[c] = x[2 - c] * scale[c] + offset[c]: rescale in RGB order with reversed numbers, then permute
+    x = keras.layers.Rescaling(list(pre.scale[::-1]), list(pre.offset[::-1]), name=name)(x)
+    reverse = keras.layers.Dense(3, use_bias=False, trainable=False, name=f"{name}_bgr")
+    y = reverse(x)
+    reverse.set_weights([np.eye(3, dtype=np.float32)[::-1]])
+    return y
+
+
 @keras.saving.register_keras_serializable(package="featcache")
 class ChannelAffine(keras.layers.Layer):
-    """The backbone's preprocessing inside the graph: raw RGB 0-255 in, what the backbone expects out."""
+    """(featcache 0.1 exports; benchmarks) The backbone's preprocessing inside the graph: raw RGB 0-255 in, what the backbone expects out."""
 
     def __init__(self, scale, offset, bgr=False, **kwargs):
         super().__init__(**kwargs)
@@ -34,7 +55,7 @@ class ChannelAffine(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="featcache")
 class ClassNames(keras.layers.Layer):
-    """Identity on the probabilities; carries the class names inside a saved model."""
+    """(featcache 0.1 exports) Identity on the probabilities; carries the class names in its config."""
 
     def __init__(self, class_names, **kwargs):
         super().__init__(**kwargs)

@@ -1,27 +1,27 @@
 """Classify image files with a trained model: a fit-head run folder (the backbone re-attached to
-the head on the fly) or a ``.keras`` file written by export.
+the head on the fly) or a model written by export: a ``.keras`` file, a SavedModel folder or a
+``.tflite`` file (``formats/`` reads each).
 
-A ``.keras`` file from elsewhere works too when featcache can feed it: RGB inputs of one fixed
-square size each, one (batch, classes) output of probabilities, and its class names inside (a
-``class_names`` layer) or in a ``<model>.labels.json`` sidecar. Anything else (variable or
-non-square image size, greyscale input, class names not matching the outputs, outputs that are
-not probabilities) is refused with a FeatcacheError rather than guessed at; an image the model
-gives NaN or infinite numbers for gets an error record, never a label.
+A model from elsewhere works too when featcache can feed it: RGB inputs of one fixed square size
+each, one (batch, classes) output of probabilities, and its class names inside or in a
+``<model>.labels.json`` sidecar. Anything else (variable or non-square image size, greyscale
+input, class names not matching the outputs, outputs that are not probabilities) is refused with a
+FeatcacheError rather than guessed at; an image the model gives NaN or infinite numbers for gets an
+error record, never a label.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import FeatcacheError, describe_error
+from ..errors import FeatcacheError
 from ..ingest.decode import collect_image_files, iter_image_batches
 from ..paths import printable_path
 from ..progress import progress_bar
-from ..train.run import CONFIG_FILE, check_archive, load_run
+from ..train.run import CONFIG_FILE, load_run
 from .checks import check_model
 
 
@@ -44,7 +44,7 @@ PROBABILITY_TOLERANCE = 1e-2
 NOT_FINITE = "the model gave NaN or infinite probabilities for this image"
 
 
-def _finite_rows(probs: np.ndarray, source: str) -> np.ndarray:
+def _finite_rows(probs: np.ndarray, source: str, tolerance: float = PROBABILITY_TOLERANCE) -> np.ndarray:
     """Which rows are finite. Finite rows must be probability distributions: checked on the
     outputs themselves, of every batch (cheap), because the softmax may sit in a Dense layer's
     activation, an Activation or Softmax layer, or a custom layer, so no layer inspection is sure;
@@ -53,7 +53,7 @@ def _finite_rows(probs: np.ndarray, source: str) -> np.ndarray:
     rows = probs[finite].astype(np.float64)  # a float16 sum would add its own error
     if len(rows):
         low, gap = float(rows.min()), float(np.abs(rows.sum(axis=1) - 1).max())
-        if low < -PROBABILITY_TOLERANCE or gap > PROBABILITY_TOLERANCE:
+        if low < -tolerance or gap > tolerance:
             raise FeatcacheError(f"{source}: its outputs are not class probabilities (each image's values must be "
                                  f">= 0 and sum to 1; got a value of {low:.4g} and a sum off by {gap:.4g}); end "
                                  "the model with a softmax activation")
@@ -61,13 +61,18 @@ def _finite_rows(probs: np.ndarray, source: str) -> np.ndarray:
 
 
 class Classifier:
-    """Raw image files -> class probabilities, through one end-to-end Keras model. ``source``
-    names the model in error messages, ``classes_from`` where its class names came from."""
+    """Raw image files -> class probabilities, through one end-to-end model: a Keras model, or
+    anything with its ``inputs``, ``outputs`` and ``predict_on_batch`` (formats/ wraps SavedModel
+    and TFLite so). ``source`` names the model in error messages, ``classes_from`` where its class
+    names came from; ``tolerance``: how far a row's sum may stray from 1 (quantized outputs stray
+    further)."""
 
-    def __init__(self, model, classes: list[str], source: str = "the model", classes_from: str = "the class list"):
+    def __init__(self, model, classes: list[str], source: str = "the model", classes_from: str = "the class list",
+                 tolerance: float = PROBABILITY_TOLERANCE):
         self.model = model
         self.classes = list(classes)
         self.source = source
+        self.tolerance = tolerance
         self.input_sizes = check_model(model, self.classes, source, classes_from)
 
     def predict_images(self, images_by_size: list[np.ndarray]) -> np.ndarray:
@@ -85,7 +90,7 @@ class Classifier:
             results += preds
             if batch.decoded:
                 probs = self.predict_images(batch.images)
-                finite = _finite_rows(probs, self.source)
+                finite = _finite_rows(probs, self.source, self.tolerance)
                 for i, p, ok in zip(batch.decoded, probs, finite, strict=True):
                     if not ok:
                         preds[i].error = NOT_FINITE
@@ -99,9 +104,14 @@ class Classifier:
 
 
 def load_classifier(path: str | Path) -> Classifier:
-    """A run folder written by `featcache fit-head`, or a `.keras` file written by `featcache export`
-    (or any Keras classifier of RGB images with its class names in a ``.labels.json`` sidecar)."""
+    """A run folder written by `featcache fit-head`, or a model written by `featcache export`: a
+    .keras file, a SavedModel folder or a .tflite file (or any such classifier of RGB images with
+    its class names in a ``.labels.json`` sidecar)."""
+    from .formats import format_holding
+
     path = Path(path).expanduser()
+    if (fmt := format_holding(path)) is not None:
+        return fmt.load(path)
     if path.is_dir():
         from .export import build_run_model
 
@@ -109,51 +119,10 @@ def load_classifier(path: str | Path) -> Classifier:
         return Classifier(build_run_model(run), run.config.classes, f"run folder {run.path}",
                           str(run.path / CONFIG_FILE))
     if not path.exists():
-        raise FeatcacheError(f"{path} does not exist; give a run folder from `featcache fit-head` or a .keras "
-                             "file from `featcache export`")
-    if path.suffix == ".keras" and path.is_file():
-        return _load_keras_file(path)
-    raise FeatcacheError(f"{path}: expected a run folder from `featcache fit-head` or a .keras file "
-                         "from `featcache export`")
-
-
-def _load_keras_file(path: Path) -> Classifier:
-    import keras
-
-    from . import layers  # noqa: F401  (registers featcache's layers for deserialisation)
-
-    check_archive(path, "export it again or copy it over again")
-    try:
-        # compile=False: only predicted with, so a foreign model's loss or optimizer need not load
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as exc:  # keras raises many types for a bad file
-        raise FeatcacheError(f"{path}: cannot load as a Keras model ({describe_error(exc)})") from exc
-    classes = getattr(next((layer for layer in model.layers if layer.name == "class_names"), None),
-                      "class_names", None)
-    if classes is not None:
-        return Classifier(model, classes, str(path), "its 'class_names' layer")
-    sidecar = path.with_suffix(".labels.json")
-    return Classifier(model, _sidecar_classes(path, sidecar), str(path), str(sidecar))
-
-
-def _sidecar_classes(path: Path, sidecar: Path) -> list[str]:
-    """The class names of a ``.labels.json`` sidecar: {"classes": ["name of output 0", ...], ...}."""
-    expected = '{"classes": ["name of output 0", "name of output 1", ...]}'
-    if not sidecar.is_file():
-        raise FeatcacheError(f"{path}: no class names inside and no {sidecar.name} beside it; write one "
-                             f"holding {expected}")
-    try:
-        d = json.loads(sidecar.read_bytes())
-    except OSError as exc:
-        raise FeatcacheError(f"{sidecar} cannot be read ({exc.strerror})") from exc
-    except ValueError as exc:  # UnicodeDecodeError included
-        raise FeatcacheError(f"{sidecar} is not valid JSON ({describe_error(exc)}); it must hold {expected}") from exc
-    if not isinstance(d, dict) or "classes" not in d:
-        raise FeatcacheError(f'{sidecar} has no "classes"; it must hold {expected}')
-    classes = d["classes"]
-    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-        raise FeatcacheError(f'{sidecar}: "classes" must be a list of class names (strings), as in {expected}')
-    return classes
+        raise FeatcacheError(f"{path} does not exist; give a run folder from `featcache fit-head` or a model "
+                             "from `featcache export` (.keras, .tflite or a SavedModel folder)")
+    raise FeatcacheError(f"{path}: expected a run folder from `featcache fit-head` or a model from "
+                         "`featcache export` (.keras, .tflite or a SavedModel folder)")
 
 
 @dataclass
