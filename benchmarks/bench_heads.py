@@ -36,6 +36,8 @@ from featcache.train.fit import load_training_data  # noqa: E402
 
 BACKBONE = "efficientnet_lite0"
 RESULTS = Path(__file__).parent / "results" / "heads.json"
+SCALE_RESULTS = Path(__file__).parent / "results" / "heads_scale.json"
+MLP_GRID = {"lr": [1e-3, 3e-4], "dropout": [0.3, 0.5], "hidden": [128, 256]}  # 8 configurations
 
 
 def epoch_timer():
@@ -160,12 +162,128 @@ def bench_logreg(store: Path) -> dict:
     return out
 
 
+def bench_mlp_sweep(store: Path, repeats: int) -> dict:
+    """8 mlp configurations trained together (one sweep) against one configuration's fit-head fit."""
+    from featcache.train.fit import fit_on_data
+    from featcache.train.sweep import sweep
+
+    data = load_training_data(store, ["efficientnet_lite0"])
+    one, together, best = [], [], None
+    for _ in range(repeats):
+        r = fit_on_data(data, make_head("mlp"), progress=False, evaluate_test=False)
+        one.append(r.fit_seconds)
+        sw = sweep(store, ["efficientnet_lite0"], "mlp", MLP_GRID, progress=False)
+        together.append(sw.fit_seconds)
+        best = {"params": sw.best.params, "val_accuracy": sw.best.val.accuracy,
+                "epochs": [t.result.summary["epochs_trained"] for t in sw.trials]}
+    one_s, sweep_s = float(np.median(one)), float(np.median(together))
+    return {"configurations": 8, "grid": MLP_GRID, "one_fit_s": one, "sweep_fit_s": together,
+            "one_fit_val_accuracy": r.val.accuracy, "sweep_best": best, "ratio_sweep_over_one_fit": sweep_s / one_s}
+
+
+def bench_c_sweep(store: Path, repeats: int) -> dict:
+    """featcache's stacked C sweep against scikit-learn fitting each C, cold, on the same rows."""
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
+
+    from featcache.train.sweep import sweep
+
+    data = load_training_data(store, ["efficientnet_lite0"])
+    n, v, d = data.X_train.shape
+    X = data.X_train.reshape(n * v, d)
+    y = np.repeat(data.y_train, v)
+    mean, std = X.mean(0), X.std(0)
+    std[std < 1e-8] = 1
+    Xs, Xv = ((X - mean) / std).astype(np.float32), ((data.X_val - mean) / std).astype(np.float32)
+    grid = sorted(DEFAULT_C_GRID)
+
+    def sklearn_loop(threads):
+        with threadpool_limits(limits=threads), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return [LogisticRegression(C=C, max_iter=1000).fit(Xs, y).score(Xv, data.y_val) for C in grid]
+
+    out = {"rows": int(n * v), "dim": int(d), "classes": len(data.classes), "grid": grid}
+    times = {"featcache_sweep": [], "sklearn_1_thread": [], "sklearn_default_threads": []}
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sw = sweep(store, ["efficientnet_lite0"], "logreg", {"C": grid}, progress=False)
+        times["featcache_sweep"].append(sw.fit_seconds)
+        start = time.perf_counter()
+        acc1 = sklearn_loop(1)
+        times["sklearn_1_thread"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        sklearn_loop(None)
+        times["sklearn_default_threads"].append(time.perf_counter() - start)
+    med = {k: float(np.median(t)) for k, t in times.items()}
+    by_c = {t.params["C"]: t.val.accuracy for t in sw.trials}
+    out.update(seconds=times, median_s=med,
+               featcache={"C": sw.best.params["C"], "val_accuracy": sw.best.val.accuracy, "per_C": by_c},
+               sklearn={"C": grid[int(np.argmax(acc1))], "val_accuracy": float(max(acc1)),
+                        "per_C": dict(zip(grid, acc1, strict=True))},
+               speedup_vs_sklearn_1_thread=med["sklearn_1_thread"] / med["featcache_sweep"],
+               speedup_vs_sklearn_default_threads=med["sklearn_default_threads"] / med["featcache_sweep"])
+    return out
+
+
+def bench_streaming(store: Path, epochs: int) -> dict:
+    """Median epoch time of the mlp head in memory and streamed from the same store (local disk)."""
+    out = {}
+    for name, limit in (("in_memory", None), ("streamed", "16MB")):
+        data = load_training_data(store, ["efficientnet_lite0"], memory_limit=limit)
+        timer = epoch_timer()
+        try:
+            make_head("mlp", {"epochs": epochs, "patience": epochs}).fit(
+                data.X_train, data.y_train, data.X_val, data.y_val, n_classes=len(data.classes), callbacks=[timer])
+        finally:
+            data.close()
+        out[name] = {"epoch_s": timer.times, "epoch_s_median": float(np.median(timer.times[1:])),
+                     "streamed": data.memory.streamed, "window_chunks": data.memory.window_chunks}
+    out["streamed_speed_vs_in_memory"] = out["in_memory"]["epoch_s_median"] / out["streamed"]["epoch_s_median"]
+    return out
+
+
+def main_scale(args) -> None:
+    from featcache.stores.synthetic import write_synthetic_store
+
+    store = args.work / "fmnist_sized.zarr"
+    if not store.exists():
+        write_synthetic_store(store, 5000, 1280, views=3, n_classes=10, separation=0.35)
+    print("mlp sweep ...", file=sys.stderr)
+    mlp = bench_mlp_sweep(store, args.repeats)
+    print("logreg C sweep ...", file=sys.stderr)
+    logreg = bench_c_sweep(store, args.repeats)
+    print("streaming ...", file=sys.stderr)
+    streaming = bench_streaming(store, args.stream_epochs)
+    result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "load_avg_1m": os.getloadavg()[0]},
+              "data": "synthetic, Fashion-MNIST-sized: 5000 images x 1280 dims, K=2 (V=3), 10 classes",
+              "mlp_sweep": mlp, "logreg_c_sweep": logreg, "streaming": streaming}
+    SCALE_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    SCALE_RESULTS.write_text(json.dumps(result, indent=2, default=float))
+    print(f"mlp sweep of 8 trained together: {mlp['ratio_sweep_over_one_fit']:.2f}x one configuration's fit "
+          f"(median {np.median(mlp['sweep_fit_s']):.1f} s vs {np.median(mlp['one_fit_s']):.1f} s)")
+    print(f"logreg 11-C sweep: {logreg['speedup_vs_sklearn_1_thread']:.1f}x scikit-learn per C (1 thread), "
+          f"{logreg['speedup_vs_sklearn_default_threads']:.1f}x (default threads); C {logreg['featcache']['C']} vs "
+          f"{logreg['sklearn']['C']}, val acc {logreg['featcache']['val_accuracy']:.4f} vs "
+          f"{logreg['sklearn']['val_accuracy']:.4f}")
+    print(f"streamed epoch: {streaming['streamed_speed_vs_in_memory']:.2f}x the in-memory speed "
+          f"({streaming['streamed']['epoch_s_median']:.3f} s vs {streaming['in_memory']['epoch_s_median']:.3f} s)")
+    print(f"written {SCALE_RESULTS}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--classic-epochs", type=int, default=2)
     ap.add_argument("--cached-epochs", type=int, default=30)
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "featcache-bench")
+    ap.add_argument("--scale", action="store_true", help="only part 3: big stores and wide sweeps")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--stream-epochs", type=int, default=6)
     args = ap.parse_args()
+    if args.scale:
+        args.work.mkdir(parents=True, exist_ok=True)
+        main_scale(args)
+        return
 
     data = fetch("orl-faces")
     args.work.mkdir(parents=True, exist_ok=True)

@@ -85,7 +85,8 @@ def test_sweep_json(store, tmp_path):
              "--out", tmp_path / "sw", "--json")
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
-    assert len(out["leaderboard"]) == 4
+    assert len(out["leaderboard"]) == 4 == out["trials"] and out["seconds"] >= out["fit_seconds"] > 0
+    assert all(row["fit_seconds"] > 0 and row["group_size"] == 4 for row in out["leaderboard"])  # trained together
     accs = [row["val_accuracy"] for row in out["leaderboard"]]
     assert accs == sorted(accs, reverse=True)
     assert out["best"]["test_accuracy"] is not None and Path(out["best"]["run_dir"]).is_dir()

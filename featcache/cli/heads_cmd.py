@@ -14,6 +14,12 @@ def _store_arg(f):
     return click.argument("store", type=click.Path())(f)
 
 
+def _memory_option(f):
+    return click.option("--memory-limit", default=None, metavar="SIZE",
+                        help="Memory for the features, e.g. 512MB or 2GB (default: half the available memory). "
+                             "Larger features are streamed from STORE.")(f)
+
+
 @command("fit-head", cls=HeadParamsCommand, uses_tensorflow=True)
 @_store_arg
 @click.option("-b", "--backbone", "backbones", multiple=True, required=True,
@@ -25,10 +31,11 @@ def _store_arg(f):
 @click.option("--tensorboard-dir", type=click.Path(), default=None, help="Write TensorBoard logs here.")
 @click.option("--checkpoint-every-epoch", is_flag=True,
               help="Keras heads: also keep weights.{epoch:02d}.weights.h5 for every epoch (Innolitics recipe).")
+@_memory_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def fit_head_cmd(store, backbones, head, out, seed, tensorboard_dir, checkpoint_every_epoch, quiet, as_json,
-                 **head_values):
+def fit_head_cmd(store, backbones, head, out, seed, tensorboard_dir, checkpoint_every_epoch, memory_limit, quiet,
+                 as_json, **head_values):
     """Train a head on the cached features of STORE and write a run folder.
 
     The run folder holds the head, config.json (what `featcache predict`/`export` need to
@@ -40,7 +47,7 @@ def fit_head_cmd(store, backbones, head, out, seed, tensorboard_dir, checkpoint_
 
     model = make_head(head, parse_head_values(get_head_class(head), head_values, grid=False), seed=seed)
     result = fit_head(store, list(backbones), model, out, seed=seed, tensorboard_dir=tensorboard_dir,
-                      checkpoint_every_epoch=checkpoint_every_epoch, progress=not quiet)
+                      checkpoint_every_epoch=checkpoint_every_epoch, progress=not quiet, memory_limit=memory_limit)
     if as_json:
         emit_json(result.to_dict())
         return
@@ -52,7 +59,8 @@ def fit_head_cmd(store, backbones, head, out, seed, tensorboard_dir, checkpoint_
             click.echo(f"  {name:<10} accuracy {m.accuracy:.4f}  macro-F1 {m.macro_f1:.4f}  (n={m.n})")
     extra = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in result.summary.items()
                       if k in ("epochs_trained", "best_epoch", "C") and v is not None)
-    click.echo(f"  fit {result.fit_seconds:.2f} s{f' ({extra})' if extra else ''} -> {result.run_dir}")
+    streamed = " (streamed from the store)" if result.memory and result.memory.streamed else ""
+    click.echo(f"  fit {result.fit_seconds:.2f} s{f' ({extra})' if extra else ''}{streamed} -> {result.run_dir}")
 
 
 @command("sweep", cls=HeadParamsCommand, grid=True, uses_tensorflow=True)
@@ -63,25 +71,29 @@ def fit_head_cmd(store, backbones, head, out, seed, tensorboard_dir, checkpoint_
 @click.option("--out", "-o", type=click.Path(), default=None,
               help="Write leaderboard.csv, sweep.json and one run folder per trial here.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@_memory_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def sweep_cmd(store, backbones, head, out, seed, quiet, as_json, **head_values):
+def sweep_cmd(store, backbones, head, out, seed, memory_limit, quiet, as_json, **head_values):
     """Train a head for every combination of the given values; rank them on validation.
 
     Each head option takes comma-separated values to try, e.g. --lr 1e-3,3e-4 --dropout 0.3,0.5.
-    Test accuracy is reported for the best combination only.
+    Keras heads of one batch size train together, sharing every batch; logreg solves all its C
+    values together. Test accuracy is reported for the best combination only.
     """
     from ..heads import get_head_class, make_head
     from ..train.sweep import sweep
 
     grid = parse_head_values(get_head_class(head), head_values, grid=True)
     result = sweep(store, list(backbones), make_head(head, seed=seed), grid, out=out, seed=seed,
-                   progress=not quiet)
+                   progress=not quiet, memory_limit=memory_limit)
     if as_json:
         emit_json(result.to_dict())
         return
-    columns = ["trial", *grid, "val_accuracy", "val_macro_f1", "val_loss", "fit_seconds"]
+    columns = ["trial", *grid, "val_accuracy", "val_macro_f1", "val_loss", "fit_seconds", "group"]
     echo_table(result.leaderboard(), columns)
+    click.echo(f"{len(result.trials)} trials in {result.seconds:.2f} s (fitting {result.fit_seconds:.2f} s; "
+               "fit_seconds: each trial's share of its group, trained together)")
     test = f"{result.test.accuracy:.4f}" if result.test else "- (no test images)"
     click.echo(f"best: {result.best.params or 'defaults'}  validation {result.best.val.accuracy:.4f}  test {test}")
     if result.out:

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from .base import Head, register_head
+from .data import StreamSampler, eval_blocks, is_stream
 from .params import Param
 from .tensorboard import epoch_logs_callback
 
@@ -171,8 +172,8 @@ class KerasHead(Head):
             progress: bool = False, checkpoint_every_epoch: bool = False, callbacks=()) -> KerasHead:
         import keras
 
-        X_train = np.asarray(X_train, np.float32)
-        if X_train.ndim < 3:
+        X_train = X_train if is_stream(X_train) else np.asarray(X_train, np.float32)
+        if len(X_train.shape) < 3:
             raise ValueError("X_train must be (n, V, D): the cached views of each training image")
         has_val = X_val is not None and len(X_val) > 0
         if n_classes is None:
@@ -183,7 +184,10 @@ class KerasHead(Head):
                       loss="categorical_crossentropy", metrics=["accuracy"])
         self.model_ = model
         self._set_classes(n_classes)
-        sampler = ViewSampler(X_train, keras.utils.to_categorical(y_train, n_classes), self.batch_size, self.seed)
+        if is_stream(X_train):  # batches read from the store (featcache.train.streaming)
+            sampler = StreamSampler(X_train, n_classes, self.batch_size, self.seed)
+        else:
+            sampler = ViewSampler(X_train, keras.utils.to_categorical(y_train, n_classes), self.batch_size, self.seed)
         cbs = keras.callbacks.CallbackList(
             self._callbacks(list(callbacks), has_val, workdir, tensorboard_dir, progress, checkpoint_every_epoch),
             add_history=True,
@@ -247,9 +251,8 @@ class KerasHead(Head):
                 break
         cbs.on_train_end(logs)
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X, np.float32)
-        out = [np.asarray(self.model_(X[i:i + 4096], training=False)) for i in range(0, len(X), 4096)]
+    def predict_proba(self, X) -> np.ndarray:
+        out = [np.asarray(self.model_(xb, training=False)) for xb in eval_blocks(X)]
         return np.concatenate(out) if out else np.zeros((0, self.n_classes_), np.float32)
 
     def to_keras(self):

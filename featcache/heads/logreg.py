@@ -6,6 +6,13 @@ ties broken by the lower log-loss. The grid is walked from strong to weak regula
 warm starts (each fit starts from the previous solution), which cuts the path's cost several
 fold. Without validation rows and without C, C=1.0 (scikit-learn's default) is used.
 
+Two solvers reach the same optimum (scikit-learn's objective and stopping test): scikit-learn's
+lbfgs, one C after another with warm starts (``solver="sklearn"``), and featcache's stacked L-BFGS
+(``solver="lbfgs"``, logreg_solver.py), which solves every C of the grid together in one pass over
+the rows per iteration and reads them in blocks, so it also trains on features streamed from a
+store. ``solver="auto"`` (the default) keeps scikit-learn for rows held in memory, as before, and
+takes the stacked solver for streamed rows.
+
 Learned state is saved as plain arrays (``logreg.npz``) and JSON (``logreg.json``), never pickle;
 prediction is numpy only, so a loaded head does not need scikit-learn.
 """
@@ -23,11 +30,15 @@ import numpy as np
 
 from ..errors import FeatcacheError
 from .base import Head, register_head
+from .data import eval_blocks, is_stream
+from .logreg_solver import moments, solve_path
 from .params import Param
 
 DEFAULT_C_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 FALLBACK_C = 1.0
 STATE_FILE, META_FILE, HISTORY_FILE = "logreg.npz", "logreg.json", "history.csv"
+SOLVERS = ("auto", "sklearn", "lbfgs")
+BLOCK_ROWS = 1024  # rows per block of the stacked solver on rows in memory
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -52,14 +63,18 @@ class LogRegHead(Head):
               low=0, low_open=True, optional=True, multiple=True),
         Param("max_iter", int, 1000, "Solver iterations per C.", low=1),
         Param("tol", float, 1e-4, "Solver tolerance.", low=0, low_open=True),
-        Param("warm_start", bool, True, "Start each C from the previous C's solution.", sweep=False),
+        Param("warm_start", bool, True, "Start each C from the previous C's solution (solver sklearn).",
+              sweep=False),
+        Param("solver", str, "auto", "sklearn: one C after another; lbfgs: every C together, rows in memory or "
+              "streamed; auto: sklearn in memory, lbfgs when streamed.", choices=SOLVERS, sweep=False),
         Param("seed", int, 0, "Solver seed.", sweep=False),
     )
 
     # -- learned state -> probabilities (numpy, float64) -----------------------------------------
-    def _logits(self, X: np.ndarray) -> np.ndarray:
-        Xs = (np.asarray(X, np.float64) - self.mean_) / self.scale_
-        return Xs @ self.coef_.T + self.intercept_
+    def _logits(self, X) -> np.ndarray:
+        out = [((np.asarray(xb, np.float64) - self.mean_) / self.scale_) @ self.coef_.T + self.intercept_
+               for xb in eval_blocks(X)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.intercept_)))
 
     @staticmethod
     def _proba_from_logits(z: np.ndarray) -> np.ndarray:
@@ -75,24 +90,18 @@ class LogRegHead(Head):
     def fit(self, X_train, y_train, X_val=None, y_val=None, *, n_classes: int | None = None,
             workdir: str | Path | None = None, tensorboard_dir: str | Path | None = None,
             progress: bool = False, checkpoint_every_epoch: bool = False) -> LogRegHead:
-        from sklearn.linear_model import LogisticRegression
         from threadpoolctl import threadpool_limits
 
-        X_train = np.asarray(X_train, np.float32)
-        if X_train.ndim < 3:
+        streamed = is_stream(X_train)
+        X_train = X_train if streamed else np.asarray(X_train, np.float32)
+        if len(X_train.shape) < 3:
             raise ValueError("X_train must be (n, V, D): the cached views of each training image")
         n, v = X_train.shape[:2]
-        X = X_train.reshape(n * v, -1)
-        y = np.repeat(np.asarray(y_train), v)  # row-major reshape: image i's views are rows i*v..i*v+v-1
+        y_train = np.asarray(y_train)
         n_classes = int(n_classes or 1 + np.max(y_train))
-        missing = sorted(set(range(n_classes)) - set(np.unique(y).tolist()))
+        missing = sorted(set(range(n_classes)) - set(np.unique(y_train).tolist()))
         if missing or n_classes < 2:
             raise FeatcacheError(f"logreg needs training images of every class (missing labels: {missing})")
-
-        self.mean_ = X.mean(axis=0, dtype=np.float64)
-        std = X.std(axis=0, dtype=np.float64)
-        self.scale_ = np.where(std > 1e-8, std, 1.0)  # constant features: leave them unscaled
-        Xs = ((X - self.mean_) / self.scale_).astype(np.float32)  # float32 halves memory; lbfgs keeps it
 
         has_val = X_val is not None and len(X_val) > 0
         if self.C is not None:
@@ -101,24 +110,32 @@ class LogRegHead(Head):
             grid = sorted(float(c) for c in (self.c_grid or DEFAULT_C_GRID))
         else:
             grid = [FALLBACK_C]
-
-        model = LogisticRegression(C=grid[0], max_iter=int(self.max_iter), tol=float(self.tol),
-                                   warm_start=bool(self.warm_start), random_state=int(self.seed))
+        self.solver_ = "lbfgs" if streamed or self.solver == "lbfgs" else "sklearn"
+        rows = _StreamedRows(X_train, y_train) if streamed else _MemoryRows(X_train, y_train)
+        self.mean_, self.scale_ = rows.mean, rows.scale
         # One BLAS thread: these matrix products are small, so threads cost more in synchronisation
         # than they save, and ~10x more when the cores are shared with other work (measured).
         with threadpool_limits(limits=1, user_api="blas"):
-            best = self._fit_path(model, grid, Xs, y, X_train, y_train, X_val if has_val else None, y_val)
+            if self.solver_ == "sklearn":
+                best = self._fit_path(grid, rows.standardized(), rows.y, X_train, y_train,
+                                      X_val if has_val else None, y_val)
+            else:
+                best = self._fit_stacked(grid, rows, n_classes, X_train, y_train, X_val if has_val else None, y_val)
         _, self.C_, self.coef_, self.intercept_ = best
         self._set_classes(n_classes)
-        self.n_rows_ = int(len(Xs))
+        self.n_rows_ = int(n * v)
         if workdir is not None:
             self._write_history(Path(workdir))
         if tensorboard_dir is not None:
             self._write_tensorboard(Path(tensorboard_dir))
         return self
 
-    def _fit_path(self, model, grid, Xs, y, X_train, y_train, X_val, y_val):
-        """Fit every C in increasing order (warm starts); return the best on validation."""
+    def _fit_path(self, grid, Xs, y, X_train, y_train, X_val, y_val):
+        """scikit-learn: fit every C in increasing order (warm starts); return the best on validation."""
+        from sklearn.linear_model import LogisticRegression
+
+        model = LogisticRegression(C=grid[0], max_iter=int(self.max_iter), tol=float(self.tol),
+                                   warm_start=bool(self.warm_start), random_state=int(self.seed))
         self.grid_scores_, best = [], None
         for C in grid:
             start = time.perf_counter()
@@ -133,11 +150,48 @@ class LogRegHead(Head):
                 proba = self.predict_proba(X_val)
                 row["val_accuracy"] = float(np.mean(proba.argmax(1) == y_val))
                 row["val_loss"] = _log_loss(proba, np.asarray(y_val))
-            self.grid_scores_.append(row)
-            key = (row.get("val_accuracy", 0.0), -row.get("val_loss", 0.0))
-            if best is None or key > best[0]:
-                best = (key, C, self.coef_.copy(), self.intercept_.copy())
+            best = self._score(row, best, self.coef_.copy(), self.intercept_.copy())
         return best
+
+    def _score(self, row: dict, best, coef: np.ndarray, intercept: np.ndarray):
+        """Record one C's row; the best so far by validation accuracy, then lower validation loss."""
+        self.grid_scores_.append(row)
+        key = (row.get("val_accuracy", 0.0), -row.get("val_loss", 0.0))
+        return (key, row["C"], coef, intercept) if best is None or key > best[0] else best
+
+    def _fit_stacked(self, grid, rows, n_classes, X_train, y_train, X_val, y_val):
+        """Every C together (logreg_solver.py); ``coef_path_``/``intercept_path_`` keep each C's
+        solution (a sweep over C hands them to its trials)."""
+        path = solve_path(rows.blocks, rows.n_rows, rows.n_blocks, rows.dim, n_classes, grid, float(self.tol),
+                          int(self.max_iter))
+        self.coef_path_, self.intercept_path_ = path.coef, path.intercept
+        self.passes_ = path.passes
+        view0 = X_train.blocks(view=0) if is_stream(X_train) else [(X_train[:, 0], y_train)]
+        train_acc, _ = self._path_scores(path, view0)
+        val_acc, val_loss = (self._path_scores(path, _with_labels(X_val, y_val))
+                             if X_val is not None else (None, None))
+        self.grid_scores_, best = [], None
+        for g, C in enumerate(path.Cs):
+            row = {"C": C, "seconds": round(path.seconds / len(path.Cs), 4), "n_iter": int(path.n_iter[g]),
+                   "converged": bool(path.converged[g]), "train_accuracy": float(train_acc[g])}
+            if val_acc is not None:
+                row["val_accuracy"], row["val_loss"] = float(val_acc[g]), float(val_loss[g])
+            best = self._score(row, best, path.coef[g], path.intercept[g])
+        return best
+
+    def _path_scores(self, path, pairs) -> tuple[np.ndarray, np.ndarray]:
+        """Accuracy and log-loss of every C's solution over (raw rows, labels) blocks, in one pass."""
+        G = len(path.Cs)
+        correct, loss, seen = np.zeros(G), np.zeros(G), 0
+        for X, y in pairs:
+            Xs = (np.asarray(X, np.float64) - self.mean_) / self.scale_
+            y = np.asarray(y)
+            for g in range(G):
+                proba = self._proba_from_logits(Xs @ path.coef[g].T + path.intercept[g])
+                correct[g] += np.sum(proba.argmax(1) == y)
+                loss[g] += _log_loss(proba, y) * len(y)
+            seen += len(y)
+        return correct / max(seen, 1), loss / max(seen, 1)
 
     def _write_history(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -163,7 +217,8 @@ class LogRegHead(Head):
     def summary(self) -> dict:
         if not hasattr(self, "C_"):
             return {}
-        return {"C": self.C_, "grid": self.grid_scores_, "train_rows": self.n_rows_}
+        return {"C": self.C_, "grid": self.grid_scores_, "train_rows": self.n_rows_,
+                "solver": getattr(self, "solver_", "sklearn")}
 
     # -- persistence (no pickle) -------------------------------------------------------------------
     def save(self, folder: Path) -> None:
@@ -171,7 +226,8 @@ class LogRegHead(Head):
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(folder / STATE_FILE, mean=self.mean_, scale=self.scale_, coef=self.coef_, intercept=self.intercept_)
         (folder / META_FILE).write_text(json.dumps(
-            {"C": self.C_, "n_classes": self.n_classes_, "train_rows": self.n_rows_, "grid": self.grid_scores_},
+            {"C": self.C_, "n_classes": self.n_classes_, "train_rows": self.n_rows_, "grid": self.grid_scores_,
+             "solver": getattr(self, "solver_", "sklearn")},
             indent=2))
 
     @classmethod
@@ -184,6 +240,7 @@ class LogRegHead(Head):
         head.C_, head.n_rows_ = meta["C"], meta["train_rows"]
         head._set_classes(meta["n_classes"])
         head.grid_scores_ = meta.get("grid", [])
+        head.solver_ = meta.get("solver", "sklearn")
         return head
 
     # -- Keras -------------------------------------------------------------------------------------
@@ -206,3 +263,57 @@ class LogRegHead(Head):
         model = keras.Model(inputs, dense(inputs), name="logreg_head")
         dense.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
         return model
+
+
+def _with_labels(X, y):
+    """(block, its labels) over eval_blocks(X): a stream's blocks follow its labels' order."""
+    at = 0
+    for xb in eval_blocks(X):
+        yield xb, np.asarray(y)[at:at + len(xb)]
+        at += len(xb)
+
+
+class _MemoryRows:
+    """Training rows held in memory: every view of every image, standardized as before."""
+
+    def __init__(self, X_train: np.ndarray, y_train: np.ndarray):
+        n, v = X_train.shape[:2]
+        self.X = X_train.reshape(n * v, -1)
+        self.y = np.repeat(y_train, v)  # row-major reshape: image i's views are rows i*v..i*v+v-1
+        self.mean = self.X.mean(axis=0, dtype=np.float64)
+        std = self.X.std(axis=0, dtype=np.float64)
+        self.scale = np.where(std > 1e-8, std, 1.0)  # constant features: leave them unscaled
+        self.n_rows, self.dim = self.X.shape
+        self.n_blocks = -(-self.n_rows // BLOCK_ROWS)
+        self._Xs = None
+
+    def standardized(self) -> np.ndarray:
+        if self._Xs is None:  # float32 halves memory; lbfgs keeps it
+            self._Xs = ((self.X - self.mean) / self.scale).astype(np.float32)
+        return self._Xs
+
+    def blocks(self, every: int = 1):
+        Xs = self.standardized()
+        for i in range(0, self.n_rows, BLOCK_ROWS * every):
+            yield Xs[i:i + BLOCK_ROWS], self.y[i:i + BLOCK_ROWS]
+
+
+class _StreamedRows:
+    """Training rows read from the store block by block; the statistics in one streaming pass."""
+
+    def __init__(self, stream, y_train: np.ndarray):
+        self.stream = stream
+        n, v, self.dim = stream.shape
+        self.n_rows, self.n_blocks = n * v, len(stream.groups)
+        m = moments(self._raw)
+        self.mean, self.scale = m.mean, np.where(m.std > 1e-8, m.std, 1.0)
+        self._shift, self._inv = self.mean.astype(np.float32), (1.0 / self.scale).astype(np.float32)
+
+    def _raw(self, every: int = 1):
+        for X, y in self.stream.blocks(every):
+            r, v = X.shape[:2]
+            yield X.reshape(r * v, -1).astype(np.float32), np.repeat(y, v)
+
+    def blocks(self, every: int = 1):
+        for X, y in self._raw(every):
+            yield (X - self._shift) * self._inv, y

@@ -10,6 +10,11 @@ images (at least one per class that has two or more) is held out for validation;
 is impossible, there is no validation: Keras heads train the full ``epochs`` and keep the last
 weights, ``logreg`` uses C=1.0 unless C is given. config.json and metrics.json record which
 ("store", "train-holdout" or "none").
+
+Memory: when the features, as float32, fit ``memory_limit`` (default: half the available memory)
+they are loaded as before; otherwise the head trains on streams read from the store a few chunks
+at a time (train/streaming.py), and validation and test are streamed too (held in memory in the
+stored dtype when they take at most an eighth of the budget). metrics.json records which.
 """
 
 from __future__ import annotations
@@ -26,12 +31,22 @@ from .. import __version__
 from ..config import FeatureConfig
 from ..errors import FeatcacheError, ParameterError, shortlist
 from ..heads import Head, make_head
-from ..stores import open_store
+from ..ingest.scan import SPLITS
+from ..stores import FeatureStore, open_store
+from ..stores.schema import FEATURES
+from ..stores.stream import StoreRows
+from .memory import MemoryPlan, resolve_memory_limit
 from .metrics import SplitMetrics, evaluate, plot_confusion
 from .run import CONFIG_FILE, RunConfig, ValidationSource, make_folder
+from .streaming import EvalStream, TrainStream
 
 HOLDOUT_FRACTION = 0.1
 METRICS_FILE = "metrics.json"
+# Streaming: a shuffle window takes this share of the budget (the window training, the next one
+# read ahead and the one being read are in memory at once), and validation or test rows are held
+# in memory when each takes at most this share.
+WINDOW_SHARE = 8
+EVAL_SHARE = 8
 
 
 @dataclass
@@ -41,15 +56,22 @@ class TrainingData:
     keys: list[str]
     configs: list[FeatureConfig]
     classes: list[str]
-    X_train: np.ndarray  # (n, V, D): every cached view
+    X_train: np.ndarray | TrainStream  # (n, V, D): every cached view
     y_train: np.ndarray
-    X_val: np.ndarray  # (m, D): view 0 only
+    X_val: np.ndarray | EvalStream  # (m, D): view 0 only
     y_val: np.ndarray
-    X_test: np.ndarray  # (t, D): view 0 only
+    X_test: np.ndarray | EvalStream  # (t, D): view 0 only
     y_test: np.ndarray
     validation: ValidationSource
     seed: int = 0  # of the validation holdout
     stats: dict[str, dict] = field(default_factory=dict)  # extraction stats per key
+    memory: MemoryPlan | None = None
+    store: FeatureStore | None = field(default=None, repr=False)  # open while streams read from it
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
 
     @property
     def input_dim(self) -> int:
@@ -73,36 +95,69 @@ def _holdout(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return mask
 
 
-def load_training_data(store: str | Path, backbones: list[str], seed: int = 0) -> TrainingData:
-    """Read features of one or more backbone configs (concatenated along D) and check they can train a head."""
+def load_training_data(store: str | Path, backbones: list[str], seed: int = 0,
+                       memory_limit: str | int | None = None) -> TrainingData:
+    """Read features of one or more backbone configs (concatenated along D) and check they can train
+    a head. Loaded into memory when they fit ``memory_limit`` (a size: "2GB"), else streamed: then
+    ``close()`` the result when done."""
     if not backbones:
         raise ParameterError("backbones", "give at least one backbone; `featcache info STORE` lists them")
-    with open_store(store) as st:
-        fs = st.load(list(backbones))
+    limit = resolve_memory_limit(memory_limit)
+    st = open_store(store)
+    try:
         manifest = st.manifest()
-        stats = {k: st.config_status(k, manifest).stats for k in fs.keys}
+        keys = [st.resolve_key(b) for b in backbones]
+        needed = _float32_bytes(st, keys, len(manifest))
+        stats = {k: st.config_status(k, manifest).stats for k in keys}
         path = str(Path(st.path).resolve())
-    if len(fs.classes) < 2:
-        raise FeatcacheError(f"{path} has {len(fs.classes)} class ({', '.join(fs.classes)}); a classifier "
-                             "needs at least two class folders")
-    if len(fs.labels) == 0:
-        raise FeatcacheError(f"{path} has no usable images for {', '.join(fs.keys)}")
-    train, val, test = (fs.indices(s) for s in ("train", "validation", "test"))
-    empty = [c for i, c in enumerate(fs.classes) if not np.any(fs.labels[train] == i)]
-    if empty:
-        raise FeatcacheError(f"{len(empty)} class(es) have no training images: {shortlist(empty, 10)}. Add images, or "
-                             "re-extract with another split so every class has training images")
-    validation = ValidationSource.STORE
-    if len(val) == 0:
-        held = _holdout(fs.labels[train], HOLDOUT_FRACTION, seed)
-        val, train = train[held], train[~held]
-        validation = ValidationSource.TRAIN_HOLDOUT if len(val) else ValidationSource.NONE
-    X = fs.features
-    return TrainingData(
-        store_path=path, data_root=manifest.data_root, keys=fs.keys, configs=fs.configs, classes=fs.classes,
-        X_train=X[train], y_train=fs.labels[train], X_val=X[val, 0], y_val=fs.labels[val],
-        X_test=X[test, 0], y_test=fs.labels[test], validation=validation, seed=seed, stats=stats,
-    )
+        if needed <= limit:
+            fs = st.load(list(backbones))
+            source, labels, splits = fs, fs.labels, fs.splits
+            plan = MemoryPlan(limit, needed, False)
+        else:
+            source = StoreRows(st, list(backbones))
+            labels, splits = source.labels, source.splits
+            chunk = source.keys[0].chunk_rows * source.views * source.dim * source.itemsize
+            plan = MemoryPlan(limit, needed, True, max(1, limit // WINDOW_SHARE // chunk))
+        classes, configs = manifest.classes, source.configs
+        if len(classes) < 2:
+            raise FeatcacheError(f"{path} has {len(classes)} class ({', '.join(classes)}); a classifier "
+                                 "needs at least two class folders")
+        if len(labels) == 0:
+            raise FeatcacheError(f"{path} has no usable images for {', '.join(keys)}")
+        train, val, test = (np.flatnonzero(splits == SPLITS.index(s)) for s in ("train", "validation", "test"))
+        empty = [c for i, c in enumerate(classes) if not np.any(labels[train] == i)]
+        if empty:
+            raise FeatcacheError(f"{len(empty)} class(es) have no training images: {shortlist(empty, 10)}. Add images, "
+                                 "or re-extract with another split so every class has training images")
+        validation = ValidationSource.STORE
+        if len(val) == 0:
+            held = _holdout(labels[train], HOLDOUT_FRACTION, seed)
+            val, train = train[held], train[~held]
+            validation = ValidationSource.TRAIN_HOLDOUT if len(val) else ValidationSource.NONE
+        common = {"store_path": path, "data_root": manifest.data_root, "keys": keys, "configs": configs,
+                  "classes": classes, "validation": validation, "seed": seed, "stats": stats, "memory": plan}
+        if not plan.streamed:
+            st.close()
+            X = fs.features
+            return TrainingData(X_train=X[train], y_train=labels[train], X_val=X[val, 0], y_val=labels[val],
+                                X_test=X[test, 0], y_test=labels[test], **common)
+        evals = [EvalStream(source, idx, cache=len(idx) * source.dim * source.itemsize <= limit // EVAL_SHARE)
+                 for idx in (val, test)]
+        return TrainingData(X_train=TrainStream(source, train, labels[train], plan.window_chunks),
+                            y_train=labels[train], X_val=evals[0], y_val=evals[0].labels, X_test=evals[1],
+                            y_test=evals[1].labels, store=st, **common)
+    except BaseException:
+        st.close()
+        raise
+
+
+def _float32_bytes(st: FeatureStore, keys: list[str], images: int) -> int:
+    """What loading would hold: every manifest image's views as float32 (a bound: failed images
+    are left out when loading)."""
+    shapes = [st.backend.shape(f"features/{k}/{FEATURES}") for k in keys]
+    views = min(s[1] for s in shapes)
+    return images * views * sum(s[2] for s in shapes) * 4
 
 
 @dataclass
@@ -121,6 +176,7 @@ class FitResult:
     seed: int
     run_dir: str | None = None
     head: Head | None = field(default=None, repr=False)
+    memory: MemoryPlan | None = None
 
     @property
     def val_accuracy(self) -> float | None:
@@ -138,6 +194,7 @@ class FitResult:
             "n": self.n,
             "validation_source": self.validation_source.value,
             "training": self.summary,  # epochs run, chosen C, ...: what fit decided
+            **({"memory": self.memory.to_dict()} if self.memory else {}),  # in memory or streamed
         }
 
     def to_dict(self) -> dict:
@@ -154,18 +211,24 @@ def fit_on_data(data: TrainingData, model: Head, out: str | Path | None = None,
                 evaluate_test: bool = True, checkpoint_every_epoch: bool = False) -> FitResult:
     """Fit ``model`` (an unfitted head) on loaded data, evaluate it on validation (and test), and
     write the run folder if ``out``."""
-    run_dir = _prepare_run_dir(out) if out is not None else None
+    run_dir = prepare_run_dir(out) if out is not None else None
     has_val = len(data.y_val) > 0
     start = time.perf_counter()
     model.fit(data.X_train, data.y_train, data.X_val if has_val else None, data.y_val if has_val else None,
               n_classes=len(data.classes), workdir=run_dir, tensorboard_dir=tensorboard_dir, progress=progress,
               checkpoint_every_epoch=checkpoint_every_epoch)
-    fit_seconds = time.perf_counter() - start
+    return fitted_result(data, model, time.perf_counter() - start, run_dir, evaluate_test)
+
+
+def fitted_result(data: TrainingData, model: Head, fit_seconds: float, run_dir: Path | None = None,
+                  evaluate_test: bool = True) -> FitResult:
+    """A fitted head's FitResult: evaluated on validation (and test), its run folder written if ``run_dir``."""
+    has_val = len(data.y_val) > 0
     result = FitResult(
         head_type=model.name, params=_json_params(model.get_params()), keys=data.keys, classes=data.classes,
         input_dim=data.input_dim, n=data.n, validation_source=data.validation, fit_seconds=fit_seconds,
         val=evaluate(data.y_val, model.predict_proba(data.X_val), data.classes) if has_val else None,
-        test=None, summary=model.summary(), seed=data.seed, head=model,
+        test=None, summary=model.summary(), seed=data.seed, head=model, memory=data.memory,
     )
     if evaluate_test:
         evaluate_on_test(result, data)
@@ -180,7 +243,7 @@ def evaluate_on_test(result: FitResult, data: TrainingData) -> FitResult:
     return result
 
 
-def _prepare_run_dir(out: str | Path) -> Path:
+def prepare_run_dir(out: str | Path) -> Path:
     run_dir = Path(out).expanduser().resolve()
     if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / CONFIG_FILE).exists():
         raise ParameterError("out", f"{run_dir} exists and is not a featcache run folder; choose another folder")
@@ -213,17 +276,22 @@ def write_run(result: FitResult, data: TrainingData, out: str | Path) -> Path:
 
 def fit_head(store_path: str | Path, backbones: list[str], head: Head | str = "mlp",
              out: str | Path | None = None, seed: int = 0, tensorboard_dir: str | Path | None = None,
-             checkpoint_every_epoch: bool = False, progress: bool = True) -> FitResult:
+             checkpoint_every_epoch: bool = False, progress: bool = True,
+             memory_limit: str | int | None = None) -> FitResult:
     """Train ``head`` (a Head, or the name of one with its default parameters) on the cached
     features of ``backbones`` (concatenated) in ``store_path``. ``seed`` draws the validation
-    holdout when the store has no validation split.
+    holdout when the store has no validation split. Features larger than ``memory_limit`` (a size
+    such as "2GB"; default half the available memory) are streamed from the store.
 
     With ``out``, writes the run folder that `featcache.train.run.load_run` (and export/predict) read.
     """
     model = make_head(head) if isinstance(head, str) else head
-    data = load_training_data(store_path, backbones, seed)
-    return fit_on_data(data, model, out, tensorboard_dir, progress, checkpoint_every_epoch=checkpoint_every_epoch)
+    data = load_training_data(store_path, backbones, seed, memory_limit)
+    try:
+        return fit_on_data(data, model, out, tensorboard_dir, progress, checkpoint_every_epoch=checkpoint_every_epoch)
+    finally:
+        data.close()
 
 
-__all__ = ["FitResult", "TrainingData", "evaluate_on_test", "fit_head", "fit_on_data", "load_training_data",
-           "write_run"]
+__all__ = ["FitResult", "TrainingData", "evaluate_on_test", "fit_head", "fit_on_data", "fitted_result",
+           "load_training_data", "prepare_run_dir", "write_run"]

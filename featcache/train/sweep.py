@@ -1,23 +1,28 @@
 """Hyper-parameter sweep of one head on cached features: every combination of a grid.
 
-The features are read once; every combination is trained and scored on validation; the
+The features are read once (or streamed, when they do not fit the memory budget); the
+combinations are trained in groups that share each pass over the features (sweep_tasks.py: Keras
+heads in one graph, logreg's C values in one stacked solve) and scored on validation; the
 leaderboard is sorted by validation accuracy (ties: lower validation loss). The test split is
 touched once, by the chosen (best) configuration only, so the reported test accuracy stays an
-honest estimate.
+honest estimate. Times: each trial's ``fit_seconds`` is its share of its group's fit, and the
+result's ``seconds`` the whole sweep's (loading, fitting, evaluating, writing).
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import FeatcacheError, ParameterError
 from ..heads import Head, clone, make_head
 from ..progress import progress_bar
-from .fit import FitResult, evaluate_on_test, fit_on_data, load_training_data, write_run
+from .fit import FitResult, evaluate_on_test, load_training_data, write_run
 from .metrics import SplitMetrics, write_leaderboard
 from .run import ValidationSource
+from .sweep_tasks import plan_tasks, run_task
 
 
 @dataclass
@@ -25,6 +30,8 @@ class Trial:
     index: int
     params: dict  # the grid values of this combination
     result: FitResult = field(repr=False)
+    group: int = 0  # the task that trained it
+    group_size: int = 1  # trials trained together with it (itself included)
 
     @property
     def val(self) -> SplitMetrics:
@@ -33,7 +40,8 @@ class Trial:
     def row(self) -> dict:
         return {"trial": self.index, **self.params, "val_accuracy": self.val.accuracy,
                 "val_macro_f1": self.val.macro_f1, "val_loss": self.val.log_loss,
-                "fit_seconds": round(self.result.fit_seconds, 3), "run_dir": self.result.run_dir}
+                "fit_seconds": round(self.result.fit_seconds, 3), "group": self.group,
+                "group_size": self.group_size, "run_dir": self.result.run_dir}
 
 
 @dataclass
@@ -44,6 +52,8 @@ class SweepResult:
     trials: list[Trial]  # the leaderboard: best first
     test: SplitMetrics | None  # of the best trial only
     out: str | None = None
+    seconds: float = 0.0  # the whole sweep
+    fit_seconds: float = 0.0  # of which fitting
 
     @property
     def best(self) -> Trial:
@@ -53,7 +63,9 @@ class SweepResult:
         return [t.row() for t in self.trials]
 
     def to_dict(self) -> dict:
-        return {"head": self.head, "keys": self.keys, "grid": self.grid, "leaderboard": self.leaderboard(),
+        return {"head": self.head, "keys": self.keys, "grid": self.grid, "trials": len(self.trials),
+                "seconds": round(self.seconds, 3), "fit_seconds": round(self.fit_seconds, 3),
+                "leaderboard": self.leaderboard(),
                 "best": {"params": self.best.params, "all_params": self.best.result.params,
                          "val_accuracy": self.best.val.accuracy, "run_dir": self.best.result.run_dir,
                          "test_accuracy": self.test.accuracy if self.test else None,
@@ -76,40 +88,50 @@ def _slug(params: dict) -> str:
 
 
 def sweep(store: str | Path, backbones: list[str], head: Head | str = "mlp", grid: dict[str, list] | None = None,
-          out: str | Path | None = None, seed: int = 0, progress: bool = True) -> SweepResult:
+          out: str | Path | None = None, seed: int = 0, progress: bool = True,
+          memory_limit: str | int | None = None) -> SweepResult:
     """Train a copy of ``head`` (its parameters are the fixed ones) for every combination of ``grid``.
 
     With ``out``: one run folder per trial under ``out/trials/``, plus ``leaderboard.csv`` and
-    ``sweep.json``; the best trial's metrics.json also holds its test metrics.
+    ``sweep.json``; the best trial's metrics.json also holds its test metrics. Features larger
+    than ``memory_limit`` are streamed from the store.
     """
+    start = time.perf_counter()
     base = make_head(head) if isinstance(head, str) else head
     grid = dict(grid or {})
     combos = expand_grid(grid)
     models = [clone(base).set_params(**combo) for combo in combos]  # bad names or values: fail before training
-    data = load_training_data(store, backbones, seed)
-    if data.validation == ValidationSource.NONE:
-        raise FeatcacheError("a sweep ranks configurations on validation images, and this store has none "
-                             "(and too few training images to hold some out); re-extract with a validation split")
-    out_dir = Path(out).expanduser().resolve() if out is not None else None
-    trials = []
-    bar = progress_bar(total=len(combos), desc=f"sweep {base.name}", unit="fit", enabled=progress)
+    data = load_training_data(store, backbones, seed, memory_limit)
     try:
-        for i, (combo, model) in enumerate(zip(combos, models, strict=True)):
-            run = out_dir / "trials" / f"{i:03d}-{_slug(combo)}" if out_dir else None
-            result = fit_on_data(data, model, out=run, progress=False, evaluate_test=False)
-            trials.append(Trial(i, combo, result))
-            bar.set_postfix({"val_acc": f"{result.val.accuracy:.3f}"}, refresh=False)
-            bar.update(1)
+        if data.validation == ValidationSource.NONE:
+            raise FeatcacheError("a sweep ranks configurations on validation images, and this store has none "
+                                 "(and too few training images to hold some out); re-extract with a validation split")
+        out_dir = Path(out).expanduser().resolve() if out is not None else None
+        runs = [str(out_dir / "trials" / f"{i:03d}-{_slug(c)}") if out_dir else None for i, c in enumerate(combos)]
+        tasks = plan_tasks(base, combos, models, runs, data.store_path, list(backbones), seed, memory_limit)
+        trials = []
+        bar = progress_bar(total=len(combos), desc=f"sweep {base.name}", unit="fit", enabled=progress)
+        try:
+            for t, task in enumerate(tasks):
+                for o in run_task(task, data, t, progress=progress and len(task.indices) > 1):
+                    trials.append(Trial(o.index, o.params, o.result, o.task, o.task_size))
+                    bar.set_postfix({"val_acc": f"{o.result.val.accuracy:.3f}"}, refresh=False)
+                    bar.update(1)
+        finally:
+            bar.close()
+        trials.sort(key=lambda t: (-t.val.accuracy, t.val.log_loss, t.index))
+        best = trials[0].result
+        evaluate_on_test(best, data)
+        result = SweepResult(base.name, data.keys, grid, trials, best.test, str(out_dir) if out_dir else None,
+                             fit_seconds=sum(t.result.fit_seconds for t in trials))
+        if out_dir is not None:
+            write_run(best, data, best.run_dir)  # again, now with the test metrics
+        result.seconds = time.perf_counter() - start
+        if out_dir is not None:
+            _write_outputs(result, out_dir)
+        return result
     finally:
-        bar.close()
-    trials.sort(key=lambda t: (-t.val.accuracy, t.val.log_loss, t.index))
-    best = trials[0].result
-    evaluate_on_test(best, data)
-    result = SweepResult(base.name, data.keys, grid, trials, best.test, str(out_dir) if out_dir else None)
-    if out_dir is not None:
-        write_run(best, data, best.run_dir)  # again, now with the test metrics
-        _write_outputs(result, out_dir)
-    return result
+        data.close()
 
 
 def _write_outputs(result: SweepResult, out: Path) -> None:
