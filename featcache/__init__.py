@@ -17,6 +17,7 @@ _LAZY = {
     "fit_head": "featcache.train.fit",
     "sweep": "featcache.train.sweep",
     "compare": "featcache.train.compare",
+    "fine_tune": "featcache.finetune",
     "load_run": "featcache.train.run",
     "make_head": "featcache.heads",
     "load_classifier": "featcache.serve.predict",

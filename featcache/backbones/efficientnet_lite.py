@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import FeatcacheError, WeightsUnavailableError
 from .spec import PREPROCESS, BackboneSpec
+from .trained_weights import is_keras_weights, load_keras_weights
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,12 @@ def _load_into(model, variant: int, weights: str, include_top: bool) -> None:
         path = Path(weights)
         if not path.is_file():
             raise WeightsUnavailableError(f"efficientnet_lite{variant}: weights file {path} does not exist.")
+        if is_keras_weights(path):  # a backbone saved by fine-tune: the feature network only
+            if include_top:
+                raise FeatcacheError(f"{path} holds a fine-tuned efficientnet_lite{variant} without its ImageNet "
+                                     "classifier; classify with weights imagenet")
+            load_keras_weights(model, path, f"efficientnet_lite{variant}")
+            return
     state = _load_state(str(path))
     for name, values in _torch_layout(state, variant, include_top, path).items():
         layer = model.get_layer(name)
@@ -219,6 +226,7 @@ def make_spec(variant: int) -> BackboneSpec:
         weights_available=lambda: weights_file(variant) is not None,
         weights_identity=identity,
         reference="featcache.backbones.efficientnet_lite:SPECS",
+        block_pattern=r"(stem|block\d+|head)_",  # the stem, the 16 (lite0) MBConv blocks, the 1x1 head conv
     )
 
 

@@ -50,6 +50,23 @@ _APPS = {
     "convnext_tiny": _App("ConvNeXtTiny", 224, 768, "none", "convnext_tiny_notop.h5"),
 }
 
+# The blocks `fine-tune --unfreeze N` counts (BackboneSpec.block_pattern): the layer-name prefix of
+# each; InceptionV3's convolutions have generated names, so there each "mixedN" closes a module.
+_BLOCKS = {
+    "vgg16": r"(block\d+)_",
+    "vgg19": r"(block\d+)_",
+    "resnet50": r"(conv1|pool1|conv\d_block\d+)_",
+    "resnet50_v2": r"(conv1|pool1|conv\d_block\d+|post)_",
+    "inception_v3": r"(mixed\d+)$",
+    "xception": r"(block\d+)_",
+    "inception_resnet_v2": r"(mixed_\d[a-z]|block\d+_\d+|conv_7b)",
+    "mobilenet": r"(conv_pw_\d+)",
+    "mobilenet_v2": r"(expanded_conv|block_\d+|Conv_1)",
+    "densenet121": r"(conv\d_block\d+|pool\d)",
+    "efficientnet_b0": r"(stem|block\d+[a-z]|top)_",
+    "convnext_tiny": r"convnext_tiny_(stem|stage_\d+_block_\d+|downsampling_block_\d+)",
+}
+
 
 def keras_cache_dir() -> Path:
     """The folder where keras.applications looks for (and downloads) weights files.
@@ -121,6 +138,7 @@ def _make(name: str, app: _App) -> BackboneSpec:
         weights_identity=identity,
         min_input_size=app.min_size,
         reference="featcache.backbones.keras_apps:SPECS",
+        block_pattern=_BLOCKS[name],
     )
 
 

@@ -121,6 +121,10 @@ class BackboneSpec:
     # "module:attr" that yields this spec (an entry-point value), so a process that has not
     # registered it can still rebuild it; set by the registry for entry-point plugins.
     reference: str = ""
+    # The blocks `fine-tune --unfreeze N` counts from the top: a regex whose first group names the
+    # block of a layer (re.match on the layer name); layers it does not match join the next block
+    # that it does (the last one at the end). "": every layer with weights is a block of its own.
+    block_pattern: str = ""
 
 
 @dataclass(frozen=True)

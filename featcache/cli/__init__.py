@@ -32,9 +32,9 @@ def cli():
 
 
 def _register() -> None:
-    from . import audit_cmd, backbones_cmd, extract_cmd, heads_cmd, inference_cmd, store_cmd
+    from . import audit_cmd, backbones_cmd, extract_cmd, finetune_cmd, heads_cmd, inference_cmd, store_cmd
 
-    for module in (audit_cmd, backbones_cmd, extract_cmd, heads_cmd, inference_cmd, store_cmd):
+    for module in (audit_cmd, backbones_cmd, extract_cmd, heads_cmd, finetune_cmd, inference_cmd, store_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
 
