@@ -20,6 +20,12 @@ if ! command -v strace >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-g
     { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null; } \
         || echo "could not install strace: the crash tests will be skipped" >&2
 fi
+# chromium: the compare report test opens report.html in headless Chromium (tests/test_compare_cv.py)
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium (for the report test)" >&2
+    { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+        || echo "could not install chromium: the report test will be skipped" >&2
+fi
 stamp=.venv/.featcache-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "installing featcache and its dependencies into .venv (TensorFlow is large: a minute or two)" >&2

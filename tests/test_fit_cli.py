@@ -103,6 +103,6 @@ def test_compare_json_and_table(store, tmp_path):
     assert r.exit_code == 0, r.output
     rows = json.loads(r.stdout)["leaderboard"]
     assert {row["head"] for row in rows} == {"logreg", "linear"} and all(row["feature_dim"] == 16 for row in rows)
-    assert (tmp_path / "cmp" / "compare.png").is_file()
+    assert (tmp_path / "cmp" / "compare.png").is_file() and (tmp_path / "cmp" / "report.html").is_file()
     r = _run("compare", store, "-q")
     assert r.exit_code == 0 and "val_accuracy" in r.stdout

@@ -1,8 +1,10 @@
 """Leaderboard of backbones x heads on one store: which frozen backbone suits this data best.
 
 Every complete feature configuration in the store is tried with every requested head (default
-parameters); incomplete ones are listed as skipped with the reason. Ranked by validation accuracy,
-then validation loss: the test split never decides a rank.
+parameters); incomplete ones are listed as skipped with the reason. Without ``folds``: one fit on
+the store's train split, ranked by validation accuracy, then validation loss. With ``folds``:
+cross-validation over train + validation (compare_cv.py), with intervals, paired tests, cost and
+few-shot curves. Either way the test split never decides a rank.
 """
 
 from __future__ import annotations
@@ -10,12 +12,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import FeatcacheError
+from ..errors import FeatcacheError, ParameterError
 from ..heads import make_head
 from ..progress import progress_bar
+from ..report.charts import plot_bars, plot_curves, plot_pareto
+from ..report.html import Report, write_report
 from ..stores import open_store
+from .compare_cv import CVCompareResult, cross_validated_compare
 from .fit import fit_on_data, load_training_data
 from .metrics import write_leaderboard
+from .stats import METHOD
 
 
 @dataclass
@@ -52,21 +58,31 @@ def rank_key(e: CompareEntry) -> tuple:
 
 
 def compare(store: str | Path, heads: tuple[str, ...] | list[str] = ("logreg",), out: str | Path | None = None,
-            backbones: list[str] | None = None, seed: int = 0, progress: bool = True) -> CompareResult:
+            backbones: list[str] | None = None, seed: int = 0, progress: bool = True, folds: int | None = None,
+            repeats: int = 1, shots: list[int | None] | None = None) -> CompareResult | CVCompareResult:
     """Fit each head on each feature config (all in the store unless ``backbones`` narrows it).
 
-    With ``out``: ``compare.csv``, ``compare.json``, ``compare.png`` and one run folder per entry
-    under ``out/runs/``.
+    ``folds`` (and ``repeats``, ``shots``: labelled images per class, None = all) cross-validate
+    instead of fitting once. With ``out``: ``compare.csv``, ``compare.json``, the charts and
+    ``report.html``; without folds also one run folder per entry under ``out/runs/``.
     """
     heads = list(heads) or ["logreg"]
     for h in heads:
         make_head(h)  # an unknown head: fail before any work
+    if folds is None and (shots or repeats != 1):
+        raise ParameterError("folds", "shots and repeats need cross-validation: give folds too")
+    out_dir = Path(out).expanduser().resolve() if out is not None else None
+    if folds is not None:
+        result = cross_validated_compare(store, heads, folds, repeats, backbones, seed, shots, progress)
+        if out_dir is not None:
+            result.out = str(out_dir)
+            write_cv_outputs(result, out_dir)
+        return result
     with open_store(store) as st:
         keys = [st.resolve_key(b) for b in backbones] if backbones else st.keys()
         path = str(Path(st.path).resolve())
     if not keys:
         raise FeatcacheError(f"{path} holds no features yet; run `featcache extract` first")
-    out_dir = Path(out).expanduser().resolve() if out is not None else None
     entries, skipped = [], {}
     bar = progress_bar(total=len(keys) * len(heads), desc="compare", unit="fit", enabled=progress)
     try:
@@ -101,32 +117,47 @@ def compare(store: str | Path, heads: tuple[str, ...] | list[str] = ("logreg",),
 
 def write_outputs(result: CompareResult, out: Path) -> None:
     write_leaderboard(result.rows(), out / "compare.csv", out / "compare.json", result.to_dict())
-    plot_leaderboard(result, out / "compare.png")
+    e = result.entries
+    plot_bars([f"{x.key} / {x.head}" for x in e], {"validation": [x.val_accuracy for x in e],
+                                                   "test": [x.test_accuracy for x in e]}, out / "compare.png")
+    write_report(Report("featcache compare", [f"store: {result.store}", "one fit per entry on the train split, "
+                                              "ranked by validation accuracy (no cross-validation: see --folds)"],
+                        [("Leaderboard", result.rows(), [c for c in result.rows()[0] if c != "run_dir"])],
+                        [("Accuracy", out / "compare.png")], data=result.to_dict()), out / "report.html")
 
 
-def plot_leaderboard(result: CompareResult, path: Path) -> Path:
-    """Horizontal bars of validation and test accuracy per (backbone config, head)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    entries = result.entries[::-1]  # best at the top
-    labels = [f"{e.key} / {e.head}" for e in entries]
-    y = np.arange(len(entries))
-    fig, ax = plt.subplots(figsize=(9, 1.5 + 0.45 * len(entries)))
-    ax.barh(y + 0.2, [e.val_accuracy or 0 for e in entries], 0.4, label="validation")
-    ax.barh(y - 0.2, [e.test_accuracy or 0 for e in entries], 0.4, label="test")
-    ax.set_yticks(y, labels, fontsize=8)
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("accuracy")
-    ax.set_title("featcache compare")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+def write_cv_outputs(result: CVCompareResult, out: Path) -> None:
+    """compare.csv, compare.json, compare.png (accuracy with intervals), cost.png (accuracy vs
+    throughput), shots.png (with shots) and report.html holding them all."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_leaderboard(result.rows(), out / "compare.csv", out / "compare.json", result.to_dict())
+    e = result.entries
+    names = [x.name for x in e]
+    accs = {m: [x.scores[m].mean for x in e] for m in ("accuracy", "balanced_accuracy", "macro_f1")}
+    bounds = {m: [(x.scores[m].low, x.scores[m].high) for x in e] for m in accs}
+    charts = [("Mean CV scores with 95% intervals", plot_bars(names, accs, out / "compare.png", "score",
+                                                              errors=bounds))]
+    charts.append(("Accuracy vs extraction throughput", plot_pareto(
+        names, accs["accuracy"], [x.images_per_s for x in e], [x.pareto for x in e], out / "cost.png")))
+    if result.shots:
+        curves = {x.name: {s: (i.mean, i.low, i.high) for s, i in x.shots.items()} for x in e}
+        charts.append(("Accuracy vs labelled images per class", plot_curves(curves, out / "shots.png")))
+    rows = result.rows()
+    tables = [("Leaderboard (best first)", rows, list(rows[0]))]
+    if result.shots:
+        tables.append(("Few-shot accuracy (mean over folds)", [
+            {"key": x.key, "head": x.head, **{s: x.shots[s].mean for s in result.shots}} for x in e],
+            ["key", "head", *result.shots]))
+    if result.winner_test:
+        tables.append(("The winner on the test split (touched once)", [result.winner_test],
+                       list(result.winner_test)))
+    notes = [f"store: {result.store}",
+             f"{result.folds}-fold stratified cross-validation x {result.repeats} repeat(s), seed {result.seed}, over "
+             f"{result.images} train + validation images; intervals: 95% {METHOD}; vs_best: corrected paired "
+             f"t-test on accuracy against the leader (n.s.: not significant at 5%).", *filter(None, [result.note])]
+    notes += [f"skipped {k}: {why}" for k, why in result.skipped.items()]
+    write_report(Report("featcache compare", notes, tables, charts, result.configs, result.to_dict()),
+                 out / "report.html")
 
 
 __all__ = ["CompareEntry", "CompareResult", "compare"]
