@@ -216,18 +216,21 @@ def test_a_dask_worker_killed_mid_run_leaves_a_store_identical_to_one_process(tm
 
 
 def test_dask_local_2_from_the_cli_with_a_plugin_backbone_and_k2_views_equals_one_process(tmp_path):
-    """Fresh processes whose sys.path holds only the plugin: the workers find odd_net through its
-    entry point, compute K=2 augmented views, and write what one process writes."""
+    """One fresh process whose sys.path holds only the plugin runs `extract` twice, in itself and
+    with --dask local:2: the workers find odd_net through its entry point, compute K=2 augmented
+    views, and write what the single process writes."""
     data = make_tree(tmp_path / "data", per_class=6)
-    args = [data, "-b", "odd_net", "--augment", "2", "--dtype", "float32", "-q", "--json"]
-    one = featcache_process("extract", *args, "--store", tmp_path / "one.zarr", path=(PLUGIN / "src", PLUGIN / "dist"))
-    _, err = one.communicate(timeout=300)
-    assert one.returncode == 0, err[-3000:]
-    many = featcache_process("extract", *args, "--store", tmp_path / "dask.zarr", "--dask", "local:2",
-                             path=(PLUGIN / "src", PLUGIN / "dist"))
-    out, err = many.communicate(timeout=300)
-    assert many.returncode == 0, err[-3000:]
-    (cfg,) = json.loads(out)["configs"]
+    args = [str(data), "-b", "odd_net", "--augment", "2", "--dtype", "float32", "-q", "--json"]
+    commands = [["extract", *args, "--store", str(tmp_path / "one.zarr")],
+                ["extract", *args, "--store", str(tmp_path / "dask.zarr"), "--dask", "local:2"]]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (PLUGIN / "src", PLUGIN / "dist"))),
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, str(PLUGIN / "run_cli.py"), json.dumps(commands)], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, many = json.loads(proc.stdout.splitlines()[-1])
+    assert one["exit_code"] == 0 and many["exit_code"] == 0, many["stderr"][-3000:]
+    (cfg,) = json.loads(many["stdout"])["configs"]
     assert cfg["extracted"] == 18 and cfg["views"] == 3 and cfg["backbone"] == "odd_net"
     assert_identical(tmp_path / "one.zarr", tmp_path / "dask.zarr")
     with open_store(tmp_path / "dask.zarr") as st:

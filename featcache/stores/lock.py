@@ -58,9 +58,37 @@ def shard_lock_path(store: Path, shard: str) -> Path:
     return store.with_name(f"{store.name}.shard-{shard}.lock")
 
 
+def _shard_locks(store: Path) -> list[Path]:
+    return sorted(store.parent.glob(f"{store.name}.shard-*.lock"))
+
+
+def _held(path: Path) -> bool:
+    """Whether a process holds ``path``'s flock (a killed shard's file stays, unlocked)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def _running_shards(store: Path) -> list[str]:
     return [f"shard {p.name[len(store.name) + 7:-5].replace('-of-', '/')} ({h.describe()})"
-            for p in sorted(store.parent.glob(f"{store.name}.shard-*.lock")) if (h := read_holder(p))]
+            for p in _shard_locks(store) if _held(p) and (h := read_holder(p))]
+
+
+def _remove_stale_shard_locks(store: Path) -> None:
+    """The files killed shards left (the holder of the store's lock runs alone: no shard is running)."""
+    for path in _shard_locks(store):
+        fd = _open_locked(path, fcntl.LOCK_EX)
+        if fd is not None:
+            path.unlink(missing_ok=True)
+            os.close(fd)
 
 
 def _refusal(store: Path, holder: LockHolder | None) -> StoreLockedError:
@@ -120,6 +148,7 @@ class StoreLock:
             if owns_file:
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, json.dumps(asdict(holder)).encode(), 0)
+                _remove_stale_shard_locks(store)
             return cls(path, fd, holder, owns_file)
 
     def release(self) -> None:
