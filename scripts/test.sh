@@ -7,4 +7,5 @@ bash scripts/setup.sh
 .venv/bin/ruff check featcache tests benchmarks scripts
 # Two worker processes (FEATCACHE_TEST_WORKERS=0 runs in this process): most of a test's time is
 # TensorFlow start-up and tracing on one core, so two processes finish ~1.4x sooner on 2 cores.
-exec .venv/bin/python -m pytest -q -n "${FEATCACHE_TEST_WORKERS:-2}" "$@"
+# --dist loadgroup: tests marked xdist_group(NAME) run in one worker, sharing an expensive fixture.
+exec .venv/bin/python -m pytest -q -n "${FEATCACHE_TEST_WORKERS:-2}" --dist loadgroup "$@"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -64,15 +65,21 @@ def _build_sleepy(size: int, weights: str):
     return keras.Model(tiny.input, out, name=SLEEPY)
 
 
-SLEEPY_SPEC = BackboneSpec(
-    name=SLEEPY, input_size=32, feature_dim=16, preprocess=PREPROCESS["tf"], build_features=_build_sleepy,
-    weights_source="seeded random init (tests only)", weights_available=lambda: True,
-    weights_identity=lambda size: "tiny-seeded-v1", reference="conftest:SLEEPY_SPEC",
-)
+SLEEPY_SPEC = replace(TINY_SPEC, name=SLEEPY, build_features=_build_sleepy, reference="conftest:SLEEPY_SPEC")
 if SLEEPY not in {s.name for s in list_backbones()}:
     register_backbone(SLEEPY_SPEC)
 
 CLASS_COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
+
+
+def extract_cli(tmp_path: Path, *args: str):
+    """`featcache extract` of a one-image-per-class tree with the tiny backbone, plus ``args``."""
+    from click.testing import CliRunner
+
+    from featcache.cli import cli
+
+    return CliRunner().invoke(cli, ["extract", str(make_tree(tmp_path / "d", per_class=1)), "--store",
+                                    str(tmp_path / "s.zarr"), "-b", TINY, "--weights", "random", "-q", *args])
 
 
 def make_image(path: Path, colour, seed: int, size=(40, 36), fmt=None) -> Path:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import SLEEPY, TINY, make_tree
+from conftest import SLEEPY, TINY, extract_cli, make_tree
 
 from featcache.cli import cli
 from featcache.errors import FeatcacheError, ParameterError
@@ -171,8 +171,7 @@ def test_a_shard_refuses_an_unplanned_store_other_options_a_twin_and_hdf5(tmp_pa
     (["--dask", "local:0"], "--dask: local:N needs at least 1 worker"),
 ])
 def test_bad_distribution_flags_are_one_line_errors(tmp_path, args, message):
-    r = CliRunner().invoke(cli, ["extract", str(make_tree(tmp_path / "d", per_class=1)), "--store",
-                                 str(tmp_path / "s.zarr"), "-b", TINY, "--weights", "random", "-q", *args])
+    r = extract_cli(tmp_path, *args)
     assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
 
 
@@ -236,3 +235,15 @@ def test_dask_local_2_from_the_cli_with_a_plugin_backbone_and_k2_views_equals_on
     with open_store(tmp_path / "dask.zarr") as st:
         assert st.config(cfg["key"]).backbone.builder == "featcache_test_plugin:ODD_NET"
         assert (np.asarray(st.status(cfg["key"]))[:18] == DONE).all()
+
+
+def test_a_sweep_on_a_dask_cluster_gives_the_leaderboard_of_a_local_sweep(tmp_path):
+    store = tmp_path / "s.zarr"
+    extract(make_tree(tmp_path / "data", per_class=10), store, options())
+    args = ["sweep", str(store), "-b", TINY, "--head", "logreg", "--C", "0.01,1,100", "--json", "-q"]
+    here = CliRunner().invoke(cli, args)
+    there = CliRunner().invoke(cli, [*args, "--dask", "local:1", "--out", str(tmp_path / "sweep")])
+    assert here.exit_code == 0 and there.exit_code == 0, there.output
+    board = [{k: t[k] for k in ("C", "val_accuracy", "val_loss")} for t in json.loads(here.stdout)["leaderboard"]]
+    assert board == [{k: t[k] for k in ("C", "val_accuracy", "val_loss")} for t in json.loads(there.stdout)["leaderboard"]]
+    assert len(list((tmp_path / "sweep" / "trials").iterdir())) == 3  # written by the worker

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import TINY, make_tree
+from conftest import TINY, extract_cli, make_tree
 
 from featcache.backbones.devices import AUTO_CPU_BATCH, largest_batch, visible_gpus
 from featcache.cli import cli
@@ -113,8 +113,7 @@ def test_batch_size_auto_backs_off_on_out_of_memory():
     (["--batch-size", "lots"], "--batch-size"),
 ])
 def test_bad_accelerator_flags_are_one_line_errors(tmp_path, args, message):
-    r = CliRunner().invoke(cli, ["extract", str(make_tree(tmp_path / "d", per_class=1)), "--store",
-                                 str(tmp_path / "s.zarr"), "-b", TINY, "--weights", "random", "-q", *args])
+    r = extract_cli(tmp_path, *args)
     assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
 
 

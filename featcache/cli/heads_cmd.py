@@ -63,7 +63,7 @@ def fit_head_cmd(store, backbones, head, out, seed, tensorboard_dir, checkpoint_
     click.echo(f"  fit {result.fit_seconds:.2f} s{f' ({extra})' if extra else ''}{streamed} -> {result.run_dir}")
 
 
-@command("sweep", cls=HeadParamsCommand, grid=True, uses_tensorflow=True)
+@command("sweep", cls=HeadParamsCommand, grid=True, uses_tensorflow=True, flag_aliases={"executor": "dask"})
 @_store_arg
 @click.option("-b", "--backbone", "backbones", multiple=True, required=True,
               help="Backbone name or feature key (repeat to concatenate several).")
@@ -72,9 +72,12 @@ def fit_head_cmd(store, backbones, head, out, seed, tensorboard_dir, checkpoint_
               help="Write leaderboard.csv, sweep.json and one run folder per trial here.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @_memory_option
+@click.option("--dask", "dask", metavar="local:N|ADDRESS", default=None,
+              help="Run the sweep's tasks (each group of trials trained in one pass) on a Dask cluster; every "
+                   "worker reads the store, and --out, itself.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def sweep_cmd(store, backbones, head, out, seed, memory_limit, quiet, as_json, **head_values):
+def sweep_cmd(store, backbones, head, out, seed, memory_limit, dask, quiet, as_json, **head_values):
     """Train a head for every combination of the given values; rank them on validation.
 
     Each head option takes comma-separated values to try, e.g. --lr 1e-3,3e-4 --dropout 0.3,0.5.
@@ -86,7 +89,7 @@ def sweep_cmd(store, backbones, head, out, seed, memory_limit, quiet, as_json, *
 
     grid = parse_head_values(get_head_class(head), head_values, grid=True)
     result = sweep(store, list(backbones), make_head(head, seed=seed), grid, out=out, seed=seed,
-                   progress=not quiet, memory_limit=memory_limit)
+                   progress=not quiet, memory_limit=memory_limit, executor=dask)
     if as_json:
         emit_json(result.to_dict())
         return

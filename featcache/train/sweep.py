@@ -89,12 +89,14 @@ def _slug(params: dict) -> str:
 
 def sweep(store: str | Path, backbones: list[str], head: Head | str = "mlp", grid: dict[str, list] | None = None,
           out: str | Path | None = None, seed: int = 0, progress: bool = True,
-          memory_limit: str | int | None = None) -> SweepResult:
+          memory_limit: str | int | None = None, executor=None) -> SweepResult:
     """Train a copy of ``head`` (its parameters are the fixed ones) for every combination of ``grid``.
 
     With ``out``: one run folder per trial under ``out/trials/``, plus ``leaderboard.csv`` and
     ``sweep.json``; the best trial's metrics.json also holds its test metrics. Features larger
-    than ``memory_limit`` are streamed from the store.
+    than ``memory_limit`` are streamed from the store. ``executor``: a Dask cluster ("local:N", a
+    scheduler address, or a DaskExecutor) runs the sweep's tasks (each group of trials trained in
+    one pass is a task), each worker reading the features from the store itself.
     """
     start = time.perf_counter()
     base = make_head(head) if isinstance(head, str) else head
@@ -112,11 +114,10 @@ def sweep(store: str | Path, backbones: list[str], head: Head | str = "mlp", gri
         trials = []
         bar = progress_bar(total=len(combos), desc=f"sweep {base.name}", unit="fit", enabled=progress)
         try:
-            for t, task in enumerate(tasks):
-                for o in run_task(task, data, t, progress=progress and len(task.indices) > 1):
-                    trials.append(Trial(o.index, o.params, o.result, o.task, o.task_size))
-                    bar.set_postfix({"val_acc": f"{o.result.val.accuracy:.3f}"}, refresh=False)
-                    bar.update(1)
+            for o in _outcomes(tasks, data, executor, progress):
+                trials.append(Trial(o.index, o.params, o.result, o.task, o.task_size))
+                bar.set_postfix({"val_acc": f"{o.result.val.accuracy:.3f}"}, refresh=False)
+                bar.update(1)
         finally:
             bar.close()
         trials.sort(key=lambda t: (-t.val.accuracy, t.val.log_loss, t.index))
@@ -132,6 +133,26 @@ def sweep(store: str | Path, backbones: list[str], head: Head | str = "mlp", gri
         return result
     finally:
         data.close()
+
+
+def _outcomes(tasks: list, data, executor, progress: bool):
+    """Every trial's outcome: the tasks run here, one after another, or as tasks on a Dask cluster."""
+    if executor is None:
+        for t, task in enumerate(tasks):
+            yield from run_task(task, data, t, progress=progress and len(task.indices) > 1)
+        return
+    from distributed import as_completed
+
+    from ..extraction.dask_executor import DaskExecutor
+
+    cluster = executor if isinstance(executor, DaskExecutor) else DaskExecutor(executor)
+    with cluster:
+        futures = [cluster.client.submit(run_task, task, None, t, pure=False) for t, task in enumerate(tasks)]
+        try:
+            for future in as_completed(futures):
+                yield from future.result()
+        finally:
+            cluster.client.cancel([f for f in futures if not f.done()])
 
 
 def _write_outputs(result: SweepResult, out: Path) -> None:
