@@ -7,8 +7,9 @@ shards started separately (shards.py), each running the same reader -> runner ->
 """
 
 from .options import ExtractOptions
-from .pipeline import ConfigRun, ExtractResult, extract
+from .pipeline import extract
 from .reader import SkippedImage
 from .runner import BackboneRunner
+from .runs import ConfigRun, ExtractResult
 
 __all__ = ["BackboneRunner", "ConfigRun", "ExtractOptions", "ExtractResult", "SkippedImage", "extract"]

@@ -14,7 +14,6 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..errors import ParameterError
 from ..ingest.scan import digest_files
 from ..stores import FeatureStore
 from .compute import UnitOutcome, compute_units
@@ -54,16 +53,3 @@ class InProcessExecutor(Executor):
         yield from compute_units(st, plan.cfg, plan.units, st.row_digests(plan.key), paths, runner=runner,
                                  workers=workers or min(4, os.cpu_count() or 1), batch_size=plan.batch_size,
                                  record_failures=st.record_skipped, on_images=on_images)
-
-
-def make_executor(executor: Executor | str | None) -> Executor:
-    """None: this process. A string: a Dask cluster, "local:N" or a scheduler address."""
-    if executor is None:
-        return InProcessExecutor()
-    if isinstance(executor, Executor):
-        return executor
-    if isinstance(executor, str):
-        from .dask_executor import DaskExecutor
-
-        return DaskExecutor(executor)
-    raise ParameterError("executor", f"expected an Executor, 'local:N' or a scheduler address, got {executor!r}")

@@ -22,9 +22,9 @@ from ..ingest.scan import SplitFractions
 from ..stores import FeatureStore, StoredManifest, open_store
 from .compute import compute_units
 from .options import ExtractOptions
-from .pipeline import ConfigRun, ExtractResult, compute_config
 from .plan import ConfigPlan
 from .reader import SkippedImage
+from .runs import ConfigRun, ExtractResult, compute_config
 
 
 @dataclass(frozen=True)

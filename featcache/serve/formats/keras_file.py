@@ -59,7 +59,7 @@ def load(path: Path):
     import keras
 
     from .. import layers  # noqa: F401  (registers featcache 0.1's custom layers: older exports load too)
-    from ..predict import Classifier
+    from ..classifier import Classifier
 
     check_archive(path, "export it again or copy it over again")
     try:

@@ -79,7 +79,7 @@ class SavedModelRunner:
 
 
 def load(path: Path):
-    from ..predict import Classifier
+    from ..classifier import Classifier
 
     runner = SavedModelRunner(path)
     if (classes := runner.class_names()) is not None:

@@ -142,7 +142,7 @@ def holds(path: Path) -> bool:
 
 
 def load(path: Path):
-    from ..predict import PROBABILITY_TOLERANCE, Classifier
+    from ..classifier import PROBABILITY_TOLERANCE, Classifier
 
     runner = TFLiteRunner(path)
     classes = read_sidecar(path)

@@ -1,0 +1,68 @@
+"""What an extraction run did: per configuration (ConfigRun) and in all (ExtractResult), and the
+loop that drives an executor's units of one configuration while counting them (compute_config)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from ..errors import FeatcacheError
+from ..progress import progress_bar
+from .compute import UnitOutcome
+from .reader import SkippedImage
+
+
+@dataclass
+class ConfigRun:
+    key: str
+    backbone: str  # the backbone's name
+    extracted: int  # rows computed in this run
+    reused: int  # rows already in the store
+    failed: int
+    seconds: float
+    views: int = 1  # V = 1 + K stored views per image
+    repaired: int = 0  # of the rows extracted, rows whose stored data was damaged
+    batch_size: int = 0  # the forward batch size used: the one the config was started with
+    pending: int = 0  # rows left to compute after this run (a plan-only run, a shard, a stopped run)
+
+    @property
+    def images_per_s(self) -> float | None:
+        """Images through the backbone per second (rows x views), as the store's stats record it."""
+        return None if not self.seconds or not self.extracted else self.extracted * self.views / self.seconds
+
+
+@dataclass
+class ExtractResult:
+    store: str
+    images: int
+    classes: list[str]
+    configs: list[ConfigRun] = field(default_factory=list)
+    skipped: list[SkippedImage] = field(default_factory=list)  # image files that could not be used
+    empty_classes: list[str] = field(default_factory=list)  # class folders without a usable image
+
+    @property
+    def complete(self) -> bool:
+        """False when some image files could not be read (each is in ``skipped``, with the reason)."""
+        return not self.skipped
+
+
+def compute_config(run: ConfigRun, todo: int, outcomes: Callable[[Callable[[int], None]], Iterable[UnitOutcome]],
+                   strict: bool, progress: bool) -> None:
+    """Drive ``outcomes(on_images=...)`` (an executor's units of one config) to the end, counting into
+    ``run``, with a progress bar; strict mode stops at the first image that cannot be decoded."""
+    bar = progress_bar(total=todo * run.views, desc=run.backbone, unit="img", enabled=progress)
+    start = time.perf_counter()
+    try:
+        for out in outcomes(on_images=bar.update):
+            run.extracted += out.rows
+            run.failed += len(out.failures)
+            run.pending -= out.rows + len(out.failures)
+            bar.update(len(out.failures) * run.views)
+            if strict and out.failures:
+                first = next(iter(out.failures.values()))
+                raise FeatcacheError(f"{first['path']}: {first['reason']} (strict mode; the {run.extracted} images "
+                                     "extracted so far are saved)")
+    finally:
+        run.seconds = time.perf_counter() - start
+        bar.close()
