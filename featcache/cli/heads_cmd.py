@@ -148,7 +148,7 @@ def _echo_cv(result) -> None:
               help="Only these backbones/keys (default: every feature config in STORE).")
 @click.option("--folds", type=int, default=None,
               help="Cross-validate on K stratified folds of the train+validation images (capped at the smallest "
-                   "class), with 95%% intervals and paired tests. Default: one fit, ranked on validation.")
+                   "class), with 95% intervals and paired tests. Default: one fit, ranked on validation.")
 @click.option("--repeats", type=int, default=1, show_default=True, help="Repeat the K folds R times (with --folds).")
 @click.option("--shots", default=None, metavar="LIST",
               help="Few-shot learning curves (with --folds): labelled images per class, e.g. 1,5,10,all.")
