@@ -29,7 +29,7 @@ from featcache.train.run import load_run
 
 SIZE, PEOPLE = 64, 20
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("finetune")]  # one worker builds the run
+pytestmark = pytest.mark.slow
 
 
 def _run(*args):

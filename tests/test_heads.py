@@ -304,7 +304,6 @@ def orl_store(orl_dir, tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("orl_store")  # one worker builds the store, not both
 def test_real_efficientnet_lite0_extracts_all_orl_faces(orl_store):
     with open_store(orl_store) as st:
         (key,) = st.keys()
@@ -319,7 +318,6 @@ def test_real_efficientnet_lite0_extracts_all_orl_faces(orl_store):
     assert (fs.labels[nearest] == fs.labels).mean() > 0.8, "ImageNet features group a person's photos"
 
 
-@pytest.mark.xdist_group("orl_store")
 @pytest.mark.parametrize("head", ["logreg", "mlp"])
 def test_orl_faces_real_backbone(orl_store, head, tmp_path):
     r = fit_head(orl_store, ["efficientnet_lite0"], head, tmp_path / head, progress=False)
