@@ -19,12 +19,12 @@ of about 1.8 on each side. Only images with a candidate partner are decoded.
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..extraction.reader import decode_threads
 from ..progress import progress_bar
 from .images import ImageFiles
 from .knn import Neighbours
@@ -48,7 +48,7 @@ def candidate_pairs(neighbours: Neighbours, digests: list[str], similarity: floa
 def fingerprints(files: ImageFiles, indices: np.ndarray, progress: bool = False) -> dict[int, np.ndarray | None]:
     """Thumbnails of the given images, decoded on threads (Pillow releases the GIL while decoding)."""
     out: dict[int, np.ndarray | None] = {}
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool, \
+    with ThreadPoolExecutor(max_workers=decode_threads()) as pool, \
             progress_bar(len(indices), "near duplicates", enabled=progress) as bar:
         for i, fp in zip(indices.tolist(), pool.map(lambda i: files.fingerprint(i, FINGERPRINT_SIZE), indices.tolist()),
                          strict=True):

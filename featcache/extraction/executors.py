@@ -10,7 +10,6 @@ Built in: ``InProcessExecutor`` (the default: this process, decoding on threads)
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from ..ingest.scan import digest_files
 from ..stores import FeatureStore
 from .compute import UnitOutcome, compute_units
 from .plan import ConfigPlan
+from .reader import decode_threads
 
 
 class Executor:
@@ -51,5 +51,5 @@ class InProcessExecutor(Executor):
     def run(self, st, plan, paths, workers, on_images):
         runner = plan.runner_factory()
         yield from compute_units(st, plan.cfg, plan.units, st.row_digests(plan.key), paths, runner=runner,
-                                 workers=workers or min(4, os.cpu_count() or 1), batch_size=plan.batch_size,
+                                 workers=decode_threads(workers), batch_size=plan.batch_size,
                                  record_failures=st.record_skipped, on_images=on_images)

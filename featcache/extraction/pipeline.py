@@ -93,8 +93,7 @@ def _extract(st: FeatureStore, data_dir, configs, options: ExtractOptions, manif
     elif any(p.units for p in plans):
         executor.check_store(st)
     for plan in plans:
-        run = ConfigRun(plan.key, plan.cfg.backbone.name, 0, plan.reused, 0, 0.0, plan.cfg.augment.views,
-                        repaired=plan.repaired, batch_size=plan.batch_size, pending=plan.todo)
+        run = ConfigRun.planned(plan)
         result.configs.append(run)
         if plan_only or not plan.units:
             continue

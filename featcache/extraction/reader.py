@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -13,6 +14,11 @@ from ..ingest.augment import AugmentParams, augment_view
 from ..ingest.decode import read_image
 from ..ingest.scan import SkippedImage
 from ..stores import WorkUnit
+
+
+def decode_threads(workers: int | None = None) -> int:
+    """``workers`` decoding threads, or the default: one per core, up to 4."""
+    return workers or min(4, os.cpu_count() or 1)
 
 
 class ImageReader:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from ..errors import FeatcacheError
 from ..progress import progress_bar
 from .compute import UnitOutcome
+from .plan import ConfigPlan
 from .reader import SkippedImage
 
 
@@ -25,6 +26,12 @@ class ConfigRun:
     repaired: int = 0  # of the rows extracted, rows whose stored data was damaged
     batch_size: int = 0  # the forward batch size used: the one the config was started with
     pending: int = 0  # rows left to compute after this run (a plan-only run, a shard, a stopped run)
+
+    @classmethod
+    def planned(cls, plan: ConfigPlan) -> ConfigRun:
+        """A config's run before any unit is computed: what its plan reuses, repairs and has to do."""
+        return cls(plan.key, plan.cfg.backbone.name, 0, plan.reused, 0, 0.0, plan.cfg.augment.views,
+                   repaired=plan.repaired, batch_size=plan.batch_size, pending=plan.todo)
 
     @property
     def images_per_s(self) -> float | None:

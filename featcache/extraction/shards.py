@@ -10,7 +10,6 @@ reasons and timings), and holds the store's lock shared with the other shards (l
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from ..stores import FeatureStore, StoredManifest, open_store
 from .compute import compute_units
 from .options import ExtractOptions
 from .plan import ConfigPlan
-from .reader import SkippedImage
+from .reader import SkippedImage, decode_threads
 from .runs import ConfigRun, ExtractResult, compute_config
 
 
@@ -67,13 +66,12 @@ def run_shard(data_dir: str | Path, store: str | Path, options: ExtractOptions, 
             st.record_shard(shard.name, skipped, stats)
 
         result = ExtractResult(str(st.path), len(manifest), manifest.classes)
-        workers = options.workers or min(4, os.cpu_count() or 1)
+        workers, device = decode_threads(options.workers), options.resolved_device()
         for cfg, key in keys:
             units = st.pending_units(key, manifest.digests, chunks=shard.owns)
-            plan = ConfigPlan(cfg, key, units, st.batch_size(key), _owned_rows(st, key, manifest, shard)
-                              - sum(len(u.rows) for u in units), device=options.resolved_device())
-            run = ConfigRun(key, cfg.backbone.name, 0, plan.reused, 0, 0.0, cfg.augment.views, repaired=plan.repaired,
-                            batch_size=plan.batch_size, pending=plan.todo)
+            plan = ConfigPlan(cfg, key, units, st.batch_size(key), 0, device=device)
+            plan.reused = _owned_rows(st, key, manifest, shard) - plan.todo
+            run = ConfigRun.planned(plan)
             result.configs.append(run)
             if not units:
                 continue

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 from ..errors import ParameterError
+from ..extraction.reader import decode_threads
 from ..heads.keras_heads import OPTIMIZERS
 from .blocks import parse_unfreeze
 
@@ -47,7 +47,7 @@ class FineTuneOptions:
 
     @property
     def threads(self) -> int:
-        return self.workers or min(4, os.cpu_count() or 1)
+        return decode_threads(self.workers)
 
     def to_dict(self) -> dict:
         return {"unfreeze": self.unfreeze, "epochs": self.epochs, "lr": self.lr, "optimizer": self.optimizer,
