@@ -221,12 +221,8 @@ def admit(store: Path, token: str) -> LockHolder:
     the holder's machine the lock must still be held; elsewhere flock says nothing (it is local)."""
     path = lock_path(store)
     holder = read_holder(path)
-    if holder is not None and holder.host == socket.gethostname():
-        fd = _open_locked(path, fcntl.LOCK_SH)
-        if fd is not None:  # nobody holds it: its run has ended
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-            holder = None
+    if holder is not None and holder.host == socket.gethostname() and not _held(path):
+        holder = None  # nobody holds it: its run has ended
     if holder is None:
         raise StoreLockedError(f"{store}: no run holds its lock any more, so token {token[:8]}... admits no "
                                "one; start a new run")
