@@ -156,7 +156,7 @@ def test_clone_copies_parameters_not_learned_state():
 
 def test_every_registered_head_declares_typed_parameters():
     for cls in HEADS:
-        assert cls.parameters, cls.name
+        assert cls.parameters or cls.name == "ensemble", cls.name  # an ensemble is made of other heads
         head = cls()
         for p in cls.parameters:
             assert p.validate(p.default) == getattr(head, p.name)

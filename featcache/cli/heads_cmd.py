@@ -7,7 +7,7 @@ import click
 from .common import command, echo_table, emit_json
 from .head_options import HeadParamsCommand, flag, parse_head_values
 
-HEAD_HELP = "Head type (see `featcache heads`): mlp, linear, logreg, or a plugin's."
+HEAD_HELP = "Head type (see `featcache heads`): mlp, linear, logreg, knn, or a plugin's."
 
 
 def _store_arg(f):
@@ -18,6 +18,29 @@ def _memory_option(f):
     return click.option("--memory-limit", default=None, metavar="SIZE",
                         help="Memory for the features, e.g. 512MB or 2GB (default: half the available memory). "
                              "Larger features are streamed from STORE.")(f)
+
+
+def _probe_options(f):
+    """--tta, --calibrate, --refit, --combine: train/probe.py."""
+    for decorator in reversed((
+        click.option("--tta", is_flag=True, help="Score validation and test on the mean probabilities over every "
+                                                 "cached view (test-time augmentation)."),
+        click.option("--calibrate", is_flag=True, help="Fit a temperature on validation (softmax(log p / T)); "
+                                                       "export and predict carry it."),
+        click.option("--refit", is_flag=True, help="Refit on train + validation with the epochs / C validation "
+                                                   "chose; that head is the one tested and kept."),
+        click.option("--combine", type=click.Choice(["concat", "ensemble"]), default="concat", show_default=True,
+                     help="Several -b: one head on the concatenated features, or one head per backbone with "
+                          "their probabilities averaged."),
+    )):
+        f = decorator(f)
+    return f
+
+
+def _probe(tta, calibrate, refit, combine):
+    from ..train.probe import ProbeOptions
+
+    return ProbeOptions(tta=tta, calibrate=calibrate, refit=refit, combine=combine)
 
 
 @command("fit-head", cls=HeadParamsCommand, uses_tensorflow=True)
@@ -32,10 +55,11 @@ def _memory_option(f):
 @click.option("--checkpoint-every-epoch", is_flag=True,
               help="Keras heads: also keep weights.{epoch:02d}.weights.h5 for every epoch (Innolitics recipe).")
 @_memory_option
+@_probe_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def fit_head_cmd(store, backbones, head, out, seed, tensorboard_dir, checkpoint_every_epoch, memory_limit, quiet,
-                 as_json, **head_values):
+def fit_head_cmd(store, backbones, head, out, seed, tensorboard_dir, checkpoint_every_epoch, memory_limit, tta,
+                 calibrate, refit, combine, quiet, as_json, **head_values):
     """Train a head on the cached features of STORE and write a run folder.
 
     The run folder holds the head, config.json (what `featcache predict`/`export` need to
@@ -47,7 +71,8 @@ def fit_head_cmd(store, backbones, head, out, seed, tensorboard_dir, checkpoint_
 
     model = make_head(head, parse_head_values(get_head_class(head), head_values, grid=False), seed=seed)
     result = fit_head(store, list(backbones), model, out, seed=seed, tensorboard_dir=tensorboard_dir,
-                      checkpoint_every_epoch=checkpoint_every_epoch, progress=not quiet, memory_limit=memory_limit)
+                      checkpoint_every_epoch=checkpoint_every_epoch, progress=not quiet, memory_limit=memory_limit,
+                      probe=_probe(tta, calibrate, refit, combine))
     if as_json:
         emit_json(result.to_dict())
         return
@@ -56,7 +81,12 @@ def fit_head_cmd(store, backbones, head, out, seed, tensorboard_dir, checkpoint_
                f"{n['views']} views, {n['validation']} validation ({result.validation_source}), {n['test']} test")
     for name, m in (("validation", result.val), ("test", result.test)):
         if m is not None:
-            click.echo(f"  {name:<10} accuracy {m.accuracy:.4f}  macro-F1 {m.macro_f1:.4f}  (n={m.n})")
+            click.echo(f"  {name:<10} accuracy {m.accuracy:.4f}  macro-F1 {m.macro_f1:.4f}  ECE {m.ece:.4f}  (n={m.n})")
+    if result.temperature != 1.0:
+        click.echo(f"  temperature {result.temperature:.3f} (fitted on validation)")
+    if result.refit:
+        click.echo(f"  refit on {result.refit['images']} train + validation images with {result.refit['params']}; "
+                   "validation scores are those of the head before the refit")
     extra = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in result.summary.items()
                       if k in ("epochs_trained", "best_epoch", "C") and v is not None)
     streamed = " (streamed from the store)" if result.memory and result.memory.streamed else ""

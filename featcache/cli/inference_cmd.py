@@ -67,8 +67,10 @@ def export_cmd(run_dir, out, fmt, quantize, calibration_images, calibration_size
 @click.option("--csv", "fmt", flag_value="csv", help="Print CSV rows.")
 @click.option("--folder-labels", is_flag=True,
               help="Take each file's parent folder name as its true class and report the accuracy.")
+@click.option("--tta", is_flag=True, help="Test-time augmentation (a run folder): average the probabilities of the "
+                                          "augmented views its features were extracted with.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def predict_cmd(model, inputs, top_k, batch_size, fmt, folder_labels, quiet):
+def predict_cmd(model, inputs, top_k, batch_size, fmt, folder_labels, tta, quiet):
     """Classify image files or folders with MODEL: a fit-head run folder, or a model from export
     (a .keras file, a SavedModel folder or a .tflite file).
 
@@ -77,7 +79,7 @@ def predict_cmd(model, inputs, top_k, batch_size, fmt, folder_labels, quiet):
     from ..serve.predict import load_classifier, score_folder_labels
 
     clf = load_classifier(model)
-    preds = clf.predict(inputs, batch_size=batch_size, progress=not quiet)
+    preds = clf.predict(inputs, batch_size=batch_size, progress=not quiet, tta=tta)
     classes = clf.classes
     records = []
     for p in preds:

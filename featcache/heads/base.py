@@ -87,6 +87,16 @@ class Head(ABC):
         """What fit learned beyond the weights (epochs run, chosen C, ...), for metrics.json."""
         return {}
 
+    def refit_params(self) -> dict[str, Any]:
+        """After a fit with validation: the parameters that fix what validation chose (the best
+        epoch, C), so a clone fitted on train + validation without validation follows the same
+        choice. {} for a head whose fit chooses nothing on validation."""
+        return {}
+
+    def refitted(self, X: np.ndarray, y: np.ndarray, n_classes: int) -> Head:
+        """A new head fitted on (X, y) without validation, with what validation chose here fixed."""
+        return clone(self).set_params(**self.refit_params()).fit(X, y, n_classes=n_classes)
+
     def _set_classes(self, n_classes: int) -> None:
         self.n_classes_ = int(n_classes)
         self.classes_ = np.arange(self.n_classes_)

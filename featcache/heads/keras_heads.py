@@ -272,6 +272,9 @@ class KerasHead(Head):
         head._set_classes(int(head.model_.output_shape[-1]))
         return head
 
+    def refit_params(self) -> dict:
+        return {"epochs": int(self.best_epoch_)}
+
     def summary(self) -> dict:
         if not hasattr(self, "history_"):
             return {}

@@ -214,6 +214,9 @@ class LogRegHead(Head):
                 writer.scalar("validation", "c_path_loss", row["val_loss"], step)
         writer.close()
 
+    def refit_params(self) -> dict:
+        return {"C": float(self.C_)}
+
     def summary(self) -> dict:
         if not hasattr(self, "C_"):
             return {}

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FeatcacheError
+from ..errors import FeatcacheError, ParameterError
+from ..ingest.augment import AugmentParams, augment_view
 from ..ingest.decode import collect_image_files, iter_image_batches
+from ..ingest.scan import content_digest
 from ..paths import printable_path
 from ..progress import progress_bar
 from .checks import check_model
@@ -58,8 +60,9 @@ class Classifier:
     further)."""
 
     def __init__(self, model, classes: list[str], source: str = "the model", classes_from: str = "the class list",
-                 tolerance: float = PROBABILITY_TOLERANCE):
+                 tolerance: float = PROBABILITY_TOLERANCE, augment: AugmentParams | None = None):
         self.model = model
+        self.augment = augment  # the views extraction made (a run folder's record): what --tta averages over
         self.classes = list(classes)
         self.source = source
         self.tolerance = tolerance
@@ -69,9 +72,28 @@ class Classifier:
         x = images_by_size[0] if len(images_by_size) == 1 else images_by_size
         return np.asarray(self.model.predict_on_batch(x))
 
-    def predict(self, inputs, batch_size: int = 32, progress: bool = False) -> list[FilePrediction]:
+    def predict_views(self, images_by_size: list[np.ndarray], paths: list[Path]) -> np.ndarray:
+        """Test-time augmentation: the mean probabilities over the V views extraction made of each
+        image (seeded by its content digest: the same views as the cached ones)."""
+        digests = [content_digest(p) for p in paths]
+        views = [[np.stack([augment_view(img, self.augment, d, v) for img, d in zip(images, digests, strict=True)])
+                  for images in images_by_size] for v in range(self.augment.views)]
+        return np.mean([self.predict_images(v) for v in views], axis=0)
+
+    def check_tta(self) -> None:
+        if self.augment is None:
+            raise ParameterError("tta", f"{self.source} records no augmentation; test-time augmentation needs a "
+                                        "fit-head run folder")
+        if self.augment.views == 1:
+            raise ParameterError("tta", f"{self.source} was trained on features without augmented views "
+                                        "(extract --augment 0): there is nothing to average")
+
+    def predict(self, inputs, batch_size: int = 32, progress: bool = False, tta: bool = False) -> list[FilePrediction]:
         """Predict image files and folders (walked recursively). Unreadable files, and images the
-        model gives NaN or infinite numbers for, get .error and no label."""
+        model gives NaN or infinite numbers for, get .error and no label. ``tta``: average over
+        the augmented views the run's features were extracted with."""
+        if tta:
+            self.check_tta()
         files = collect_image_files([inputs] if isinstance(inputs, (str, Path)) else inputs)
         results: list[FilePrediction] = []
         bar = progress_bar(len(files), "predict", enabled=progress and len(files) > batch_size)
@@ -79,7 +101,8 @@ class Classifier:
             preds = [FilePrediction(printable_path(p), error=batch.errors.get(i)) for i, p in enumerate(batch.paths)]
             results += preds
             if batch.decoded:
-                probs = self.predict_images(batch.images)
+                probs = (self.predict_views(batch.images, [batch.paths[i] for i in batch.decoded]) if tta
+                         else self.predict_images(batch.images))
                 finite = _finite_rows(probs, self.source, self.tolerance)
                 for i, p, ok in zip(batch.decoded, probs, finite, strict=True):
                     if not ok:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..config import FeatureConfig
 from ..errors import FeatcacheError, ParameterError, describe_error
+from ..train.probe import TINY
 from ..train.run import CONFIG_FILE, TrainedRun, load_run, make_folder
 from .calibration import CalibrationOptions, choose
 from .checks import check_model
@@ -22,8 +23,9 @@ from .formats import FORMATS, ExportFormat, ExportJob, ExportResult
 from .labels import check_sidecar_path
 
 
-def build_end_to_end(features: list[FeatureConfig], head_model, classes: list[str]):
-    """Images (one input per distinct input size) -> backbone(s) -> concatenated features -> head."""
+def build_end_to_end(features: list[FeatureConfig], head_model, classes: list[str], temperature: float = 1.0):
+    """Images (one input per distinct input size) -> backbone(s) -> concatenated features -> head
+    (-> softmax(log p / temperature) when calibrated)."""
     import keras
 
     from ..backbones.model import build_feature_extractor
@@ -41,7 +43,11 @@ def build_end_to_end(features: list[FeatureConfig], head_model, classes: list[st
     takes, given = tuple(head_model.input_shape[1:]), tuple(x.shape[1:])
     if takes != given:  # Keras' own error here names neither the head nor the backbones
         raise FeatcacheError(f"the head takes features of shape {takes} but the backbone(s) give {given}")
-    return keras.Model([inputs[s] for s in sizes], head_model(x), name="featcache_classifier")
+    probabilities = head_model(x)
+    if temperature != 1.0:  # Keras ops and layers only: the model still loads without featcache
+        logp = keras.ops.log(keras.ops.maximum(probabilities, TINY))
+        probabilities = keras.layers.Softmax(name="calibrated")(keras.layers.Rescaling(1.0 / temperature)(logp))
+    return keras.Model([inputs[s] for s in sizes], probabilities, name="featcache_classifier")
 
 
 def build_run_model(run: TrainedRun):
@@ -49,7 +55,8 @@ def build_run_model(run: TrainedRun):
     the backbones and head cannot be rebuilt from: a FeatcacheError naming the folder, whatever
     the backbone or head code raised."""
     try:
-        return build_end_to_end(run.config.features, run.head.to_keras(), run.config.classes)
+        return build_end_to_end(run.config.features, run.head.to_keras(), run.config.classes,
+                                run.config.temperature)
     except Exception as exc:
         reason = str(exc) if isinstance(exc, FeatcacheError) else describe_error(exc)
         raise FeatcacheError(f"run folder {run.path}: cannot rebuild its model from {CONFIG_FILE} and its head "

@@ -33,8 +33,9 @@ def load_classifier(path: str | Path) -> Classifier:
         from .export import build_run_model
 
         run = load_run(path)
+        augments = {f.augment for f in run.config.features}
         return Classifier(build_run_model(run), run.config.classes, f"run folder {run.path}",
-                          str(run.path / CONFIG_FILE))
+                          str(run.path / CONFIG_FILE), augment=augments.pop() if len(augments) == 1 else None)
     if not path.exists():
         raise FeatcacheError(f"{path} does not exist; give a run folder from `featcache fit-head` or a model "
                              "from `featcache export` (.keras, .tflite or a SavedModel folder)")

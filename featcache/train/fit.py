@@ -15,6 +15,9 @@ Memory: when the features, as float32, fit ``memory_limit`` (default: half the a
 they are loaded as before; otherwise the head trains on streams read from the store a few chunks
 at a time (train/streaming.py), and validation and test are streamed too (held in memory in the
 stored dtype when they take at most an eighth of the budget). metrics.json records which.
+
+Probe options (probe.py): test-time augmentation, a temperature fitted on validation, and a refit
+on train + validation with what validation chose; each needs the features in memory.
 """
 
 from __future__ import annotations
@@ -30,13 +33,14 @@ import numpy as np
 from .. import __version__
 from ..config import FeatureConfig
 from ..errors import FeatcacheError, ParameterError, shortlist
-from ..heads import Head, make_head
+from ..heads import EnsembleHead, Head, make_head
 from ..ingest.scan import SPLITS
 from ..stores import FeatureStore, open_store
 from ..stores.schema import FEATURES
 from ..stores.stream import StoreRows
 from .memory import MemoryPlan, resolve_memory_limit
 from .metrics import SplitMetrics, evaluate, plot_confusion
+from .probe import PLAIN, ProbeOptions, apply_temperature, fit_temperature, mean_over_views
 from .run import CONFIG_FILE, RunConfig, ValidationSource, make_folder
 from .streaming import EvalStream, TrainStream
 
@@ -55,6 +59,7 @@ class TrainingData:
     data_root: str
     keys: list[str]
     configs: list[FeatureConfig]
+    dims: list[int]  # each key's feature size, in concatenation order
     classes: list[str]
     X_train: np.ndarray | TrainStream  # (n, V, D): every cached view
     y_train: np.ndarray
@@ -67,6 +72,9 @@ class TrainingData:
     stats: dict[str, dict] = field(default_factory=dict)  # extraction stats per key
     memory: MemoryPlan | None = None
     store: FeatureStore | None = field(default=None, repr=False)  # open while streams read from it
+    # every view of the validation and test images (m, V, D), for TTA and refit; None when streamed
+    X_val_views: np.ndarray | None = field(default=None, repr=False)
+    X_test_views: np.ndarray | None = field(default=None, repr=False)
 
     def close(self) -> None:
         if self.store is not None:
@@ -107,7 +115,9 @@ def load_training_data(store: str | Path, backbones: list[str], seed: int = 0,
     try:
         manifest = st.manifest()
         keys = [st.resolve_key(b) for b in backbones]
-        needed = _float32_bytes(st, keys, len(manifest))
+        shapes = [st.backend.shape(f"features/{k}/{FEATURES}") for k in keys]
+        # what loading would hold: every manifest image's views as float32 (failed images are left out)
+        needed = len(manifest) * min(s[1] for s in shapes) * sum(s[2] for s in shapes) * 4
         stats = {k: st.config_status(k, manifest).stats for k in keys}
         path = str(Path(st.path).resolve())
         if needed <= limit:
@@ -136,12 +146,15 @@ def load_training_data(store: str | Path, backbones: list[str], seed: int = 0,
             val, train = train[held], train[~held]
             validation = ValidationSource.TRAIN_HOLDOUT if len(val) else ValidationSource.NONE
         common = {"store_path": path, "data_root": manifest.data_root, "keys": keys, "configs": configs,
+                  "dims": [int(s[2]) for s in shapes],
                   "classes": classes, "validation": validation, "seed": seed, "stats": stats, "memory": plan}
         if not plan.streamed:
             st.close()
             X = fs.features
-            return TrainingData(X_train=X[train], y_train=labels[train], X_val=X[val, 0], y_val=labels[val],
-                                X_test=X[test, 0], y_test=labels[test], **common)
+            X_val, X_test = X[val], X[test]
+            return TrainingData(X_train=X[train], y_train=labels[train], X_val=X_val[:, 0], y_val=labels[val],
+                                X_test=X_test[:, 0], y_test=labels[test], X_val_views=X_val, X_test_views=X_test,
+                                **common)
         evals = [EvalStream(source, idx, cache=len(idx) * source.dim * source.itemsize <= limit // EVAL_SHARE)
                  for idx in (val, test)]
         return TrainingData(X_train=TrainStream(source, train, labels[train], plan.window_chunks),
@@ -150,14 +163,6 @@ def load_training_data(store: str | Path, backbones: list[str], seed: int = 0,
     except BaseException:
         st.close()
         raise
-
-
-def _float32_bytes(st: FeatureStore, keys: list[str], images: int) -> int:
-    """What loading would hold: every manifest image's views as float32 (a bound: failed images
-    are left out when loading)."""
-    shapes = [st.backend.shape(f"features/{k}/{FEATURES}") for k in keys]
-    views = min(s[1] for s in shapes)
-    return images * views * sum(s[2] for s in shapes) * 4
 
 
 @dataclass
@@ -177,6 +182,9 @@ class FitResult:
     run_dir: str | None = None
     head: Head | None = field(default=None, repr=False)
     memory: MemoryPlan | None = None
+    probe: ProbeOptions = ProbeOptions()
+    temperature: float = 1.0  # 1.0: not calibrated
+    refit: dict | None = None  # with probe.refit: the parameters fixed and the rows refitted on
 
     @property
     def val_accuracy(self) -> float | None:
@@ -194,6 +202,7 @@ class FitResult:
             "n": self.n,
             "validation_source": self.validation_source.value,
             "training": self.summary,  # epochs run, chosen C, ...: what fit decided
+            "probe": self.probe.to_dict(), "temperature": self.temperature, "refit": self.refit,
             **({"memory": self.memory.to_dict()} if self.memory else {}),  # in memory or streamed
         }
 
@@ -208,27 +217,69 @@ def _json_params(params: dict) -> dict:
 
 def fit_on_data(data: TrainingData, model: Head, out: str | Path | None = None,
                 tensorboard_dir: str | Path | None = None, progress: bool = True,
-                evaluate_test: bool = True, checkpoint_every_epoch: bool = False) -> FitResult:
+                evaluate_test: bool = True, checkpoint_every_epoch: bool = False,
+                probe: ProbeOptions = PLAIN) -> FitResult:
     """Fit ``model`` (an unfitted head) on loaded data, evaluate it on validation (and test), and
-    write the run folder if ``out``."""
+    write the run folder if ``out``. ``probe``: TTA, calibration, refit (probe.py)."""
+    check_probe(data, probe)
+    if probe.combine == "ensemble":
+        model = EnsembleHead.of(model, data.dims)
     run_dir = prepare_run_dir(out) if out is not None else None
     has_val = len(data.y_val) > 0
     start = time.perf_counter()
     model.fit(data.X_train, data.y_train, data.X_val if has_val else None, data.y_val if has_val else None,
               n_classes=len(data.classes), workdir=run_dir, tensorboard_dir=tensorboard_dir, progress=progress,
               checkpoint_every_epoch=checkpoint_every_epoch)
-    return fitted_result(data, model, time.perf_counter() - start, run_dir, evaluate_test)
+    return fitted_result(data, model, time.perf_counter() - start, run_dir, evaluate_test, probe)
+
+
+def check_probe(data: TrainingData, probe: ProbeOptions) -> None:
+    if probe.combine == "ensemble" and len(data.keys) < 2:
+        raise ParameterError("combine", "an ensemble needs features of two or more backbones (repeat -b)")
+    if probe.tta and data.n["views"] == 1:
+        raise ParameterError("tta", "the features have no augmented views (extract --augment 0): there is nothing "
+                                    "to average; extract with --augment K")
+    if (probe.tta or probe.refit) and data.X_val_views is None:
+        flag = "tta" if probe.tta else "refit"
+        raise ParameterError(flag, f"needs the features in memory: they take {data.memory.needed / 1e9:.1f} GB as "
+                                   f"float32, over the memory limit of {data.memory.limit / 1e9:.1f} GB; raise "
+                                   "the memory limit or leave it out")
+
+
+def split_proba(model: Head, data: TrainingData, split: str, tta: bool) -> np.ndarray:
+    """A split's probabilities: of view 0, or (tta) the mean over every cached view."""
+    if tta:
+        return mean_over_views(model.predict_proba, data.X_val_views if split == "validation" else data.X_test_views)
+    return model.predict_proba(data.X_val if split == "validation" else data.X_test)
+
+
+def refit_on_train_and_validation(model: Head, data: TrainingData) -> tuple[Head, dict]:
+    """A new head with what validation chose (epochs, C) fixed, fitted on every view of train +
+    validation without validation."""
+    X = np.concatenate([np.asarray(data.X_train), data.X_val_views])
+    y = np.concatenate([data.y_train, data.y_val])
+    return model.refitted(X, y, len(data.classes)), {"params": model.refit_params(), "images": len(y)}
 
 
 def fitted_result(data: TrainingData, model: Head, fit_seconds: float, run_dir: Path | None = None,
-                  evaluate_test: bool = True) -> FitResult:
-    """A fitted head's FitResult: evaluated on validation (and test), its run folder written if ``run_dir``."""
+                  evaluate_test: bool = True, probe: ProbeOptions = PLAIN) -> FitResult:
+    """A fitted head's FitResult: evaluated on validation (and test), its run folder written if
+    ``run_dir``. Validation is scored (and the temperature fitted) before any refit: the refit
+    head has seen those images."""
     has_val = len(data.y_val) > 0
+    val_proba = split_proba(model, data, "validation", probe.tta) if has_val else None
+    temperature = fit_temperature(val_proba, data.y_val) if probe.calibrate and has_val else 1.0
+    refit = None
+    if probe.refit and has_val:
+        start = time.perf_counter()
+        model, refit = refit_on_train_and_validation(model, data)
+        fit_seconds += time.perf_counter() - start
     result = FitResult(
         head_type=model.name, params=_json_params(model.get_params()), keys=data.keys, classes=data.classes,
         input_dim=data.input_dim, n=data.n, validation_source=data.validation, fit_seconds=fit_seconds,
-        val=evaluate(data.y_val, model.predict_proba(data.X_val), data.classes) if has_val else None,
-        test=None, summary=model.summary(), seed=data.seed, head=model, memory=data.memory,
+        val=evaluate(data.y_val, apply_temperature(val_proba, temperature), data.classes) if has_val else None,
+        test=None, summary=model.summary(), seed=data.seed, head=model, memory=data.memory, probe=probe,
+        temperature=temperature, refit=refit,
     )
     if evaluate_test:
         evaluate_on_test(result, data)
@@ -239,7 +290,8 @@ def fitted_result(data: TrainingData, model: Head, fit_seconds: float, run_dir: 
 
 def evaluate_on_test(result: FitResult, data: TrainingData) -> FitResult:
     if len(data.y_test):
-        result.test = evaluate(data.y_test, result.head.predict_proba(data.X_test), data.classes)
+        proba = split_proba(result.head, data, "test", result.probe.tta)
+        result.test = evaluate(data.y_test, apply_temperature(proba, result.temperature), data.classes)
     return result
 
 
@@ -268,7 +320,8 @@ def write_run(result: FitResult, data: TrainingData, out: str | Path) -> Path:
         featcache_version=__version__, head_type=result.head_type, head_params=result.params,
         features=data.configs, keys=data.keys, classes=data.classes, store_path=data.store_path,
         data_root=data.data_root, input_dim=data.input_dim, seed=result.seed, validation=data.validation,
-        files=files, created=datetime.now(UTC).isoformat(timespec="seconds"),
+        files=files, created=datetime.now(UTC).isoformat(timespec="seconds"), probe=result.probe,
+        temperature=result.temperature,
     ).write(run_dir)
     result.run_dir = str(run_dir)
     return run_dir
@@ -277,18 +330,20 @@ def write_run(result: FitResult, data: TrainingData, out: str | Path) -> Path:
 def fit_head(store_path: str | Path, backbones: list[str], head: Head | str = "mlp",
              out: str | Path | None = None, seed: int = 0, tensorboard_dir: str | Path | None = None,
              checkpoint_every_epoch: bool = False, progress: bool = True,
-             memory_limit: str | int | None = None) -> FitResult:
+             memory_limit: str | int | None = None, probe: ProbeOptions = PLAIN) -> FitResult:
     """Train ``head`` (a Head, or the name of one with its default parameters) on the cached
     features of ``backbones`` (concatenated) in ``store_path``. ``seed`` draws the validation
     holdout when the store has no validation split. Features larger than ``memory_limit`` (a size
-    such as "2GB"; default half the available memory) are streamed from the store.
+    such as "2GB"; default half the available memory) are streamed from the store. ``probe``:
+    test-time augmentation, calibration, refit on train + validation (probe.py).
 
     With ``out``, writes the run folder that `featcache.train.run.load_run` (and export/predict) read.
     """
     model = make_head(head) if isinstance(head, str) else head
     data = load_training_data(store_path, backbones, seed, memory_limit)
     try:
-        return fit_on_data(data, model, out, tensorboard_dir, progress, checkpoint_every_epoch=checkpoint_every_epoch)
+        return fit_on_data(data, model, out, tensorboard_dir, progress, checkpoint_every_epoch=checkpoint_every_epoch,
+                           probe=probe)
     finally:
         data.close()
 

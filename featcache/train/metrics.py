@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .probe import expected_calibration_error
+
 
 @dataclass
 class ClassMetrics:
@@ -27,6 +29,7 @@ class SplitMetrics:
     log_loss: float
     per_class: list[ClassMetrics]
     confusion: list[list[int]]  # rows: true class, columns: predicted class
+    ece: float = 0.0  # expected calibration error (probe.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,6 +53,7 @@ def evaluate(y_true: np.ndarray, proba: np.ndarray, classes: list[str]) -> Split
         log_loss=float(-np.mean(np.log(picked))),
         per_class=[ClassMetrics(c, float(p[i]), float(r[i]), float(f[i]), int(s[i])) for i, c in enumerate(classes)],
         confusion=confusion_matrix(y_true, pred, labels=labels).tolist(),
+        ece=expected_calibration_error(proba, y_true),
     )
 
 

@@ -12,6 +12,8 @@ config.json::
       "input_dim": 1280,
       "seed": 0,
       "validation": "store" | "train-holdout" | "none",   # ValidationSource
+      "probe": {"tta": false, "calibrate": false, "refit": false, "combine": "concat"},  # ProbeOptions
+      "temperature": 1.0,   # divides the head's log-probabilities (calibration; 1.0: none)
       "files": {"head": ["head.keras"], "metrics": "metrics.json", ...},
       "created": "2025-01-01T12:00:00+00:00"
     }
@@ -28,6 +30,7 @@ from pathlib import Path
 from ..config import FeatureConfig
 from ..errors import FeatcacheError, ParameterError, describe_error
 from ..heads import Head, get_head_class
+from .probe import ProbeOptions
 
 CONFIG_FILE = "config.json"
 
@@ -55,6 +58,8 @@ class RunConfig:
     validation: ValidationSource = ValidationSource.STORE
     files: dict = field(default_factory=dict)
     created: str = ""
+    probe: ProbeOptions = ProbeOptions()
+    temperature: float = 1.0
 
     def to_dict(self) -> dict:
         return {
@@ -67,6 +72,8 @@ class RunConfig:
             "input_dim": self.input_dim,
             "seed": self.seed,
             "validation": self.validation.value,
+            "probe": self.probe.to_dict(),
+            "temperature": self.temperature,
             "files": self.files,
             "created": self.created,
         }
@@ -92,6 +99,9 @@ class RunConfig:
             input_dim=_get(d, "input_dim", int), seed=_get(d, "seed", int, default=0),
             validation=ValidationSource(_get(d, "validation", str, default="store")),
             files=dict(_get(d, "files", dict, default={})), created=_get(d, "created", str, default=""),
+            probe=ProbeOptions(**{k: v for k, v in _get(d, "probe", dict, default={}).items()
+                                  if k in ProbeOptions.__dataclass_fields__}),
+            temperature=_temperature(d),
         )
 
     def write(self, folder: Path) -> Path:
@@ -145,6 +155,13 @@ def _get(d: dict, key: str, kind: type, item: type | None = None, where: str = "
         what = _TYPE_NAMES[kind] + (f" of {_TYPE_NAMES[item].split()[-1]}s" if item else "")
         raise InvalidRunConfig(f"{name!r} must be {what}, not {value!r:.60}")
     return value
+
+
+def _temperature(d: dict) -> float:
+    t = d.get("temperature", 1.0)
+    if isinstance(t, bool) or not isinstance(t, int | float) or not t > 0:
+        raise InvalidRunConfig(f"'temperature' must be a positive number, not {t!r:.60}")
+    return float(t)
 
 
 def _feature(d, i: int) -> FeatureConfig:
