@@ -72,7 +72,8 @@ class FeatureConfig:
 
     @property
     def key(self) -> str:
-        """Readable and unique: e.g. efficientnet_lite0-224-avg-v1-3fa2b9c1 (-f16, -xla, -draft when so)."""
+        """Readable and unique: e.g. efficientnet_lite0-224-avg-v1-3fa2b9c1 (-f16, -xla, -draft when so;
+        a tap: efficientnet_lite0.block4-224-avg-v1-...)."""
         digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
         b = self.backbone
-        return f"{b.name}-{b.input_size}-{b.pooling}-v{self.augment.views}{self.compute.tag}-{digest}"
+        return f"{b.label}-{b.input_size}-{b.pooling}-v{self.augment.views}{self.compute.tag}-{digest}"

@@ -19,14 +19,16 @@ TINY = "tiny_test"
 
 
 def _build_tiny(size: int, weights: str):
-    """Two seeded convolutions: cheap, deterministic, and its features still separate colours/shapes."""
+    """Two seeded convolutions: cheap, deterministic, and its features still separate colours/shapes.
+    Named, so its blocks (a block per layer with weights) are "conv1" and "conv2" in every process."""
     import keras
 
     init = keras.initializers.GlorotUniform(seed=1)
     inputs = keras.Input((size, size, 3))
-    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", kernel_initializer=init)(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", kernel_initializer=init,
+                            name="conv1")(inputs)
     x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu",
-                            kernel_initializer=keras.initializers.GlorotUniform(seed=2))(x)
+                            kernel_initializer=keras.initializers.GlorotUniform(seed=2), name="conv2")(x)
     return keras.Model(inputs, x, name="tiny_test")
 
 

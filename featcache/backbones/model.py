@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-from ..errors import FeatcacheError, ParameterError
+from ..errors import FeatcacheError, ParameterError, shortlist
 from . import get_backbone, spec_for
-from .spec import POOLINGS, BackboneConfig, file_digest
+from .blocks import Block, backbone_blocks
+from .spec import POOLINGS, BackboneConfig, BackboneSpec, file_digest
 from .trained_weights import fine_tuned_weights
 
 MAX_INPUT_SIZE = 2048  # a 2048x2048x3 float32 batch of 32 is 1.6 GB already
@@ -50,10 +52,55 @@ def check_weights(config: BackboneConfig) -> None:
                              "re-extract and re-fit with the new file")
 
 
+def known_feature_dim(config: BackboneConfig) -> int | None:
+    """The feature size the spec declares, known without building the network; None when only the
+    network knows it: flattened (it depends on the spatial output) or a tap (the block's channels)."""
+    return None if config.pooling == "flatten" or config.tap else spec_for(config).feature_dim
+
+
+def _blocks(trunk, spec: BackboneSpec) -> dict[str, Block]:
+    """The blocks of a freshly built network (its layers still trainable), by name, bottom to top."""
+    return {b.name: b for b in backbone_blocks(trunk.layers, spec.block_pattern)}
+
+
+def _unknown_tap(name: str, tap: str, blocks: list[str]) -> ParameterError:
+    return ParameterError("taps", f"{name} has no block {tap!r}; its blocks, bottom to top: {shortlist(blocks, 24)}")
+
+
+def block_outputs(name: str, input_size: int | None = None) -> dict[str, tuple[int, ...]]:
+    """The blocks of backbone ``name``, bottom to top (what a tap can name), each with the (H, W, C)
+    shape of its output at ``input_size``. Builds the network (random weights: nothing is read or
+    downloaded)."""
+    spec = get_backbone(name)
+    blocks = _blocks(spec.build_features(int(input_size or spec.input_size), "random"), spec)
+    return {n: tuple(b.layers[-1].output.shape[1:]) for n, b in blocks.items()}
+
+
+def tap_configs(config: BackboneConfig, taps: tuple[str, ...]) -> list[BackboneConfig]:
+    """``config`` tapped at each of ``taps``, checked against its blocks (one network build for all)."""
+    if not taps:
+        return []
+    names = list(block_outputs(config.name, config.input_size))
+    for tap in taps:
+        if tap not in names:
+            raise _unknown_tap(config.name, tap, names)
+    return [replace(config, tap=tap) for tap in taps]
+
+
+def _tap_output(trunk, config: BackboneConfig):
+    """The output of the last layer of the tapped block: a model ending there runs only the
+    network up to it."""
+    blocks = _blocks(trunk, spec_for(config))
+    if config.tap not in blocks:
+        raise _unknown_tap(config.name, config.tap, list(blocks))
+    return blocks[config.tap].layers[-1].output
+
+
 def build_feature_extractor(config: BackboneConfig, precision: str = "float32"):
     """Keras model: preprocessed (B, S, S, 3) float32 -> (B, D) pooled (or flattened) float32
-    features. ``precision``: the Keras dtype policy of the network; the pooling always runs in
-    float32, so features come out float32 whatever the policy."""
+    features of the final feature map, or of the tapped block's output. ``precision``: the Keras
+    dtype policy of the network; the pooling always runs in float32, so features come out float32
+    whatever the policy."""
     import keras
 
     check_weights(config)
@@ -63,8 +110,8 @@ def build_feature_extractor(config: BackboneConfig, precision: str = "float32"):
         trunk = spec_for(config).build_features(config.input_size, config.weights)
     finally:
         keras.config.set_dtype_policy(previous)
+    x = _tap_output(trunk, config) if config.tap else trunk.output  # before freezing: blocks need it
     trunk.trainable = False
-    x = trunk.output
     if len(x.shape) == 4:
         pool = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D,
                 "flatten": keras.layers.Flatten}[config.pooling]

@@ -138,9 +138,22 @@ class BackboneConfig:
     weights_id: str = ""  # identity of the weights actually loaded (file digest, package file name)
     preprocess: Preprocess = field(default_factory=Preprocess)
     builder: str = ""  # BackboneSpec.reference: where the network's code lives ("" = in-process only)
+    # A block of the network (see backbones/blocks.py) whose output is pooled instead of the final
+    # feature map: only the network up to it runs. "": the final feature map.
+    tap: str = ""
+
+    @property
+    def label(self) -> str:
+        """What people call this feature: the backbone's name, or ``name.tap`` for a tap."""
+        return f"{self.name}.{self.tap}" if self.tap else self.name
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "preprocess": self.preprocess.to_dict()}
+        """The record; ``tap`` only when set, so the records and keys of untapped configs stay
+        what they were before taps existed."""
+        d = {**asdict(self), "preprocess": self.preprocess.to_dict()}
+        if not self.tap:
+            del d["tap"]
+        return d
 
     def identity(self) -> dict[str, Any]:
         """What the features depend on: not where the weights file or the builder code lives."""
@@ -153,7 +166,7 @@ class BackboneConfig:
             d["name"] = d.pop("backbone")
         d["preprocess"] = Preprocess.from_dict(d.get("preprocess") or "none")
         return cls(**{k: d[k] for k in ("name", "input_size", "pooling", "weights", "weights_id", "preprocess",
-                                        "builder") if k in d})
+                                        "builder", "tap") if k in d})
 
 
 def file_digest(path: str | Path, algo: str = "sha256", block: int = 1 << 20) -> str:

@@ -19,6 +19,9 @@ from .common import command, echo_table, emit_json
               help="Feature store path; its suffix picks the format: .zarr (default) or .h5/.hdf5.")
 @click.option("-b", "--backbone", "backbones", multiple=True, default=["efficientnet_lite0"], show_default=True,
               help="Backbone to run (repeatable; see `featcache backbones`).")
+@click.option("--taps", default="", metavar="BLOCK[,BLOCK...]",
+              help="Also extract the pooled output of these blocks of every backbone, each as its own "
+                   "configuration (-b NAME.BLOCK in fit-head); `featcache backbones --blocks NAME` lists them.")
 @click.option("--augment", "augment", default=0, show_default=True, type=int,
               help="K augmented views per image, on top of the un-augmented view 0.")
 @click.option("--split", default=None, help="train/validation/test fractions, e.g. 70/20/10 (default; "
@@ -59,7 +62,7 @@ from .common import command, echo_table, emit_json
                    "planned with --plan-only and the same options. A run without --shard finishes afterwards.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-def extract_cmd(data_dir, store, backbones, augment, split, seed, image_size, pooling, weights, batch_size, dtype,
+def extract_cmd(data_dir, store, backbones, taps, augment, split, seed, image_size, pooling, weights, batch_size, dtype,
                 workers, rotation, shift, shear, zoom, channel_shift, hflip, vflip, strict, precision, jit, jpeg_draft,
                 device, dask, plan_only, shard, quiet, as_json):
     """Run each backbone once over DATA_DIR and cache the features in STORE.
@@ -76,7 +79,8 @@ def extract_cmd(data_dir, store, backbones, augment, split, seed, image_size, po
     options = ExtractOptions(backbones=tuple(backbones), augment=params, split=split, image_size=image_size,
                              pooling=pooling, weights=weights, dtype=dtype, workers=workers, strict=strict,
                              batch_size=batch_size if batch_size == "auto" else _int(batch_size, "--batch-size"),
-                             precision=precision, jit=jit, jpeg_draft=jpeg_draft, device=device, progress=not quiet)
+                             precision=precision, jit=jit, jpeg_draft=jpeg_draft, device=device, progress=not quiet,
+                             taps=taps)
     result = extract(data_dir, store, options, executor=dask, shard=shard, plan_only=plan_only)
     if as_json:
         emit_json({"store": result.store, "images": result.images, "classes": result.classes,

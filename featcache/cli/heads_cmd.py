@@ -46,7 +46,8 @@ def _probe(tta, calibrate, refit, combine):
 @command("fit-head", cls=HeadParamsCommand, uses_tensorflow=True)
 @_store_arg
 @click.option("-b", "--backbone", "backbones", multiple=True, required=True,
-              help="Backbone name or full feature key in STORE (repeat to concatenate several).")
+              help="Backbone name, NAME.BLOCK for a tap, or full feature key in STORE (repeat to concatenate "
+                   "several).")
 @click.option("--head", default="mlp", show_default=True, help=HEAD_HELP)
 @click.option("--out", "-o", required=True, type=click.Path(), help="Run folder to write.")
 @click.option("--seed", type=int, default=0, show_default=True,

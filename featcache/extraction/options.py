@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from ..backbones import DEFAULT_BACKBONE
 from ..backbones.devices import resolve_device, resolve_precision
-from ..backbones.model import resolve_config
+from ..backbones.model import resolve_config, tap_configs
 from ..config import Compute, FeatureConfig
 from ..errors import ParameterError
 from ..ingest.augment import AugmentParams
@@ -33,11 +33,16 @@ class ExtractOptions:
     jit: bool = False  # XLA-compile the forward pass
     jpeg_draft: bool = False  # decode large JPEGs at reduced scale: faster, other pixels (recorded)
     device: str | None = None  # "cpu", "gpu", "gpu:N"; None: the first GPU if there is one
+    # Blocks of every backbone whose pooled output is extracted too, each as its own feature config
+    # (BackboneConfig.tap), besides the final output; "block4,block6" or a sequence of names.
+    taps: tuple[str, ...] | str = ()
 
     def __post_init__(self):
         if isinstance(self.backbones, str):  # one name, not a sequence of one-letter names
             object.__setattr__(self, "backbones", (self.backbones,))
         object.__setattr__(self, "backbones", tuple(self.backbones))
+        taps = self.taps.split(",") if isinstance(self.taps, str) else self.taps
+        object.__setattr__(self, "taps", tuple(dict.fromkeys(t.strip() for t in taps if t.strip())))
         if not self.backbones:
             raise ParameterError("backbones", "give at least one backbone")
         if self.batch_size != "auto" and not (isinstance(self.batch_size, int) and 1 <= self.batch_size <= MAX_BATCH_SIZE):
@@ -57,5 +62,8 @@ class ExtractOptions:
         if precision != "float32":  # "mixed" depends on the device; float32 never needs to ask
             precision = resolve_precision(precision, self.resolved_device())
         compute = Compute(precision, self.jit, self.jpeg_draft)
-        return [FeatureConfig(resolve_config(b, self.image_size, self.pooling, self.weights), self.augment, self.dtype,
-                              compute) for b in self.backbones]
+        backbones = []
+        for name in self.backbones:
+            final = resolve_config(name, self.image_size, self.pooling, self.weights)
+            backbones += [final, *tap_configs(final, self.taps)]
+        return [FeatureConfig(b, self.augment, self.dtype, compute) for b in backbones]

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backbones.devices import largest_batch
+from ..backbones.model import known_feature_dim
 from ..config import FeatureConfig
 from ..stores import FeatureStore, WorkUnit
-from .runner import BackboneRunner, feature_dim
+from .runner import BackboneRunner
 
 
 @dataclass
@@ -44,8 +45,8 @@ def plan_config(st: FeatureStore, cfg: FeatureConfig, digests: list[str], batch_
     runner = None
     if batch_size == "auto":
         batch_size, runner = _largest_batch(cfg, device)
-    dim = feature_dim(cfg)
-    if dim is None:  # flatten: the size depends on the spatial output, so build the model first
+    dim = known_feature_dim(cfg.backbone)
+    if dim is None:  # flatten or a tap: only the model knows the size, so build it first
         runner = runner or BackboneRunner(cfg, batch_size, device)
         dim = runner.dim
     key = st.ensure_config(cfg, dim, chunk_rows, batch_size)

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..backbones import spec_for
 from ..backbones.model import build_feature_extractor
 from ..backbones.spec import BackboneConfig
 from ..config import FeatureConfig
@@ -48,11 +47,6 @@ def _device_scope(device: str | None):
     import tensorflow as tf
 
     return tf.device(device)
-
-
-def feature_dim(cfg: FeatureConfig) -> int | None:
-    """Pooled size without building the model; None for flatten, whose size needs the model."""
-    return None if cfg.backbone.pooling == "flatten" else spec_for(cfg.backbone).feature_dim
 
 
 class BackboneRunner:

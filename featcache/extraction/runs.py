@@ -17,7 +17,7 @@ from .reader import SkippedImage
 @dataclass
 class ConfigRun:
     key: str
-    backbone: str  # the backbone's name
+    backbone: str  # the backbone's label: its name, or name.tap
     extracted: int  # rows computed in this run
     reused: int  # rows already in the store
     failed: int
@@ -30,7 +30,7 @@ class ConfigRun:
     @classmethod
     def planned(cls, plan: ConfigPlan) -> ConfigRun:
         """A config's run before any unit is computed: what its plan reuses, repairs and has to do."""
-        return cls(plan.key, plan.cfg.backbone.name, 0, plan.reused, 0, 0.0, plan.cfg.augment.views,
+        return cls(plan.key, plan.cfg.backbone.label, 0, plan.reused, 0, 0.0, plan.cfg.augment.views,
                    repaired=plan.repaired, batch_size=plan.batch_size, pending=plan.todo)
 
     @property

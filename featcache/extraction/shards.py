@@ -122,9 +122,9 @@ def _planned_keys(st: FeatureStore, data_dir, options: ExtractOptions, manifest:
     for cfg in options.feature_configs():
         key = st.find_config(cfg)
         if key is None or key not in plan["keys"]:
-            planned = ", ".join(f"{st.config(k).backbone.name} ({k})" for k in plan["keys"] if k in st.keys())
+            planned = ", ".join(f"{st.config(k).backbone.label} ({k})" for k in plan["keys"] if k in st.keys())
             raise FeatcacheError(f"{st.path} was planned with other options: no planned configuration is "
-                                 f"{cfg.backbone.name} with these options (planned: {planned}). Start the shards "
+                                 f"{cfg.backbone.label} with these options (planned: {planned}). Start the shards "
                                  f"with the planning run's options, or {again}")
         out.append((cfg, key))
     return out

@@ -1,27 +1,18 @@
-"""The blocks of a backbone, bottom to top, and which of them fine-tuning trains.
+"""Which blocks of a backbone fine-tuning trains (the blocks themselves: ``backbones/blocks.py``).
 
-A backbone spec declares its blocks by layer name (``BackboneSpec.block_pattern``); a spec that
-does not makes every layer with weights a block. Only blocks with weights BatchNorm does not own
-count: unfreezing a block of BatchNorm alone would train nothing. BatchNorm layers never train
-(Keras guide: a frozen BatchNormalization runs in inference mode, so its statistics stay the
-ImageNet ones the rest of the network was trained with).
+BatchNorm layers never train (Keras guide: a frozen BatchNormalization runs in inference mode, so
+its statistics stay the ImageNet ones the rest of the network was trained with).
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
+from ..backbones.blocks import backbone_blocks, is_batchnorm
 from ..errors import FeatcacheError, ParameterError
 
 ALL = "all"
-
-
-@dataclass(frozen=True)
-class Block:
-    name: str
-    layers: tuple  # Keras layers, in the model's order
 
 
 @dataclass(frozen=True)
@@ -43,40 +34,6 @@ def parse_unfreeze(value: int | str) -> int | str:
     return int(text)
 
 
-def _is_batchnorm(layer) -> bool:
-    import keras
-
-    return isinstance(layer, keras.layers.BatchNormalization)
-
-
-def _trains(layer) -> bool:
-    """Has weights that can train (a preprocessing layer's constants and BatchNorm's do not count)."""
-    return bool(layer.trainable_weights) and not _is_batchnorm(layer)
-
-
-def _block_name(layer, pattern: str) -> str | None:
-    m = re.match(pattern, layer.name)
-    return None if m is None else (m.group(1) if m.groups() else m.group(0))
-
-
-def backbone_blocks(layers: list, pattern: str) -> list[Block]:
-    """``layers`` (all trainable at this point) grouped into blocks, bottom to top."""
-    names = [_block_name(layer, pattern) for layer in layers] if pattern else []
-    if not any(names):  # no pattern, or one that names nothing here: a block per layer
-        names = [layer.name for layer in layers]
-    # a layer the pattern leaves out joins the next block it names (the last one at the end)
-    for i in range(len(names) - 2, -1, -1):
-        names[i] = names[i] or names[i + 1]
-    for i in range(1, len(names)):
-        names[i] = names[i] or names[i - 1]
-    groups: list[tuple[str, list]] = []
-    for layer, name in zip(layers, names, strict=True):
-        if not groups or groups[-1][0] != name:
-            groups.append((name, []))
-        groups[-1][1].append(layer)
-    return [Block(name, tuple(group)) for name, group in groups if any(_trains(la) for la in group)]
-
-
 def unfreeze_top(layers: list, pattern: str, n: int | str, backbone: str) -> Unfrozen:
     """Make the top ``n`` blocks (or all) of ``layers`` trainable and everything else frozen;
     BatchNorm stays frozen throughout."""
@@ -93,7 +50,7 @@ def unfreeze_top(layers: list, pattern: str, n: int | str, backbone: str) -> Unf
         layer.trainable = False
     for block in chosen:
         for layer in block.layers:
-            layer.trainable = not _is_batchnorm(layer)
+            layer.trainable = not is_batchnorm(layer)
     count = sum(math.prod(w.shape) for layer in layers for w in layer.trainable_weights)
     return Unfrozen(tuple(b.name for b in chosen), len(blocks), count)
 
@@ -108,5 +65,5 @@ def all_layers(model):
 def freeze_batchnorm(model) -> None:
     """Every BatchNorm layer of ``model`` (the head's too) in inference mode, its weights fixed."""
     for layer in all_layers(model):
-        if _is_batchnorm(layer):
+        if is_batchnorm(layer):
             layer.trainable = False

@@ -30,6 +30,10 @@ def fine_tune(run: str | Path, out: str | Path, data: str | Path | None = None,
     if out_dir == source.path:
         raise ParameterError("out", f"{out_dir} is the run fine-tuning starts from; give a new folder")
     feature = source.config.features[0]
+    if feature.backbone.tap:  # its network would end at the tap and its backbone file fit no full network
+        b = feature.backbone
+        raise ParameterError("run", f"{source.path} was fitted on the tapped features {b.label}; fine-tune takes a "
+                                    f"run on a backbone's final features (fit-head -b {b.name})")
     images = load_image_set(source.config, data)
     if not len(images.train):
         raise ParameterError("run", f"store {source.config.store_path} has no training images to fine-tune on")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from ..backbones.spec import BackboneConfig
@@ -19,11 +20,12 @@ def _cache_file() -> Path:
 
 
 def backbone_parameters(config: BackboneConfig) -> int | None:
-    """Weights of the backbone's feature extractor (the pooling adds none); None when it cannot be built."""
-    from ..backbones import spec_for
+    """Weights of the backbone's feature extractor (the pooling adds none; a tap counts the network
+    up to its block); None when it cannot be built."""
+    from ..backbones.model import build_feature_extractor
 
     # the architecture, not the weights file, decides the count; flatten-free nets ignore the size
-    tag = f"{config.builder or config.name}|{config.name}|{config.input_size}"
+    tag = f"{config.builder or config.name}|{config.label}|{config.input_size}"
     path = _cache_file()
     try:
         cache = json.loads(path.read_text())
@@ -32,7 +34,7 @@ def backbone_parameters(config: BackboneConfig) -> int | None:
     if tag in cache:
         return cache[tag]
     try:
-        count = int(spec_for(config).build_features(config.input_size, "random").count_params())
+        count = int(build_feature_extractor(replace(config, weights="random")).count_params())
     except Exception:  # a plugin that cannot build here: the column shows "-"
         return None
     cache[tag] = count

@@ -667,11 +667,12 @@ class FeatureStore:
 
     # -- reading -----------------------------------------------------------------------------------
     def resolve_key(self, name: str) -> str:
-        """A full key, or a backbone name when the store holds exactly one config of it."""
+        """A full key, or a backbone's label (its name, or ``name.tap`` for a tap: a name alone
+        never means a tap of it) when the store holds exactly one config of it."""
         keys = self.keys()
         if name in keys:
             return name
-        matches = [k for k in keys if self.config(k).backbone.name == name]
+        matches = [k for k in keys if self.config(k).backbone.label == name]
         if len(matches) == 1:
             return matches[0]
         if not keys:
@@ -732,9 +733,10 @@ def feature_dim_of(cfg: FeatureConfig, attrs: dict) -> int:
     """D of a config whose features array is lost: as recorded, else from the backbone's spec."""
     if "dim" in attrs:
         return int(attrs["dim"])
-    if cfg.backbone.pooling == "flatten":  # its size depends on the model's spatial output
+    from ..backbones.model import known_feature_dim
+
+    dim = known_feature_dim(cfg.backbone)
+    if dim is None:  # flatten or a tap: only the model knows it
         raise FeatcacheError(f"the features array of {cfg.key} is lost and its size was not recorded; "
                              "extract into a new store")
-    from ..backbones import spec_for
-
-    return spec_for(cfg.backbone).feature_dim
+    return dim
