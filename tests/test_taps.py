@@ -73,6 +73,28 @@ def test_tiny_extracts_the_final_config_and_the_tap_then_reuses_both(tiny):
         assert st.load([TINY]).features.shape[-1] == 16 and st.load([f"{TINY}.conv1"]).features.shape[-1] == 8
 
 
+def test_taps_share_the_final_features_pass_and_give_the_numbers_of_their_own(tiny, monkeypatch):
+    """One run with --taps builds one network for the final features and the tap; a tap extracted
+    later, on its own (its final features already there), gets the same numbers bit for bit."""
+    from featcache.extraction import ExtractOptions, extract, runner
+
+    built = []
+    monkeypatch.setattr(runner, "_build_model", lambda *a, _build=runner._build_model: built.append(a) or _build(*a))
+    data, alone = tiny["root"] / "data", tiny["root"] / "alone.zarr"
+    options = {"backbones": [TINY], "weights": "random", "progress": False}
+    extract(data, alone, ExtractOptions(**options))
+    result = extract(data, alone, ExtractOptions(**options, taps="conv1"))
+    assert [(c.backbone, c.extracted) for c in result.configs] == [(TINY, 0), (f"{TINY}.conv1", 18)]
+    assert [a[0].tap for a in built] == ["", "conv1"]  # two runs, one network each
+    with open_store(tiny["store"]) as st, open_store(alone) as st2:
+        for name in (TINY, f"{TINY}.conv1"):
+            np.testing.assert_array_equal(st.load([name]).features, st2.load([name]).features)
+    built.clear()
+    shutil.rmtree(alone)
+    extract(data, alone, ExtractOptions(**options, taps="conv1"))
+    assert len(built) == 1 and [c.tap for c in built[0][2]] == ["conv1"]  # one network for both
+
+
 def test_a_flattened_tap_has_the_blocks_whole_output(tmp_path):
     configs = _configs(extract_cli(tmp_path, "--pooling", "flatten", "--taps", "conv1", "--json"))
     with open_store(tmp_path / "s.zarr") as st:

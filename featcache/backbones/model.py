@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
+from functools import lru_cache
 from pathlib import Path
 
 from ..errors import FeatcacheError, ParameterError, shortlist
@@ -53,9 +55,12 @@ def check_weights(config: BackboneConfig) -> None:
 
 
 def known_feature_dim(config: BackboneConfig) -> int | None:
-    """The feature size the spec declares, known without building the network; None when only the
-    network knows it: flattened (it depends on the spatial output) or a tap (the block's channels)."""
-    return None if config.pooling == "flatten" or config.tap else spec_for(config).feature_dim
+    """The feature size without loading weights: the spec's, or a tap's block's channels; None
+    when only the network with its weights is asked (flatten of the final map)."""
+    if config.tap:
+        shape = _block_shapes(replace(config, tap="", weights="random", weights_id=""))[config.tap]
+        return math.prod(shape) if config.pooling == "flatten" else shape[-1]
+    return None if config.pooling == "flatten" else spec_for(config).feature_dim
 
 
 def _blocks(trunk, spec: BackboneSpec) -> dict[str, Block]:
@@ -71,8 +76,15 @@ def block_outputs(name: str, input_size: int | None = None) -> dict[str, tuple[i
     """The blocks of backbone ``name``, bottom to top (what a tap can name), each with the (H, W, C)
     shape of its output at ``input_size``. Builds the network (random weights: nothing is read or
     downloaded)."""
-    spec = get_backbone(name)
-    blocks = _blocks(spec.build_features(int(input_size or spec.input_size), "random"), spec)
+    return _block_shapes(resolve_config(name, input_size, weights="random"))
+
+
+@lru_cache(maxsize=16)
+def _block_shapes(config: BackboneConfig) -> dict[str, tuple[int, ...]]:
+    """Of an untapped random-weights config: one network build per backbone and size, however
+    many taps ask (checking their names, learning their sizes)."""
+    spec = spec_for(config)
+    blocks = _blocks(spec.build_features(config.input_size, "random"), spec)
     return {n: tuple(b.layers[-1].output.shape[1:]) for n, b in blocks.items()}
 
 
@@ -80,7 +92,7 @@ def tap_configs(config: BackboneConfig, taps: tuple[str, ...]) -> list[BackboneC
     """``config`` tapped at each of ``taps``, checked against its blocks (one network build for all)."""
     if not taps:
         return []
-    names = list(block_outputs(config.name, config.input_size))
+    names = list(_block_shapes(replace(config, weights="random", weights_id="")))
     for tap in taps:
         if tap not in names:
             raise _unknown_tap(config.name, tap, names)
@@ -96,11 +108,14 @@ def _tap_output(trunk, config: BackboneConfig):
     return blocks[config.tap].layers[-1].output
 
 
-def build_feature_extractor(config: BackboneConfig, precision: str = "float32"):
+def build_feature_extractor(config: BackboneConfig, precision: str = "float32",
+                            together: tuple[BackboneConfig, ...] = ()):
     """Keras model: preprocessed (B, S, S, 3) float32 -> (B, D) pooled (or flattened) float32
     features of the final feature map, or of the tapped block's output. ``precision``: the Keras
     dtype policy of the network; the pooling always runs in float32, so features come out float32
-    whatever the policy."""
+    whatever the policy. ``together``: other taps of the same network (configs that differ from
+    ``config`` in ``tap`` only), computed in the same pass, their features concatenated after
+    ``config``'s: the same numbers as their own models give, for one pass over the network."""
     import keras
 
     check_weights(config)
@@ -110,12 +125,21 @@ def build_feature_extractor(config: BackboneConfig, precision: str = "float32"):
         trunk = spec_for(config).build_features(config.input_size, config.weights)
     finally:
         keras.config.set_dtype_policy(previous)
-    x = _tap_output(trunk, config) if config.tap else trunk.output  # before freezing: blocks need it
+    # the taps' outputs are found before freezing: blocks are told apart by their trainable weights
+    outputs = [(c, _tap_output(trunk, c) if c.tap else trunk.output) for c in (config, *together)]
     trunk.trainable = False
+    pooled = [_pooled(c, x, f"_{c.tap or 'final'}" if together else "") for c, x in outputs]
+    x = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name="features", dtype="float32")(pooled)
+    return keras.Model(trunk.input, x, name=f"{config.name}_features")
+
+
+def _pooled(config: BackboneConfig, x, suffix: str):
+    import keras
+
     if len(x.shape) == 4:
         pool = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D,
                 "flatten": keras.layers.Flatten}[config.pooling]
-        x = pool(name=f"{config.pooling}_pool", dtype="float32")(x)
-    elif x.dtype != "float32":
-        x = keras.layers.Activation("linear", dtype="float32", name="float32_features")(x)
-    return keras.Model(trunk.input, x, name=f"{config.name}_features")
+        return pool(name=f"{config.pooling}_pool{suffix}", dtype="float32")(x)
+    if x.dtype != "float32":
+        return keras.layers.Activation("linear", dtype="float32", name=f"float32_features{suffix}")(x)
+    return x

@@ -18,10 +18,12 @@ from ..stores import FeatureStore
 from .compute import UnitOutcome, compute_units
 from .plan import ConfigPlan
 from .reader import decode_threads
+from .runner import BackboneRunner
 
 
 class Executor:
     distributed = False  # True: other processes write the store (a Zarr store, reachable by them)
+    shares_passes = False  # True: run() takes ``together``, taps computed in the plan's forward pass
 
     def __enter__(self) -> Executor:
         return self
@@ -46,10 +48,17 @@ class Executor:
 
 
 class InProcessExecutor(Executor):
-    """This process: rows decode on threads a window ahead of the backbone, across unit boundaries."""
+    """This process: rows decode on threads a window ahead of the backbone, across unit boundaries.
+    Taps of one network over the same pending rows (``together``) share one forward pass."""
 
-    def run(self, st, plan, paths, workers, on_images):
-        runner = plan.runner_factory()
+    shares_passes = True
+
+    def run(self, st, plan, paths, workers, on_images, together: tuple[ConfigPlan, ...] = ()):
+        if together:
+            runner = lambda: BackboneRunner(plan.cfg, plan.batch_size, plan.device, tuple(p.cfg for p in together))  # noqa: E731
+        else:
+            runner = plan.runner_factory()
         yield from compute_units(st, plan.cfg, plan.units, st.row_digests(plan.key), paths, runner=runner,
                                  workers=decode_threads(workers), batch_size=plan.batch_size,
-                                 record_failures=st.record_skipped, on_images=on_images)
+                                 record_failures=st.record_skipped, on_images=on_images,
+                                 together=[p.units for p in together])

@@ -20,7 +20,7 @@ from ..ingest.scan import Manifest, scan
 from ..stores import FeatureStore, open_store
 from .executors import Executor, InProcessExecutor
 from .options import ExtractOptions
-from .plan import ConfigPlan, plan_config
+from .plan import ConfigPlan, plan_config, shared_passes, untapped
 from .reader import SkippedImage
 from .runs import ConfigRun, ExtractResult, compute_config
 
@@ -84,7 +84,11 @@ def _extract(st: FeatureStore, data_dir, configs, options: ExtractOptions, manif
     plans: list[ConfigPlan] = []
     device = options.resolved_device()
     for cfg in configs:
-        plan = plan_config(st, cfg, manifest.digests, options.batch_size, options.chunk_rows, device)
+        chunk_rows = options.chunk_rows
+        final = next((p for p in plans if cfg.backbone.tap and p.cfg == untapped(cfg)), None)
+        if chunk_rows is None and final is not None:  # a new tap chunked as its final features: same units, one pass
+            chunk_rows = st.chunk_rows(final.key)
+        plan = plan_config(st, cfg, manifest.digests, options.batch_size, chunk_rows, device)
         if any(p.key == plan.key for p in plans):  # the same config twice: computed once
             plan = replace(plan, units=[], reused=len(set(manifest.digests)))
         plans.append(plan)
@@ -92,17 +96,20 @@ def _extract(st: FeatureStore, data_dir, configs, options: ExtractOptions, manif
         st.record_plan([p.key for p in plans])
     elif any(p.units for p in plans):
         executor.check_store(st)
-    for plan in plans:
-        run = ConfigRun.planned(plan)
-        result.configs.append(run)
-        if plan_only or not plan.units:
+    groups = shared_passes(st, plans) if executor.shares_passes and not plan_only else [[p] for p in plans]
+    for lead, *together in groups:
+        runs = [ConfigRun.planned(p) for p in (lead, *together)]
+        result.configs += runs
+        if plan_only or not lead.units:
             continue
+        run_units = partial(executor.run, st, lead, paths, options.workers,
+                            **({"together": tuple(together)} if together else {}))
         try:
-            compute_config(run, plan.todo, partial(executor.run, st, plan, paths, options.workers), options.strict,
-                           options.progress)
+            compute_config(runs, lead.todo, run_units, options.strict, options.progress)
         finally:
-            if run.extracted:
-                st.add_stats(plan.key, run.extracted, run.extracted * run.views, run.seconds)
+            for run in runs:
+                if run.extracted:
+                    st.add_stats(run.key, run.extracted, run.extracted * run.views, run.seconds)
     result.skipped = manifest.unreadable + _skipped_images(st, manifest)
     return result
 

@@ -4,7 +4,7 @@ group, its new images get rows, and its pending (or damaged) rows become chunk-a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -46,7 +46,7 @@ def plan_config(st: FeatureStore, cfg: FeatureConfig, digests: list[str], batch_
     if batch_size == "auto":
         batch_size, runner = _largest_batch(cfg, device)
     dim = known_feature_dim(cfg.backbone)
-    if dim is None:  # flatten or a tap: only the model knows the size, so build it first
+    if dim is None:  # flatten: the size depends on the spatial output, so build the model first
         runner = runner or BackboneRunner(cfg, batch_size, device)
         dim = runner.dim
     key = st.ensure_config(cfg, dim, chunk_rows, batch_size)
@@ -73,3 +73,29 @@ def _largest_batch(cfg: FeatureConfig, device: str | None) -> tuple[int, Backbon
     if runner is not None:
         runner.batch_size = batch
     return batch, runner
+
+
+def shared_passes(st: FeatureStore, plans: list[ConfigPlan]) -> list[list[ConfigPlan]]:
+    """The plans in groups computed in one forward pass: the taps of one network (configs equal but
+    for the tap) with the same batch size, device and pending rows; every other plan alone. The
+    numbers are the same either way (one model with several outputs runs the same operations)."""
+    groups: list[list[ConfigPlan]] = []
+    for plan in plans:
+        group = next((g for g in groups if _one_pass(st, g[0], plan)), None)
+        if group is None:
+            groups.append([plan])
+        else:
+            group.append(plan)
+    return groups
+
+
+def untapped(cfg: FeatureConfig) -> FeatureConfig:
+    return replace(cfg, backbone=replace(cfg.backbone, tap=""))
+
+
+def _one_pass(st: FeatureStore, a: ConfigPlan, b: ConfigPlan) -> bool:
+    def rows(p: ConfigPlan) -> list:
+        return [(u.start, u.stop, u.rows) for u in p.units]
+
+    return (bool(a.units) and untapped(a.cfg) == untapped(b.cfg) and (a.batch_size, a.device) == (b.batch_size, b.device)
+            and rows(a) == rows(b) and list(st.row_digests(a.key)) == list(st.row_digests(b.key)))

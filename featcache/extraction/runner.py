@@ -23,19 +23,19 @@ from ..stores import WorkUnit
 from .reader import SkippedImage
 
 
-def _build_model(config: BackboneConfig, precision: str = "float32"):
+def _build_model(config: BackboneConfig, precision: str = "float32", together: tuple[BackboneConfig, ...] = ()):
     """build_feature_extractor, with weights="random" made ONE network: Keras draws the seed of an
     unseeded initializer from Python's global RNG, so without this every run (and every resume) of a
     "random" config would compute with different weights under the same store key."""
     if config.weights != "random":
-        return build_feature_extractor(config, precision)
+        return build_feature_extractor(config, precision, together)
     import keras  # noqa: F401  (importing it draws from Python's RNG: do that before seeding)
 
     py_state, np_state = random.getstate(), np.random.get_state()
     random.seed(0)
     np.random.seed(0)
     try:
-        return build_feature_extractor(config, precision)
+        return build_feature_extractor(config, precision, together)
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
@@ -53,17 +53,20 @@ class BackboneRunner:
     """uint8 image batches -> pooled float32 features, at a fixed batch shape, on ``device`` (a
     TensorFlow device name; None: TensorFlow's choice). The preprocessing is the record's numbers
     (``cfg.backbone.preprocess``), the same ones export puts in the graph; the precision and XLA
-    compilation are the record's too (``cfg.compute``)."""
+    compilation are the record's too (``cfg.compute``). ``together``: taps of the same network
+    computed in the same pass (each row's features are then ``cfg``'s followed by theirs, ``dims``)."""
 
-    def __init__(self, cfg: FeatureConfig, batch_size: int, device: str | None = None):
+    def __init__(self, cfg: FeatureConfig, batch_size: int, device: str | None = None,
+                 together: tuple[FeatureConfig, ...] = ()):
         self.cfg = cfg
         self.batch_size = batch_size
         self.preprocess = cfg.backbone.preprocess
         self.device = device
         with _device_scope(device):
-            self.model = _build_model(cfg.backbone, cfg.compute.precision)
+            self.model = _build_model(cfg.backbone, cfg.compute.precision, tuple(c.backbone for c in together))
         self.model.jit_compile = cfg.compute.jit
         self.dim = int(self.model.output_shape[-1])
+        self.dims = [int(t.shape[-1]) for t in self.model.get_layer("features").input] if together else [self.dim]
         self._inputs: dict[int, np.ndarray] = {}  # float32 batches by slot, reused: no fresh pages per batch
 
     def prepare(self, images: np.ndarray, slot: int = 0) -> np.ndarray:

@@ -54,22 +54,30 @@ class ExtractResult:
         return not self.skipped
 
 
-def compute_config(run: ConfigRun, todo: int, outcomes: Callable[[Callable[[int], None]], Iterable[UnitOutcome]],
-                   strict: bool, progress: bool) -> None:
-    """Drive ``outcomes(on_images=...)`` (an executor's units of one config) to the end, counting into
-    ``run``, with a progress bar; strict mode stops at the first image that cannot be decoded."""
-    bar = progress_bar(total=todo * run.views, desc=run.backbone, unit="img", enabled=progress)
+def compute_config(runs: list[ConfigRun], todo: int,
+                   outcomes: Callable[[Callable[[int], None]], Iterable[UnitOutcome]], strict: bool,
+                   progress: bool) -> None:
+    """Drive ``outcomes(on_images=...)`` (an executor's units of one config, or of taps computed in
+    one pass: ``runs``) to the end, counting into each run, with a progress bar; strict mode stops
+    at the first image that cannot be decoded."""
+    by_key = {r.key: r for r in runs}
+    first = runs[0]
+    desc = first.backbone + (f" + {len(runs) - 1} tap(s)" if len(runs) > 1 else "")
+    bar = progress_bar(total=todo * first.views, desc=desc, unit="img", enabled=progress)
     start = time.perf_counter()
     try:
         for out in outcomes(on_images=bar.update):
+            run = by_key[out.key]
             run.extracted += out.rows
             run.failed += len(out.failures)
             run.pending -= out.rows + len(out.failures)
-            bar.update(len(out.failures) * run.views)
+            if run is first:  # the images went through the network once, whoever else got columns
+                bar.update(len(out.failures) * run.views)
             if strict and out.failures:
                 first = next(iter(out.failures.values()))
                 raise FeatcacheError(f"{first['path']}: {first['reason']} (strict mode; the {run.extracted} images "
                                      "extracted so far are saved)")
     finally:
-        run.seconds = time.perf_counter() - start
+        for run in runs:  # a shared pass's time is each tap's: together they took it
+            run.seconds = time.perf_counter() - start
         bar.close()

@@ -89,7 +89,7 @@ def run_shard(data_dir: str | Path, store: str | Path, options: ExtractOptions, 
                     st.record_shard(shard.name, skipped, stats)
                     yield out
 
-            compute_config(run, plan.todo, recorded, options.strict, options.progress)
+            compute_config([run], plan.todo, recorded, options.strict, options.progress)
         result.skipped = [SkippedImage(f["path"], f["reason"]) for f in skipped.values()]
         return result
     finally:

@@ -736,7 +736,7 @@ def feature_dim_of(cfg: FeatureConfig, attrs: dict) -> int:
     from ..backbones.model import known_feature_dim
 
     dim = known_feature_dim(cfg.backbone)
-    if dim is None:  # flatten or a tap: only the model knows it
+    if dim is None:  # flatten: only the model knows it
         raise FeatcacheError(f"the features array of {cfg.key} is lost and its size was not recorded; "
                              "extract into a new store")
     return dim
