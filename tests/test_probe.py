@@ -153,3 +153,11 @@ def test_tta_without_views_is_refused(tmp_path):
                 "-q").exit_code == 0
     r = _run("predict", tmp_path / "r", str(data), "--tta")
     assert r.exit_code == 2 and "--tta:" in r.output and "nothing to average" in r.output, r.output
+
+
+def test_tta_and_refit_need_the_features_in_memory(store):
+    from featcache.errors import ParameterError
+
+    for probe in (ProbeOptions(tta=True), ProbeOptions(refit=True)):
+        with pytest.raises(ParameterError, match="needs the features in memory"):
+            fit_head(store, [_keys(store)[0]], "logreg", progress=False, memory_limit="4KB", probe=probe)
