@@ -13,6 +13,7 @@ from conftest import TINY, make_tree
 
 from featcache.cli import cli
 from featcache.extraction import ExtractOptions, extract
+from featcache.heads import clone, make_head
 from featcache.ingest.augment import AugmentParams
 from featcache.stores import open_store
 from featcache.train.fit import fit_head, load_training_data
@@ -108,8 +109,9 @@ def _probabilities(result, classes) -> np.ndarray:
 
 def test_refit_keeps_the_epochs_validation_chose(store):
     small = _keys(store)[0]
-    plain = fit_head(store, [small], "linear", progress=False)
-    refit = fit_head(store, [small], "linear", progress=False, probe=ProbeOptions(refit=True))
+    head = make_head("linear", {"epochs": 20, "patience": 5})
+    plain = fit_head(store, [small], head, progress=False)
+    refit = fit_head(store, [small], clone(head), progress=False, probe=ProbeOptions(refit=True))
     assert refit.refit["params"] == {"epochs": plain.summary["best_epoch"]}
     assert refit.summary["epochs_trained"] == plain.summary["best_epoch"]  # no early stop: no validation
     assert refit.val.accuracy == plain.val.accuracy  # validation is scored before the refit
