@@ -163,3 +163,15 @@ def test_tta_and_refit_need_the_features_in_memory(store):
     for probe in (ProbeOptions(tta=True), ProbeOptions(refit=True)):
         with pytest.raises(ParameterError, match="needs the features in memory"):
             fit_head(store, [_keys(store)[0]], "logreg", progress=False, memory_limit="4KB", probe=probe)
+
+
+def test_compare_scores_held_out_images_over_their_views_with_tta(store):
+    from featcache.train.compare import compare
+
+    small = _keys(store)[0]
+    one = compare(store, ["logreg"], backbones=[small], tta=True, progress=False)
+    alone = fit_head(store, [small], "logreg", progress=False, probe=ProbeOptions(tta=True))
+    assert one.entries[0].test_accuracy == alone.test_accuracy
+    plain, tta = (compare(store, ["logreg"], backbones=[small], folds=3, tta=t, progress=False) for t in (False, True))
+    assert tta.to_dict()["tta"] and not plain.to_dict()["tta"]
+    assert tta.entries[0].scores["log_loss"].mean != plain.entries[0].scores["log_loss"].mean  # other probabilities

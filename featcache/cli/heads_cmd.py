@@ -186,9 +186,11 @@ def _echo_cv(result) -> None:
 @click.option("--out", "-o", type=click.Path(), default=None,
               help="Write report.html, compare.csv, compare.json, the charts (and run folders without --folds) here.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds and the heads.")
+@click.option("--tta", is_flag=True, help="Score held-out images on the mean probabilities over their cached views "
+                                          "(configurations extracted with --augment K).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def compare_cmd(store, heads, backbones, folds, repeats, shots, out, seed, quiet, as_json):
+def compare_cmd(store, heads, backbones, folds, repeats, shots, out, seed, tta, quiet, as_json):
     """Leaderboard of every backbone configuration in STORE x each head.
 
     With --folds: mean accuracy, macro-F1, balanced accuracy and log-loss with 95% intervals over
@@ -198,7 +200,7 @@ def compare_cmd(store, heads, backbones, folds, repeats, shots, out, seed, quiet
     from ..train.compare import compare
 
     result = compare(store, list(heads), out=out, backbones=list(backbones) or None, seed=seed, progress=not quiet,
-                     folds=folds, repeats=repeats, shots=_parse_shots(shots))
+                     folds=folds, repeats=repeats, shots=_parse_shots(shots), tta=tta)
     if as_json:
         emit_json(result.to_dict())
         return

@@ -21,6 +21,7 @@ from ..stores import open_store
 from .compare_cv import CVCompareResult, cross_validated_compare
 from .fit import fit_on_data, load_training_data
 from .metrics import write_leaderboard
+from .probe import ProbeOptions
 from .stats import METHOD
 
 
@@ -59,12 +60,14 @@ def rank_key(e: CompareEntry) -> tuple:
 
 def compare(store: str | Path, heads: tuple[str, ...] | list[str] = ("logreg",), out: str | Path | None = None,
             backbones: list[str] | None = None, seed: int = 0, progress: bool = True, folds: int | None = None,
-            repeats: int = 1, shots: list[int | None] | None = None) -> CompareResult | CVCompareResult:
+            repeats: int = 1, shots: list[int | None] | None = None, tta: bool = False
+            ) -> CompareResult | CVCompareResult:
     """Fit each head on each feature config (all in the store unless ``backbones`` narrows it).
 
     ``folds`` (and ``repeats``, ``shots``: labelled images per class, None = all) cross-validate
-    instead of fitting once. With ``out``: ``compare.csv``, ``compare.json``, the charts and
-    ``report.html``; without folds also one run folder per entry under ``out/runs/``.
+    instead of fitting once. ``tta``: held-out images are scored on the mean over their cached
+    views (configurations with one view: view 0). With ``out``: ``compare.csv``, ``compare.json``,
+    the charts and ``report.html``; without folds also one run folder per entry under ``out/runs/``.
     """
     heads = list(heads) or ["logreg"]
     for h in heads:
@@ -73,7 +76,7 @@ def compare(store: str | Path, heads: tuple[str, ...] | list[str] = ("logreg",),
         raise ParameterError("folds", "shots and repeats need cross-validation: give folds too")
     out_dir = Path(out).expanduser().resolve() if out is not None else None
     if folds is not None:
-        result = cross_validated_compare(store, heads, folds, repeats, backbones, seed, shots, progress)
+        result = cross_validated_compare(store, heads, folds, repeats, backbones, seed, shots, progress, tta=tta)
         if out_dir is not None:
             result.out = str(out_dir)
             write_cv_outputs(result, out_dir)
@@ -95,7 +98,8 @@ def compare(store: str | Path, heads: tuple[str, ...] | list[str] = ("logreg",),
                 continue
             for head in heads:
                 run = out_dir / "runs" / f"{key}--{head}" if out_dir else None
-                r = fit_on_data(data, make_head(head, seed=seed), out=run, progress=False)
+                probe = ProbeOptions(tta=tta and data.n["views"] > 1)
+                r = fit_on_data(data, make_head(head, seed=seed), out=run, progress=False, probe=probe)
                 entries.append(CompareEntry(
                     key=key, backbone=data.configs[0].backbone.name, head=head,
                     val_accuracy=r.val_accuracy, val_loss=r.val.log_loss if r.val else None,
@@ -154,7 +158,9 @@ def write_cv_outputs(result: CVCompareResult, out: Path) -> None:
     notes = [f"store: {result.store}",
              f"{result.folds}-fold stratified cross-validation x {result.repeats} repeat(s), seed {result.seed}, over "
              f"{result.images} train + validation images; intervals: 95% {METHOD}; vs_best: corrected paired "
-             f"t-test on accuracy against the leader (n.s.: not significant at 5%).", *filter(None, [result.note])]
+             f"t-test on accuracy against the leader (n.s.: not significant at 5%)."
+             + (" Held-out images scored on the mean over their cached views (TTA)." if result.tta else ""),
+             *filter(None, [result.note])]
     notes += [f"skipped {k}: {why}" for k, why in result.skipped.items()]
     write_report(Report("featcache compare", notes, tables, charts, result.configs, result.to_dict()),
                  out / "report.html")

@@ -29,6 +29,7 @@ from .crossval import (
     score_fold,
     split_scores,
     subsample_per_class,
+    view_proba,
 )
 from .stats import METHOD, Interval, PairedTest, corrected_interval, paired_test
 
@@ -87,6 +88,7 @@ class CVCompareResult:
     shots: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     out: str | None = None
+    tta: bool = False  # held-out images scored on the mean over their cached views
 
     def rows(self) -> list[dict]:
         return [e.row() for e in self.entries]
@@ -96,7 +98,7 @@ class CVCompareResult:
                 "seed": self.seed, "images": self.images, "interval": f"95% {METHOD}", "note": self.note,
                 "leaderboard": [e.to_dict() for e in self.entries], "pairs": self.pairs,
                 "winner_test": self.winner_test, "shots": self.shots, "configs": self.configs,
-                "skipped": self.skipped, "out": self.out}
+                "skipped": self.skipped, "out": self.out, "tta": self.tta}
 
 
 def parse_shots(shots: list[int | None] | None) -> list[int | None]:
@@ -113,7 +115,8 @@ def shot_label(s: int | None) -> str:
 
 def cross_validated_compare(store: str | Path, heads: list[str], folds: int, repeats: int = 1,
                             backbones: list[str] | None = None, seed: int = 0, shots: list[int | None] | None = None,
-                            progress: bool = True, params: bool = True) -> CVCompareResult:
+                            progress: bool = True, params: bool = True, tta: bool = False) -> CVCompareResult:
+    """``tta``: score held-out images on the mean over their cached views (one view: view 0)."""
     from ..report.cost import backbone_parameters
 
     budgets = parse_shots(shots)
@@ -151,7 +154,7 @@ def cross_validated_compare(store: str | Path, heads: list[str], folds: int, rep
             bb = fs.configs[0].backbone
             n_params = backbone_parameters(bb) if params else None
             for head in heads:
-                folds_scored = [score_fold(X, y, tr, te, head, n_classes, seed) for tr, te in plan.splits]
+                folds_scored = [score_fold(X, y, tr, te, head, n_classes, seed, tta) for tr, te in plan.splits]
                 bar.update(len(plan.splits))
                 curve = {}
                 for s in budgets:
@@ -159,7 +162,7 @@ def cross_validated_compare(store: str | Path, heads: list[str], folds: int, rep
                         curve["all"] = _interval([f.accuracy for f in folds_scored], plan, "accuracy")
                         continue
                     accs = [score_fold(X, y, subsample_per_class(tr, y, s, seed + i), te, head, n_classes,
-                                       seed).accuracy for i, (tr, te) in enumerate(plan.splits)]
+                                       seed, tta).accuracy for i, (tr, te) in enumerate(plan.splits)]
                     curve[shot_label(s)] = _interval(accs, plan, "accuracy")
                     bar.update(len(plan.splits))
                 entries.append(CVEntry(
@@ -177,8 +180,8 @@ def cross_validated_compare(store: str | Path, heads: list[str], folds: int, rep
     winner = entries[0]
     return CVCompareResult(
         store=path, entries=entries, folds=plan.folds, repeats=plan.repeats, seed=seed, images=len(paths),
-        pairs=pairs, winner_test=_winner_on_test(sets[winner.key], winner.head, n_classes, seed),
-        configs=configs, note=plan.note, shots=[shot_label(s) for s in budgets], skipped=skipped)
+        pairs=pairs, winner_test=_winner_on_test(sets[winner.key], winner.head, n_classes, seed, tta),
+        configs=configs, note=plan.note, shots=[shot_label(s) for s in budgets], skipped=skipped, tta=tta)
 
 
 def _pool_arrays(fs: FeatureSet, paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -214,13 +217,13 @@ def _mark_pareto(entries: list[CVEntry]) -> None:
                            (o.scores["accuracy"].mean > acc or o.images_per_s > speed) for o in known)
 
 
-def _winner_on_test(fs: FeatureSet, head: str, n_classes: int, seed: int) -> dict | None:
+def _winner_on_test(fs: FeatureSet, head: str, n_classes: int, seed: int, tta: bool) -> dict | None:
     """The winner refit on every train + validation image, scored once on the untouched test split."""
     pool, test = np.array(sorted(cv_rows(fs).values())), fs.indices("test")
     if len(test) == 0:
         return None
     model = make_head(head, seed=seed)
     model.fit(fs.features[pool], fs.labels[pool], n_classes=n_classes, progress=False)
-    s = split_scores(fs.labels[test].astype(int), model.predict_proba(fs.features[test, 0]), n_classes)
+    s = split_scores(fs.labels[test].astype(int), view_proba(model, fs.features[test], tta), n_classes)
     return {"key": fs.keys[0], "head": head, "n": int(len(test)),
             **{m: round(getattr(s, m), 4) for m in METRICS}}

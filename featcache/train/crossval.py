@@ -17,6 +17,7 @@ from ..errors import FeatcacheError, ParameterError
 from ..heads import make_head
 from ..ingest.scan import SPLITS
 from ..stores import FeatureSet
+from .probe import mean_over_views
 
 METRICS = ("accuracy", "macro_f1", "balanced_accuracy", "log_loss")
 
@@ -81,14 +82,19 @@ class FoldScore:
 
 
 def score_fold(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, head: str,
-               n_classes: int, seed: int) -> FoldScore:
+               n_classes: int, seed: int, tta: bool = False) -> FoldScore:
     """Fit a fresh ``head`` (default parameters, no inner validation) on ``train`` rows' views,
-    score it on ``test`` rows' view 0."""
+    score it on ``test`` rows' view 0 (``tta``: the mean over their views)."""
     model = make_head(head, seed=seed)
     start = time.perf_counter()
     model.fit(X[train], y[train], n_classes=n_classes, progress=False)
     seconds = time.perf_counter() - start
-    return split_scores(y[test], model.predict_proba(X[test, 0]), n_classes, seconds)
+    return split_scores(y[test], view_proba(model, X[test], tta), n_classes, seconds)
+
+
+def view_proba(model, X: np.ndarray, tta: bool) -> np.ndarray:
+    """(m, V, D) views -> probabilities of view 0, or (tta) their mean over the views."""
+    return mean_over_views(model.predict_proba, X) if tta else model.predict_proba(X[:, 0])
 
 
 def split_scores(y: np.ndarray, proba: np.ndarray, n_classes: int, fit_seconds: float = 0.0) -> FoldScore:
