@@ -11,6 +11,7 @@ Built in: ``InProcessExecutor`` (the default: this process, decoding on threads)
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 from ..ingest.scan import digest_files
@@ -54,10 +55,8 @@ class InProcessExecutor(Executor):
     shares_passes = True
 
     def run(self, st, plan, paths, workers, on_images, together: tuple[ConfigPlan, ...] = ()):
-        if together:
-            runner = lambda: BackboneRunner(plan.cfg, plan.batch_size, plan.device, tuple(p.cfg for p in together))  # noqa: E731
-        else:
-            runner = plan.runner_factory()
+        runner = (partial(BackboneRunner, plan.cfg, plan.batch_size, plan.device, tuple(p.cfg for p in together))
+                  if together else plan.runner_factory())
         yield from compute_units(st, plan.cfg, plan.units, st.row_digests(plan.key), paths, runner=runner,
                                  workers=decode_threads(workers), batch_size=plan.batch_size,
                                  record_failures=st.record_skipped, on_images=on_images,
