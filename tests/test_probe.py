@@ -157,12 +157,13 @@ def test_tta_without_views_is_refused(tmp_path):
     assert r.exit_code == 2 and "--tta:" in r.output and "nothing to average" in r.output, r.output
 
 
-def test_tta_and_refit_need_the_features_in_memory(store):
+def test_tta_refit_and_ensembles_need_the_features_in_memory(store):
     from featcache.errors import ParameterError
 
-    for probe in (ProbeOptions(tta=True), ProbeOptions(refit=True)):
-        with pytest.raises(ParameterError, match="needs the features in memory"):
-            fit_head(store, [_keys(store)[0]], "logreg", progress=False, memory_limit="4KB", probe=probe)
+    for probe in (ProbeOptions(tta=True), ProbeOptions(refit=True), ProbeOptions(combine="ensemble")):
+        with pytest.raises(ParameterError, match="needs the features in memory") as raised:
+            fit_head(store, _keys(store), "logreg", progress=False, memory_limit="4KB", probe=probe)
+        assert raised.value.param == ("combine" if probe.combine == "ensemble" else "tta" if probe.tta else "refit")
 
 
 def test_compare_scores_held_out_images_over_their_views_with_tta(store):

@@ -58,7 +58,7 @@ def known_feature_dim(config: BackboneConfig) -> int | None:
     """The feature size without loading weights: the spec's, or a tap's block's channels; None
     when only the network with its weights is asked (flatten of the final map)."""
     if config.tap:
-        shape = _block_shapes(replace(config, tap="", weights="random", weights_id=""))[config.tap]
+        shape = block_shapes(config)[config.tap]
         return math.prod(shape) if config.pooling == "flatten" else shape[-1]
     return None if config.pooling == "flatten" else spec_for(config).feature_dim
 
@@ -76,13 +76,17 @@ def block_outputs(name: str, input_size: int | None = None) -> dict[str, tuple[i
     """The blocks of backbone ``name``, bottom to top (what a tap can name), each with the (H, W, C)
     shape of its output at ``input_size``. Builds the network (random weights: nothing is read or
     downloaded)."""
-    return _block_shapes(resolve_config(name, input_size, weights="random"))
+    return block_shapes(resolve_config(name, input_size, weights="random"))
+
+
+def block_shapes(config: BackboneConfig) -> dict[str, tuple[int, ...]]:
+    """The blocks of ``config``'s network with their output shapes: one random-weights build per
+    backbone and size, however many taps ask (checking their names, learning their sizes)."""
+    return _block_shapes(replace(config, tap="", weights="random", weights_id=""))
 
 
 @lru_cache(maxsize=16)
 def _block_shapes(config: BackboneConfig) -> dict[str, tuple[int, ...]]:
-    """Of an untapped random-weights config: one network build per backbone and size, however
-    many taps ask (checking their names, learning their sizes)."""
     spec = spec_for(config)
     blocks = _blocks(spec.build_features(config.input_size, "random"), spec)
     return {n: tuple(b.layers[-1].output.shape[1:]) for n, b in blocks.items()}
@@ -92,7 +96,7 @@ def tap_configs(config: BackboneConfig, taps: tuple[str, ...]) -> list[BackboneC
     """``config`` tapped at each of ``taps``, checked against its blocks (one network build for all)."""
     if not taps:
         return []
-    names = list(_block_shapes(replace(config, weights="random", weights_id="")))
+    names = list(block_shapes(config))
     for tap in taps:
         if tap not in names:
             raise _unknown_tap(config.name, tap, names)

@@ -29,8 +29,8 @@ from .crossval import (
     score_fold,
     split_scores,
     subsample_per_class,
-    view_proba,
 )
+from .probe import view_proba
 from .stats import METHOD, Interval, PairedTest, corrected_interval, paired_test
 
 

@@ -17,7 +17,7 @@ from ..errors import FeatcacheError, ParameterError
 from ..heads import make_head
 from ..ingest.scan import SPLITS
 from ..stores import FeatureSet
-from .probe import mean_over_views
+from .probe import view_proba
 
 METRICS = ("accuracy", "macro_f1", "balanced_accuracy", "log_loss")
 
@@ -91,10 +91,6 @@ def score_fold(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray
     seconds = time.perf_counter() - start
     return split_scores(y[test], view_proba(model, X[test], tta), n_classes, seconds)
 
-
-def view_proba(model, X: np.ndarray, tta: bool) -> np.ndarray:
-    """(m, V, D) views -> probabilities of view 0, or (tta) their mean over the views."""
-    return mean_over_views(model.predict_proba, X) if tta else model.predict_proba(X[:, 0])
 
 
 def split_scores(y: np.ndarray, proba: np.ndarray, n_classes: int, fit_seconds: float = 0.0) -> FoldScore:

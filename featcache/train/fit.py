@@ -40,7 +40,7 @@ from ..stores.schema import FEATURES
 from ..stores.stream import StoreRows
 from .memory import MemoryPlan, resolve_memory_limit
 from .metrics import SplitMetrics, evaluate, plot_confusion
-from .probe import PLAIN, ProbeOptions, apply_temperature, fit_temperature, mean_over_views
+from .probe import PLAIN, ProbeOptions, apply_temperature, fit_temperature, view_proba
 from .run import CONFIG_FILE, RunConfig, ValidationSource, make_folder
 from .streaming import EvalStream, TrainStream
 
@@ -239,8 +239,9 @@ def check_probe(data: TrainingData, probe: ProbeOptions) -> None:
     if probe.tta and data.n["views"] == 1:
         raise ParameterError("tta", "the features have no augmented views (extract --augment 0): there is nothing "
                                     "to average; extract with --augment K")
-    if (probe.tta or probe.refit) and data.X_val_views is None:
-        flag = "tta" if probe.tta else "refit"
+    in_memory = {"tta": probe.tta, "refit": probe.refit, "combine": probe.combine == "ensemble"}
+    if any(in_memory.values()) and data.X_val_views is None:
+        flag = next(f for f, asked in in_memory.items() if asked)
         raise ParameterError(flag, f"needs the features in memory: they take {data.memory.needed / 1e9:.1f} GB as "
                                    f"float32, over the memory limit of {data.memory.limit / 1e9:.1f} GB; raise "
                                    "the memory limit or leave it out")
@@ -248,9 +249,10 @@ def check_probe(data: TrainingData, probe: ProbeOptions) -> None:
 
 def split_proba(model: Head, data: TrainingData, split: str, tta: bool) -> np.ndarray:
     """A split's probabilities: of view 0, or (tta) the mean over every cached view."""
-    if tta:
-        return mean_over_views(model.predict_proba, data.X_val_views if split == "validation" else data.X_test_views)
-    return model.predict_proba(data.X_val if split == "validation" else data.X_test)
+    views = data.X_val_views if split == "validation" else data.X_test_views
+    if views is None:  # streamed: view 0 only (check_probe refused tta)
+        return model.predict_proba(data.X_val if split == "validation" else data.X_test)
+    return view_proba(model, views, tta)
 
 
 def refit_on_train_and_validation(model: Head, data: TrainingData) -> tuple[Head, dict]:

@@ -80,3 +80,8 @@ def fit_temperature(proba: np.ndarray, y: np.ndarray) -> float:
 def mean_over_views(predict_proba, X: np.ndarray) -> np.ndarray:
     """(m, V, D) views -> (m, C): the mean of the head's probabilities over the V views."""
     return np.mean([predict_proba(X[:, v]) for v in range(X.shape[1])], axis=0)
+
+
+def view_proba(model, X: np.ndarray, tta: bool) -> np.ndarray:
+    """(m, V, D) views -> the head's probabilities of view 0, or (tta) their mean over the views."""
+    return mean_over_views(model.predict_proba, X) if tta else model.predict_proba(X[:, 0])
