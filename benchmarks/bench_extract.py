@@ -109,11 +109,10 @@ class Bench:
             yield batch
 
     def fresh_model(self):
-        from featcache.backbones.devices import resolve_device, resolve_precision
+        from featcache.backbones.devices import resolve_precision
         from featcache.backbones.model import build_feature_extractor
 
-        self._model = build_feature_extractor(self.config, resolve_precision(self.args.precision,
-                                                                             resolve_device(None)))
+        self._model = build_feature_extractor(self.config, resolve_precision(self.args.precision))
         return self._model
 
     def forward(self) -> dict:
@@ -310,7 +309,7 @@ def main(argv=None) -> None:
     p.add_argument("--image-size", type=int, default=None, help="default: the backbone's own (224 for Lite0)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None, help="featcache reader threads (default: its own)")
-    p.add_argument("--precision", default="float32", help="float32 or mixed (mixed_float16 on a GPU): (a) and (b)")
+    p.add_argument("--precision", default="float32", help="float32, mixed (= mixed_float16) or mixed_bfloat16: (a) and (b)")
     p.add_argument("--tile", type=int, default=1,
                    help="use N times as many images: the photos plus N-1 one-pixel variants of each")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best of each is compared")

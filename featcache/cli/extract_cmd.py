@@ -45,7 +45,8 @@ from .common import command, echo_table, emit_json
 @click.option("--vflip/--no-vflip", default=False, show_default=True, help="Augmentation: random vertical flip.")
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable image instead of skipping it.")
 @click.option("--precision", default="float32", show_default=True, metavar="float32|mixed|mixed_float16|mixed_bfloat16",
-              help="The backbone's arithmetic; mixed: float16 on a GPU, bfloat16 on a CPU that has it. Features "
+              help="The backbone's arithmetic; mixed means mixed_float16 on every device (bfloat16 only when named: "
+                   "it is further from float32). Features "
                    "are pooled in float32 either way. Another precision is another configuration.")
 @click.option("--jit/--no-jit", default=False, show_default=True, help="Compile the forward pass with XLA.")
 @click.option("--jpeg-draft", is_flag=True, help="Decode JPEGs at least twice the input size at reduced scale "

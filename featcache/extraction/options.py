@@ -29,7 +29,7 @@ class ExtractOptions:
     chunk_rows: int | None = None  # rows per store chunk (= per work unit); None: about 2 MB of features
     strict: bool = False  # stop at the first unreadable image instead of skipping it
     progress: bool = True
-    precision: str = "float32"  # "mixed" (the device's fast mixed policy) or a Keras dtype policy
+    precision: str = "float32"  # a Keras dtype policy, or "mixed": mixed_float16 (bfloat16 only by name)
     jit: bool = False  # XLA-compile the forward pass
     jpeg_draft: bool = False  # decode large JPEGs at reduced scale: faster, other pixels (recorded)
     device: str | None = None  # "cpu", "gpu", "gpu:N"; None: the first GPU if there is one
@@ -58,10 +58,7 @@ class ExtractOptions:
         return resolve_device(self.device)
 
     def feature_configs(self) -> list[FeatureConfig]:
-        precision = self.precision
-        if precision != "float32":  # "mixed" depends on the device; float32 never needs to ask
-            precision = resolve_precision(precision, self.resolved_device())
-        compute = Compute(precision, self.jit, self.jpeg_draft)
+        compute = Compute(resolve_precision(self.precision), self.jit, self.jpeg_draft)
         backbones = []
         for name in self.backbones:
             final = resolve_config(name, self.image_size, self.pooling, self.weights)
