@@ -6,22 +6,35 @@ from .paths import printable_path
 
 
 class FeatcacheError(Exception):
-    """A mistake the user can fix: the message says what is wrong and what to do."""
+    """A mistake the user can fix: the message says what is wrong and what to do.
+
+    ``remedy``, when given apart, is what to do; the message then reads "problem; remedy" and
+    ``--json`` reports the two apart (``problem``, ``remedy``)."""
 
     exit_code = 2
+
+    def __init__(self, *args, remedy: str | None = None):
+        self.problem = str(args[0]) if args else ""
+        self.remedy = remedy
+        super().__init__(*((f"{args[0]}; {remedy}", *args[1:]) if remedy and args else args))
 
 
 class ParameterError(FeatcacheError, ValueError):
     """A library parameter has a bad value. ``param`` is the library's own name for it (e.g.
     ``batch_size``); the CLI words the message with the matching flag (``--batch-size``)."""
 
-    def __init__(self, param: str, message: str):
+    def __init__(self, param: str, message: str, remedy: str | None = None, *, mentions: tuple[str, ...] = ()):
         self.param = param
         self.message = message
-        super().__init__(f"{param}: {message}")
+        self.mentions = tuple(mentions)  # other parameters named in message and remedy: worded as flags too
+        super().__init__(f"{param}: {message}", remedy=remedy)
 
     def __reduce__(self):  # rebuilt from its fields: a distributed worker's error reaches its client whole
-        return ParameterError, (self.param, self.message)
+        return _rebuild_parameter_error, (self.param, self.message, self.remedy, self.mentions)
+
+
+def _rebuild_parameter_error(param, message, remedy, mentions):
+    return ParameterError(param, message, remedy, mentions=mentions)
 
 
 class RegistryError(FeatcacheError):

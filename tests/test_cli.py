@@ -124,3 +124,49 @@ def test_extract_reports_files_scan_could_not_use_and_empty_classes(image_tree, 
     strict = CliRunner().invoke(cli, ["extract", str(image_tree), "--store", str(tmp_path / "t.zarr"), "-b",
                                       "tiny_test", "--weights", "random", "-q", "--strict"])
     assert strict.exit_code == 2 and "pipe.jpg" in strict.output and "strict mode" in strict.output
+
+
+# One cheap failing input per command that has --json; a new command with --json must add its own here.
+JSON_FAILURES = {
+    "audit": ["{missing}", "-b", "tiny_test"],
+    "backbones": ["--blocks", "no_such_net"],
+    "classify": ["{missing}", "-b", "no_such_net"],
+    "compare": ["{missing}"],
+    "export": ["{missing}", "--out", "{tmp}/m.keras"],
+    "extract": ["{missing}", "--store", "{tmp}/s.zarr", "-b", "tiny_test"],
+    "fine-tune": ["{missing}", "--out", "{tmp}/r"],
+    "fit-head": ["{missing}", "-b", "tiny_test", "--out", "{tmp}/r"],
+    "heads": ["--no-such-option"],
+    "info": ["{missing}"],
+    "neighbors": ["{missing}", "{missing}", "-b", "tiny_test"],
+    "predict": ["{missing}", "{missing}"],
+    "sweep": ["{missing}", "-b", "tiny_test"],
+    "verify": ["{missing}"],
+}
+
+
+def _has_json(name: str) -> bool:
+    import click
+
+    command = cli.commands[name]
+    return any("--json" in p.opts for p in command.get_params(click.Context(command)))
+
+
+def test_every_json_failure_is_one_json_object_on_stdout_and_one_line_on_stderr(tmp_path):
+    assert {c for c in COMMANDS if _has_json(c)} == set(JSON_FAILURES)
+    for name, args in JSON_FAILURES.items():
+        args = [a.format(missing=tmp_path / "no-such.zarr", tmp=tmp_path) for a in args]
+        result = CliRunner().invoke(cli, [name, *args, "--json"])
+        assert result.exit_code == 2, (name, result.output)
+        error = json.loads(result.stdout)  # the whole of stdout: one object
+        assert set(error) == {"error", "remedy", "exit_code"} and error["exit_code"] == 2, (name, error)
+        assert error["error"] and "Traceback" not in result.output, name
+        (line,) = result.stderr.splitlines()  # the human line stays on stderr
+        assert line.startswith("error: ") and error["error"] in line, (name, line)
+
+
+def test_usage_errors_are_featcache_lines_not_clicks():
+    result = CliRunner().invoke(cli, ["info"])
+    assert result.exit_code == 2 and result.stderr.startswith("error: Missing argument") and "Usage:" not in result.stderr
+    assert "featcache info --help" in result.stderr or "cli info --help" in result.stderr
+    assert result.stdout == ""  # no --json: nothing on stdout

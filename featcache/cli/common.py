@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
 import click
@@ -45,18 +46,82 @@ class FeatcacheCommand(click.Command):
 
     def flag_for(self, ctx, param: str) -> str | None:
         wanted = self.flag_aliases.get(param, param)
+        typed = ctx.meta.get(ALIASES_USED, {}).get(wanted)
+        if typed:  # the user gave the old spelling: the message names what they typed
+            return typed
         for p in self.get_params(ctx):
-            if p.name == wanted:
+            if p.name == wanted and not isinstance(p, AliasOption):
                 longs = [o for o in p.opts if o.startswith("--")]
                 return (longs or p.opts)[0] if isinstance(p, click.Option) else p.human_readable_name
         return None
 
     def invoke(self, ctx):
+        resolve_aliases(self, ctx)
         try:
             return super().invoke(ctx)
         except ParameterError as exc:
-            flag = self.flag_for(ctx, exc.param)
-            raise FeatcacheError(f"{flag}: {exc.message}" if flag else str(exc)) from exc
+            raise self.worded(ctx, exc) from exc
+
+    def worded(self, ctx, exc: ParameterError) -> FeatcacheError:
+        """``exc`` in this command's words: its parameter, and the ones it mentions, as flags."""
+        flag = self.flag_for(ctx, exc.param)
+        message, remedy = exc.message, exc.remedy
+        for name in exc.mentions:
+            if (other := self.flag_for(ctx, name)) is not None:
+                pattern = re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])")
+                message = pattern.sub(other, message)
+                remedy = remedy and pattern.sub(other, remedy)
+        worded = FeatcacheError(f"{flag}: {message}" if flag else f"{exc.param}: {message}", remedy=remedy)
+        worded.exit_code = exc.exit_code
+        return worded
+
+
+ALIASES_USED = "featcache.aliases_used"  # ctx.meta: click parameter name -> the old flag the user typed
+
+
+class AliasOption(click.Option):
+    """The old spelling of a renamed option, kept for one release: hidden from --help, its value
+    handed to ``target`` (through ``convert`` when the old option took another form)."""
+
+    def __init__(self, *args, target: str, convert=None, conflict: str | None = None, **kwargs):
+        kwargs.setdefault("hidden", True)
+        kwargs.setdefault("default", None)
+        super().__init__(*args, **kwargs)
+        self.target = target
+        self.convert = convert or (lambda value: value)
+        self.conflict = conflict  # the message when it is given beside the new spelling or another alias
+
+
+def resolve_aliases(command: click.Command, ctx) -> None:
+    """Move each alias's value to its target parameter; the old and new spelling together is a
+    usage error (which one would win is not obvious)."""
+    from click.core import ParameterSource
+
+    given: dict[str, list[AliasOption]] = {}
+    for p in command.get_params(ctx):
+        if not isinstance(p, AliasOption):
+            continue
+        value = ctx.params.pop(p.name, None)
+        if ctx.get_parameter_source(p.name) is not ParameterSource.COMMANDLINE:
+            continue
+        given.setdefault(p.target, []).append(p)
+        ctx.params[p.target] = p.convert(value)
+        ctx.meta.setdefault(ALIASES_USED, {})[p.target] = _long(p)
+    for target, aliases in given.items():
+        new_given = ctx.get_parameter_source(target) is ParameterSource.COMMANDLINE
+        if len(aliases) + new_given > 1:
+            first = next((a for a in aliases if a.conflict), aliases[0])
+            spellings = [_long(a) for a in aliases] + ([_long(_param(command, ctx, target))] if new_given else [])
+            why = first.conflict or f"{' and '.join(spellings)} set the same thing: give one of them"
+            raise click.UsageError(f"{_long(first)}: {why}", ctx)
+
+
+def _param(command, ctx, name: str):
+    return next(p for p in command.get_params(ctx) if p.name == name and not isinstance(p, AliasOption))
+
+
+def _long(p: click.Parameter) -> str:
+    return next((o for o in p.opts if o.startswith("--")), p.opts[0])
 
 
 def command(name: str, **kwargs):
@@ -66,7 +131,8 @@ def command(name: str, **kwargs):
 
 
 class FeatcacheGroup(click.Group):
-    """Turns library errors into one clear line on stderr and a meaningful exit code."""
+    """Turns library errors and usage errors into one clear line on stderr and a meaningful exit
+    code; with --json, also one JSON object on stdout: {"error", "remedy", "exit_code"}."""
 
     def resolve_command(self, ctx, args):
         name, command, rest = super().resolve_command(ctx, args)
@@ -75,15 +141,34 @@ class FeatcacheGroup(click.Group):
         return name, command, rest
 
     def invoke(self, ctx):
+        args = [*ctx._protected_args, *ctx.args]
+        as_json = "--json" in args[1:args.index("--")] if "--" in args else "--json" in args[1:]
         try:
             return super().invoke(ctx)
         except FeatcacheError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
-            ctx.exit(exc.exit_code)
+            fail(ctx, str(exc), exc.problem if exc.remedy else str(exc), exc.remedy, exc.exit_code, as_json)
+        except click.UsageError as exc:  # a bad or missing option: featcache's style, not click's
+            message = exc.format_message()
+            name = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            remedy = f"see `{name} --help`"
+            fail(ctx, f"{message} ({remedy})", message, remedy, exc.exit_code, as_json)
+        except click.ClickException as exc:
+            fail(ctx, exc.format_message(), exc.format_message(), None, exc.exit_code, as_json)
         except KeyboardInterrupt:
-            click.secho("interrupted: everything finished so far is saved; re-run the same command to resume",
-                        fg="yellow", err=True)
+            message = "interrupted: everything finished so far is saved"
+            remedy = "re-run the same command to resume"
+            if as_json:
+                emit_json({"error": message, "remedy": remedy, "exit_code": 130})
+            click.secho(f"{message}; {remedy}", fg="yellow", err=True)
             ctx.exit(130)
+
+
+def fail(ctx, line: str, problem: str, remedy: str | None, exit_code: int, as_json: bool):
+    """One line on stderr; with --json, the same as one JSON object on stdout; then exit."""
+    if as_json:
+        emit_json({"error": problem, "remedy": remedy, "exit_code": exit_code})
+    click.secho(f"error: {line}", fg="red", err=True)
+    ctx.exit(exit_code)
 
 
 def emit_json(obj) -> None:
