@@ -285,17 +285,16 @@ def test_missing_weights_file_passed_to_a_builder_directly(tmp_path):
 # --- ImageNet weights that cannot be downloaded -------------------------------------------------------
 
 _BUILD_WITHOUT_CACHE = """
-import json, time
+import json
 from featcache.backbones.keras_apps import keras_cache_dir
 from featcache.backbones.model import build_feature_extractor, resolve_config
 from featcache.errors import WeightsUnavailableError
-started = time.perf_counter()
 try:
     build_feature_extractor(resolve_config("mobilenet"))
     result = {"error": None}
 except WeightsUnavailableError as exc:
     result = {"error": str(exc)}
-result.update(seconds=time.perf_counter() - started, cache=str(keras_cache_dir()))
+result.update(cache=str(keras_cache_dir()))
 print("RESULT" + json.dumps(result))
 """
 
@@ -318,7 +317,6 @@ def test_unavailable_imagenet_weights_name_the_file_the_folder_and_the_remedy(tm
     assert str(models) in message
     assert "give a local weights file" in message
     assert "could not be downloaded (" in message and "URL fetch failure on https)" not in message
-    assert result["seconds"] < 60
     assert list(models.iterdir()) == []  # no partial download left behind
 
 

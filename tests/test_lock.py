@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -51,10 +50,8 @@ class Holder:
 
 def test_a_second_writer_is_refused_at_once_naming_the_holder_and_readers_go_on(store, tmp_path):
     holder = Holder(store)
-    start = time.monotonic()
-    with pytest.raises(StoreLockedError) as refused:
-        run_extract(tmp_path / "data", store)
-    assert time.monotonic() - start < 2, "refused before any scanning"
+    with pytest.raises(StoreLockedError) as refused:  # not "no such folder": refused before any scanning
+        run_extract(tmp_path / "no such folder", store)
     message = str(refused.value)
     assert f"pid {holder.proc.pid}" in message and "store_harness.py hold" in message and str(store) in message
     with open_store(store) as st:  # readers are never blocked
