@@ -243,7 +243,8 @@ def bench_streaming(store: Path, epochs: int) -> dict:
 
 
 def main_scale(args) -> None:
-    from featcache.stores.synthetic import write_synthetic_store
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test support, not the package
+    from synthetic_store import write_synthetic_store
 
     store = args.work / "fmnist_sized.zarr"
     if not store.exists():

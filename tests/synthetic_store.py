@@ -1,5 +1,6 @@
 """A store of synthetic features written through the store API: for tests and benchmarks of heads at
-sizes no photo set here reaches (100,000 images and more).
+sizes no photo set here reaches (100,000 images and more). Test support, so it lives beside the
+tests, not in the package (it names a backbone only to have a record).
 
 Features look like pooled CNN outputs: non-negative (ReLU), correlated (a low-rank signal), and
 learnable: each class has a centre in the low-rank space, ``separation`` scales it against the
@@ -14,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backbones.model import resolve_config
-from ..config import FeatureConfig
-from ..ingest.augment import AugmentParams
-from ..ingest.scan import Manifest, SplitFractions
-from . import open_store
+from featcache.backbones.model import resolve_config
+from featcache.config import FeatureConfig
+from featcache.ingest.augment import AugmentParams
+from featcache.ingest.scan import Manifest, SplitFractions
+from featcache.stores import open_store
 
 RANK = 32  # of the signal
 VIEW_NOISE = 0.15

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import TINY, make_tree
+from synthetic_store import write_synthetic_store
 
 from featcache.cli import cli
 from featcache.errors import ParameterError
@@ -19,7 +20,6 @@ from featcache.heads import KNNHead, clone, make_head
 from featcache.heads import knn as knn_module
 from featcache.ingest.augment import AugmentParams
 from featcache.stores import open_store
-from featcache.stores.synthetic import write_synthetic_store
 from featcache.train.fit import load_training_data
 from featcache.train.run import load_run
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from synthetic_store import write_synthetic_store
 
 from featcache.cli import cli
 from featcache.errors import ParameterError
 from featcache.heads import make_head
 from featcache.stores import StoreDamagedError, open_store
-from featcache.stores.synthetic import write_synthetic_store
 from featcache.train.fit import fit_head, load_training_data
 from featcache.train.memory import parse_size
 

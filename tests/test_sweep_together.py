@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from synthetic_store import write_synthetic_store
 
 from featcache.heads import make_head
-from featcache.stores.synthetic import write_synthetic_store
 from featcache.train.fit import fit_on_data, load_training_data
 from featcache.train.sweep import sweep
 
