@@ -15,9 +15,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import TINY, TINY_SPEC, _build_tiny, make_tree
 
-from featcache.backbones import list_backbones, register_backbone
+from featcache.backbones import get_backbone, list_backbones, register_backbone
+from featcache.backbones.model import resolve_config
 from featcache.cli import cli
 from featcache.extraction import ExtractOptions, extract
+from featcache.report.cost import backbone_parameters
 
 # the same network under another name: a second configuration with identical features
 TWIN = "tiny_twin"
@@ -144,3 +146,12 @@ def test_report_opens_in_headless_chromium(twin_report, tmp_path):
         for col in ("accuracy", "accuracy_low", "accuracy_high", "log_loss", "macro_f1_high", "images_per_s"):
             assert float(row[col]) == entry[col], col
         assert row["key"] == entry["key"] and row["vs_best"] == entry["vs_best"]
+
+
+def test_a_declared_parameter_count_is_read_not_built_and_is_the_networks(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEATCACHE_DATA", str(tmp_path / "data"))  # the count cache beside it
+    for name in ("vgg19", "efficientnet_lite0"):
+        assert backbone_parameters(resolve_config(name, weights="random")) == get_backbone(name).parameters
+    assert not (tmp_path / "backbone_params.json").exists(), "nothing was built to count"
+    spec = get_backbone("efficientnet_lite0")  # the declared number is the network's, at any input size
+    assert spec.build_features(64, "random").count_params() == spec.parameters == 3_413_024

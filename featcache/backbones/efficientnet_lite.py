@@ -41,6 +41,7 @@ _B0_STAGES = (
 )
 # variant -> (width multiplier, depth multiplier, resolution)
 _VARIANTS = {0: (1.0, 1.0, 224), 1: (1.0, 1.1, 240), 2: (1.1, 1.2, 260)}
+_PARAMETERS = {0: 3_413_024, 1: 4_189_344, 2: 4_869_168}  # of the feature extractor, at any input size
 _EPS = 1e-3
 
 
@@ -227,6 +228,7 @@ def make_spec(variant: int) -> BackboneSpec:
         weights_identity=identity,
         reference="featcache.backbones.efficientnet_lite:SPECS",
         block_pattern=r"(stem|block\d+|head)_",  # the stem, the 16 (lite0) MBConv blocks, the 1x1 head conv
+        parameters=_PARAMETERS[variant],
     )
 
 

@@ -50,6 +50,15 @@ _APPS = {
     "convnext_tiny": _App("ConvNeXtTiny", 224, 768, "none", "convnext_tiny_notop.h5"),
 }
 
+# Weights of each feature extractor (include_top=False; Keras 3.15), the same at every input size:
+# compare's cost column reads them instead of building a network to count them.
+_PARAMETERS = {
+    "vgg16": 14_714_688, "vgg19": 20_024_384, "resnet50": 23_587_712, "resnet50_v2": 23_564_800,
+    "inception_v3": 21_802_784, "xception": 20_861_480, "inception_resnet_v2": 54_336_736,
+    "mobilenet": 3_228_864, "mobilenet_v2": 2_257_984, "densenet121": 7_037_504,
+    "efficientnet_b0": 4_049_571, "convnext_tiny": 27_820_128,
+}
+
 # The blocks `fine-tune --unfreeze N` counts (BackboneSpec.block_pattern): the layer-name prefix of
 # each; InceptionV3's convolutions have generated names, so there each "mixedN" closes a module.
 _BLOCKS = {
@@ -139,6 +148,7 @@ def _make(name: str, app: _App) -> BackboneSpec:
         min_input_size=app.min_size,
         reference="featcache.backbones.keras_apps:SPECS",
         block_pattern=_BLOCKS[name],
+        parameters=_PARAMETERS[name],
     )
 
 

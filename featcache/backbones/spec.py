@@ -125,6 +125,9 @@ class BackboneSpec:
     # block of a layer (re.match on the layer name); layers it does not match join the next block
     # that it does (the last one at the end). "": every layer with weights is a block of its own.
     block_pattern: str = ""
+    # Weights of the (untapped) feature extractor, for compare's cost column: a convolutional
+    # trunk has the same count at every input size. None: counted once by building it.
+    parameters: int | None = None
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Backbone parameter counts, for the cost columns of compare.
 
-Building a network only to count its weights takes seconds for a large one, so each count is
-computed once (random weights: nothing is downloaded or read) and kept in a small JSON cache.
+A built-in backbone declares its count (``BackboneSpec.parameters``): nothing is built. A tap (the
+network up to a block) or a plugin that declares none is built once to count it (random weights:
+nothing is downloaded or read), and the count kept in a small JSON cache.
 """
 
 from __future__ import annotations
@@ -22,8 +23,15 @@ def _cache_file() -> Path:
 def backbone_parameters(config: BackboneConfig) -> int | None:
     """Weights of the backbone's feature extractor (the pooling adds none; a tap counts the network
     up to its block); None when it cannot be built."""
+    from ..backbones import spec_for
     from ..backbones.model import build_feature_extractor
 
+    try:
+        declared = None if config.tap else spec_for(config).parameters
+    except Exception:  # a plugin that cannot load here: the column shows "-"
+        return None
+    if declared is not None:
+        return declared
     # the architecture, not the weights file, decides the count; flatten-free nets ignore the size
     tag = f"{config.builder or config.name}|{config.label}|{config.input_size}"
     path = _cache_file()
