@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import TINY, make_tree
+from conftest import TINY, extract_cli, make_tree
 from store_harness import NUMPY_NET, run_extract
 
 from featcache.cli import cli
@@ -90,11 +90,12 @@ def test_a_worker_with_the_holders_run_token_writes_its_units_only_and_anyone_el
         return
     with open_store(store, "a", token=holder.token) as worker:  # a worker of the holder's run
         (key,) = worker.keys()
-        unit = WorkUnit(key, 0, worker.chunk_rows(key), (0,))
-        feats, _ = worker.read_unit(unit)
-        worker.commit_unit(unit, worker.row_digests(key)[:unit.stop], [0], feats[:1] + 1, [])  # its own rows
+        unit = WorkUnit(key, 0, worker[key].chunk_rows(), (0,))
+        rows = worker.rows([key])
+        feats = rows.read([rows.digests.index(worker[key].row_digests()[0])])  # row 0's stored features
+        worker.commit_unit(unit, worker[key].row_digests()[:unit.stop], [0], feats[:1] + 1, [])  # its own rows
         with pytest.raises(FeatcacheError, match="a worker writes only its own units"):
-            worker.add_stats(key, rows=0, images=0, seconds=1.5)  # what the run shares is the holder's
+            worker[key].add_stats(rows=0, images=0, seconds=1.5)  # what the run shares is the holder's
     with pytest.raises(StoreLockedError, match=f"pid {holder.proc.pid}"):
         open_store(store, "a", token="0" * 32)
     with pytest.raises(StoreLockedError, match=f"pid {holder.proc.pid}"):
@@ -102,7 +103,7 @@ def test_a_worker_with_the_holders_run_token_writes_its_units_only_and_anyone_el
     holder.release()
     with open_store(store) as st:
         fs = st.load([key])  # the worker's row verifies
-        assert np.array_equal(fs.features[fs.digests.index(st.row_digests(key)[0])], (feats[:1] + 1)[0])
+        assert np.array_equal(fs.features[fs.digests.index(st[key].row_digests()[0])], (feats[:1] + 1)[0])
     with pytest.raises(StoreLockedError, match="no run holds its lock"):
         open_store(store, "a", token=holder.token)
 
@@ -130,3 +131,49 @@ def test_readers_during_writes_always_see_one_whole_image_list(store, tmp_path):
         reads += 1
     assert writer.wait() == 0
     assert reads > 10 and len(seen & set(expected)) == 2, (reads, seen)
+
+
+# -- a lock path featcache must not follow (issue 21, findings 3 and 6) -----------------------------------
+
+def _plant(kind: str, path: Path, victim: Path) -> None:
+    if kind == "symlink":
+        path.symlink_to(victim)
+    elif kind == "dangling link":
+        path.symlink_to(path.with_name("nothing-here"))
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+
+
+@pytest.mark.parametrize("kind", ["symlink", "dangling link", "folder", "fifo"])
+def test_a_store_lock_path_that_is_not_a_regular_file_is_refused_with_one_line_and_nothing_followed(tmp_path, kind):
+    """`ln -s victim store.zarr.lock; featcache extract ...` used to truncate victim and write the
+    holder's JSON into it (and a folder or a dangling link there was a traceback)."""
+    victim = tmp_path / "notes.txt"
+    victim.write_text("precious\n")
+    store = tmp_path / "s.zarr"
+    _plant(kind, lock_path(store), victim)
+    result = extract_cli(tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert str(lock_path(store)) in result.output and "remove" in result.output
+    assert victim.read_text() == "precious\n"
+    assert os.path.lexists(lock_path(store)), "what was there is left for the user to look at"
+    assert not (tmp_path / "nothing-here").exists()
+
+
+def test_a_shard_lock_or_run_lock_that_is_a_symlink_is_refused_and_its_target_unchanged(store, tmp_path):
+    from featcache.stores.lock import LockPathError, RunLock, ShardLock, shard_lock_path
+
+    victim = tmp_path / "notes.txt"
+    victim.write_text("precious\n")
+    shard_lock_path(store, "0-of-2").symlink_to(victim)
+    with pytest.raises(LockPathError, match="symbolic link"):
+        ShardLock(store, "0-of-2")
+    run = tmp_path / "runs" / "r"
+    run.parent.mkdir()
+    lock_path(run).symlink_to(victim)
+    with pytest.raises(LockPathError, match="symbolic link"):
+        RunLock.acquire(run)
+    assert victim.read_text() == "precious\n"

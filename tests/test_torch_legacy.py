@@ -348,3 +348,20 @@ def test_efficientnet_lite_names_the_file_and_the_missing_key(tmp_path, monkeypa
     assert str(path) in message and "not an EfficientNet-Lite0 state dict" in message
     for word in words:
         assert word in message
+
+
+@pytest.mark.parametrize(("size", "stride"), [(([2, 3], 4), (4, 1)), ((2, 3), ([3], 1)), ((2.0, 3), (3, 1))])
+def test_a_tensor_size_or_stride_holding_a_list_or_a_float_is_refused_with_one_clear_error(tmp_path, monkeypatch,
+                                                                                            size, stride):
+    """Issue 21 finding 6: a list inside a tensor's size was a TypeError (unhashable type) traceback."""
+    storage = _Storage("0", np.zeros(12, np.float32))
+    path = write_legacy(tmp_path / "odd.pth", monkeypatch, {"w": _Tensor(storage, 0, size, stride)}, [storage])
+    assert_refused(path, "tensor w", "invalid size", HOSTILE)
+
+
+def test_a_tensor_whose_storage_is_not_a_storage_is_refused(tmp_path, monkeypatch):
+    storage = _Storage("0", np.zeros(4, np.float32))
+    state = {"w": _Tensor(storage, 0, (4,), (1,))}
+    state["w"].args = (7, *state["w"].args[1:])  # a plain number where the storage goes
+    assert_refused(write_legacy(tmp_path / "nostorage.pth", monkeypatch, state, [storage]), "tensor w",
+                   "no storage", HOSTILE)

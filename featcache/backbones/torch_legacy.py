@@ -90,14 +90,22 @@ class _SafeUnpickler(pickle.Unpickler):
         return _StorageRef(str(pid[2]), pid[1].dtype)
 
 
-def _view(path: Path, name: str, t: _TensorRef, flat: np.ndarray, budget: int) -> np.ndarray:
-    """A copy of the tensor's strided view of its storage, refusing any view that reaches outside
-    the storage, repeats its elements (stride 0, overlaps), or would take more than ``budget`` bytes."""
-    if any(not isinstance(n, int) or n < 0 for n in t.size) or any(not isinstance(s, int) or s < 0
-                                                                    for s in t.stride):
-        raise FeatcacheError(f"{path}: tensor {name} has an invalid size {t.size} or stride {t.stride}")
+def _check_tensor(path: Path, name: str, t: _TensorRef) -> None:
+    """A tensor record made of what a saved tensor holds: a storage, whole numbers for its offset,
+    size and stride (a list inside the size, say, is refused here, before anything hashes it)."""
+    if not isinstance(t.storage, _StorageRef):
+        raise FeatcacheError(f"{path}: tensor {name} refers to no storage: {_HOSTILE}")
+    if any(type(n) is not int or n < 0 for n in t.size) or any(type(s) is not int or s < 0 for s in t.stride):
+        raise FeatcacheError(f"{path}: tensor {name} has an invalid size {t.size!r:.100} or stride "
+                             f"{t.stride!r:.100}: {_HOSTILE}")
     if len(t.size) != len(t.stride):
         raise FeatcacheError(f"{path}: tensor {name} has size {t.size} but stride {t.stride}")
+
+
+def _view(path: Path, name: str, t: _TensorRef, flat: np.ndarray, budget: int) -> np.ndarray:
+    """A copy of the tensor's strided view of its storage (``_check_tensor``-ed), refusing any view
+    that reaches outside the storage, repeats its elements (stride 0, overlaps), or would take more
+    than ``budget`` bytes."""
     where = f"tensor {name} (size {t.size}, stride {t.stride}, offset {t.offset})"
     numel = math.prod(t.size)
     if numel:
@@ -146,7 +154,8 @@ def load_legacy_state_dict(path: str | Path) -> dict[str, np.ndarray]:
                 raise FeatcacheError(f"{path}: holds a {type(state).__name__}, not a state dict")
             keys = _SafeUnpickler(f).load()
             storages: dict[str, np.ndarray] = {}
-            dtypes = {t.storage.key: t.storage.dtype for t in state.values() if isinstance(t, _TensorRef)}
+            dtypes = {t.storage.key: t.storage.dtype for t in state.values()
+                      if isinstance(t, _TensorRef) and isinstance(t.storage, _StorageRef)}
             file_size = os.fstat(f.fileno()).st_size
             for key in keys:
                 header = f.read(8)
@@ -175,6 +184,7 @@ def load_legacy_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     for name, t in state.items():
         if not isinstance(t, _TensorRef):
             continue
+        _check_tensor(path, name, t)
         if t.storage.key not in storages:
             raise FeatcacheError(f"{path}: tensor {name} refers to storage {t.storage.key}, which the file lacks")
         ref = (t.storage.key, t.offset, t.size, t.stride)

@@ -36,7 +36,7 @@ def put(path: Path, data, *, sync: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_name(path)
     try:
-        with open(tmp, "wb") as f:
+        with open(tmp, "xb") as f:  # exclusive: a link planted at the name is not followed
             f.write(data)
             if sync:
                 f.flush()
@@ -50,7 +50,7 @@ def put(path: Path, data, *, sync: bool = False) -> None:
 def put_small(path: Path, data: bytes) -> None:
     """Write a small featcache file (not zarr's) atomically and durably, with pwrite and renameat."""
     tmp = partial_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)  # follows no link
     try:
         os.pwrite(fd, data, 0)
         fsync(fd)

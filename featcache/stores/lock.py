@@ -13,6 +13,13 @@ each holds ``<store>.lock`` SHARED (so no lock holder can start, and none is run
 flock is local to one machine (and unreliable on some network file systems): writers on several
 machines must share one holder and its token; shards on several machines are kept apart by their
 disjoint units, not by these locks.
+
+A lock file is opened with ``O_NOFOLLOW``: anyone who can write the store's folder could otherwise
+plant a symlink at ``<store>.lock`` and have featcache truncate the file it points to. A lock path
+that is a link (dangling or not), a folder or anything but a regular file is refused with one line.
+
+``RunLock`` is the same lock for a run folder being written (``<run>.lock`` beside it): a second
+fit-head, sweep or fine-tune on one ``--out`` is refused, not raced.
 """
 
 from __future__ import annotations
@@ -23,11 +30,13 @@ import json
 import os
 import secrets
 import socket
+import stat
 import sys
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..errors import FeatcacheError
 from .errors import StoreLockedError
 
 
@@ -49,9 +58,45 @@ def lock_path(store: Path) -> Path:
 
 def read_holder(path: Path) -> LockHolder | None:
     try:
-        return LockHolder(**json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError):  # gone, or its holder is still writing it
+        fd = open_lock_file(path, os.O_RDONLY)
+    except (OSError, FeatcacheError):  # gone, or not a lock file (whoever opens it for writing says so)
         return None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            return LockHolder(**json.loads(f.read(1 << 16)))
+    except (OSError, ValueError, TypeError):  # its holder is still writing it
+        return None
+
+
+class LockPathError(FeatcacheError):
+    """A lock path holds something featcache must not open: a link, a folder, a device."""
+
+
+_NOT_FOLLOWED = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: a FIFO planted there must not hang us
+
+
+def open_lock_file(path: Path, flags: int) -> int:
+    """``os.open(path, flags)`` that follows no link and returns only a regular file's descriptor;
+    anything else at ``path`` is a LockPathError saying what is there and what to do."""
+    try:
+        fd = os.open(path, flags | _NOT_FOLLOWED, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _bad_lock_path(path, "a symbolic link") from None
+        if exc.errno == errno.EISDIR:
+            raise _bad_lock_path(path, "a folder") from None
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _bad_lock_path(path, "a folder" if stat.S_ISDIR(mode) else "not a regular file")
+    return fd
+
+
+def _bad_lock_path(path: Path, what: str) -> LockPathError:
+    return LockPathError(f"{path} is {what}, where featcache keeps its lock file (a regular file it creates and "
+                         "deletes); featcache follows no link there, as the link's target would be overwritten",
+                         remedy=f"remove {path} (nothing featcache needs is in it) and run again")
 
 
 def shard_lock_path(store: Path, shard: str) -> Path:
@@ -65,8 +110,8 @@ def _shard_locks(store: Path) -> list[Path]:
 def _held(path: Path) -> bool:
     """Whether a process holds ``path``'s flock (a killed shard's file stays, unlocked)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
+        fd = open_lock_file(path, os.O_RDONLY)
+    except (OSError, LockPathError):
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -127,12 +172,12 @@ class StoreLock:
         while True:
             owns_file = True
             try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                fd = open_lock_file(path, os.O_RDWR | os.O_CREAT)
             except OSError as exc:
                 if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
                     raise
                 try:
-                    fd, owns_file = os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
+                    fd, owns_file = open_lock_file(path, os.O_RDONLY), False
                 except OSError:
                     return None
             try:
@@ -164,7 +209,7 @@ def _open_locked(path: Path, how: int) -> int | None:
     """A descriptor of ``path`` holding flock ``how``, or None when another process holds a
     conflicting one. Retries when the file was replaced between the open and the flock."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = open_lock_file(path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, how | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -229,3 +274,44 @@ def admit(store: Path, token: str) -> LockHolder:
     if holder.token != token:
         raise _refusal(store, holder)
     return holder
+
+
+class RunLock:
+    """The lock of a run folder while a new version of it is written: ``<run>.lock`` beside it,
+    exclusive, held until :meth:`release` (or the holder's death: flock)."""
+
+    def __init__(self, path: Path, fd: int, holder: LockHolder):
+        self.path = path
+        self.fd: int | None = fd
+        self.holder = holder
+
+    @classmethod
+    def acquire(cls, run_dir: Path) -> RunLock:
+        path = lock_path(run_dir)
+        while True:
+            fd = open_lock_file(path, os.O_RDWR | os.O_CREAT)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                holder = read_holder(path)
+                who = holder.describe() if holder else "a process that is just starting"
+                raise FeatcacheError(f"{run_dir} is being written by another featcache process ({who}); one run "
+                                     "folder has one writer at a time",
+                                     remedy="wait for it to finish, or write to another folder") from None
+            if not _is_current(fd, path):  # its holder removed the file between our open and flock
+                os.close(fd)
+                continue
+            holder = LockHolder(os.getpid(), socket.gethostname(), " ".join(sys.argv) or sys.executable,
+                                datetime.now(UTC).isoformat(timespec="seconds"), "")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(asdict(holder)).encode(), 0)
+            return cls(path, fd, holder)
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        if _is_current(self.fd, self.path):
+            self.path.unlink()
+        os.close(self.fd)
+        self.fd = None
