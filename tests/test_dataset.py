@@ -45,8 +45,8 @@ def scan_error(path) -> str:
     ("70/20/10", (0.7, 0.2, 0.1)),
     ("0.8/0.1/0.1", (0.8, 0.1, 0.1)),
     ("80,10,10", (0.8, 0.1, 0.1)),
-    ("1/1/0", (0.5, 0.5, 0.0)),
-    ("7/2/1", (0.7, 0.2, 0.1)),
+    ("50/50/0", (0.5, 0.5, 0.0)),
+    ("33.3/33.3/33.4", (0.333, 0.333, 0.334)),
 ])
 def test_split_fractions_parse_and_normalise(text, expected):
     f = SplitFractions.parse(text)
@@ -58,6 +58,14 @@ def test_split_fractions_parse_and_normalise(text, expected):
 def test_bad_split_strings_are_refused_with_an_example(text):
     with pytest.raises(FeatcacheError, match="70/20/10"):
         SplitFractions.parse(text)
+
+
+@pytest.mark.parametrize("text", ["90/20/10", "7/2/1", "1/1/0", "0.5/0.2/0.1"])
+def test_fractions_that_do_not_sum_to_100_or_1_are_refused_not_rescaled(text):
+    """Issue 21 finding 8: 90/20/10 was silently rescaled to 75/16.7/8.3."""
+    with pytest.raises(FeatcacheError, match="sum to .*100.*1") as info:
+        SplitFractions.parse(text)
+    assert text in str(info.value)
 
 
 def test_split_fractions_print_as_percentages():
@@ -160,9 +168,12 @@ def test_presplit_train_and_test_only(tmp_path):
     assert m.presplit and m.splits.tolist() == [2, 0, 0]
 
 
-def test_folders_that_are_not_all_split_names_are_classes(tmp_path):
-    m = scan(put(tmp_path, "train/1.jpg", "cats/2.jpg"))
-    assert not m.presplit and m.classes == ["cats", "train"]
+def test_a_split_folder_beside_class_folders_is_refused_naming_both(tmp_path):
+    """Issue 21 finding 8: train/ beside cats/ used to make "train" a class, silently."""
+    with pytest.raises(FeatcacheError) as info:
+        scan(put(tmp_path, "train/dogs/1.jpg", "cats/2.jpg"))
+    message = str(info.value)
+    assert "train beside cats" in message and "split" in message and "class" in message
 
 
 # --- what is skipped ----------------------------------------------------------------------------------

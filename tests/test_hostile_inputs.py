@@ -286,3 +286,31 @@ def test_predict_names_a_non_utf8_file_printably(tmp_path):
     records = {Path(rec["path"]).name: rec for rec in json.loads(r.stdout)}
     assert records["caf\\xe9.png"]["label"] in ("red", "green", "blue")
     assert records["bad\\xff.png"]["error"] and records["bad\\xff.png"]["label"] is None
+
+
+# --- options that would silently mean something else, or unbounded work (issue 21, findings 7 and 8) ----------
+
+def test_augmented_views_are_capped_with_the_reason():
+    from featcache.ingest.augment import MAX_AUGMENTED_VIEWS, AugmentParams
+
+    assert AugmentParams(augmented_views=MAX_AUGMENTED_VIEWS).views == MAX_AUGMENTED_VIEWS + 1
+    with pytest.raises(ParameterError, match="forward pass") as info:
+        AugmentParams(augmented_views=10000)  # was accepted, and ran for minutes on 40 images
+    assert info.value.param == "augmented_views" and str(MAX_AUGMENTED_VIEWS) in str(info.value)
+
+
+@pytest.mark.parametrize("size", [0, -1])
+def test_an_image_size_of_zero_is_refused_not_taken_as_the_default(size):
+    with pytest.raises(ParameterError, match="input sizes from") as info:
+        ExtractOptions(backbones=[TINY], image_size=size, weights="random").feature_configs()
+    assert info.value.param == "image_size"
+
+
+def test_extract_cli_words_the_caps_as_flags(tmp_path):
+    from conftest import extract_cli
+
+    for args, flag in ((("--augment", "10000"), "--augment"), (("--image-size", "0"), "--image-size"),
+                       (("--split", "90/20/10"), "--split")):
+        result = extract_cli(tmp_path, *args)
+        assert result.exit_code == 2 and flag in result.output and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "s.zarr").exists()

@@ -24,10 +24,11 @@ def resolve_config(name: str, input_size: int | None = None, pooling: str = "avg
     spec = get_backbone(name)
     if weights not in ("imagenet", "random") and Path(weights).expanduser().is_dir():
         weights, input_size = fine_tuned_weights(Path(weights).expanduser(), name, input_size)
-    size = int(input_size or spec.input_size)
-    if not spec.min_input_size <= size <= MAX_INPUT_SIZE:
+    size = spec.input_size if input_size is None else input_size  # 0 is a size (refused), not "the default"
+    if isinstance(size, bool) or size != int(size) or not spec.min_input_size <= size <= MAX_INPUT_SIZE:
         raise ParameterError("image_size", f"{name} takes input sizes from {spec.min_input_size} to "
                                            f"{MAX_INPUT_SIZE}, got {size}")
+    size = int(size)
     if pooling not in POOLINGS:
         raise ParameterError("pooling", f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
     if weights in ("imagenet", "random"):

@@ -48,4 +48,4 @@ def fine_tuned_weights(folder: Path, name: str, input_size: int | None) -> tuple
                                         f"({describe_error(exc)}); restore it or re-run fine-tune") from exc
     if trained != name:
         raise ParameterError("weights", f"{folder} fine-tuned {trained}, not {name}; extract it as backbone {trained}")
-    return str(path), input_size or size
+    return str(path), size if input_size is None else input_size

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FeatcacheError, ImageDecodeError, ParameterError
+from ..errors import FeatcacheError, ImageDecodeError, ParameterError, shortlist
 from ..paths import printable_path
 from .decode import check_regular_file, is_image_path, is_utf8_path
 
@@ -45,7 +45,19 @@ class SplitFractions:
         if len(parts) != 3 or not all(math.isfinite(p) and p >= 0 for p in parts) or parts[0] == 0:
             raise ParameterError("split", f"invalid split {text!r}: give train/validation/test fractions, e.g. 70/20/10")
         total = sum(parts)
+        # percentages sum to 100, fractions to 1 (within rounding: 33.3/33.3/33.4); anything else is
+        # a typo that rescaling would silently turn into another split (90/20/10 -> 75/16.7/8.3)
+        if not (abs(total - 100) <= 0.5 or abs(total - 1) <= 0.005):
+            raise ParameterError("split", f"the fractions of {text!r} sum to {total:g}: give percentages summing "
+                                          "to 100 (70/20/10) or fractions summing to 1 (0.7/0.2/0.1)")
         return cls(*(p / total for p in parts))
+
+    def __post_init__(self):
+        values = (self.train, self.validation, self.test)
+        if not all(isinstance(v, int | float) and math.isfinite(v) and v >= 0 for v in values) or \
+                abs(sum(values) - 1) > 1e-6:
+            raise ParameterError("split", f"train, validation and test fractions must be 0 or more and sum to 1, "
+                                          f"got {values}")
 
     def __str__(self) -> str:
         return "/".join(f"{round(100 * f, 4):g}" for f in (self.train, self.validation, self.test))
@@ -59,7 +71,7 @@ class SkippedImage:
     reason: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class Manifest:
     """Row i describes image i; every array has one entry per image, sorted by path."""
 
@@ -192,6 +204,13 @@ def scan(data_dir: str | Path, split: SplitFractions | str | None = None,
     fractions = SplitFractions.parse(split) if isinstance(split, str) else (split or SplitFractions())
     top = _class_dirs(root)
     presplit = bool(top) and all(d.name.lower() in _SPLIT_DIRS for d in top)
+    split_named = [d.name for d in top if d.name.lower() in _SPLIT_DIRS]
+    if split_named and not presplit:  # "train" as a class beside real classes is a layout mistake
+        others = [d.name for d in top if d.name.lower() not in _SPLIT_DIRS]
+        raise FeatcacheError(f"data folder {printable_path(root)} holds {', '.join(split_named)} beside "
+                             f"{shortlist(others, 5)}: either every sub-folder is a split (train/, validation/, "
+                             "test/, each holding one folder per class) or every one is a class",
+                             remedy="move the class folders into the split folders, or rename the split folder")
     ignored: list[str] = []
     unreadable: list[SkippedImage] = []
     entries: list[tuple[str, str, int | None]] = []  # (relpath, class, forced split)
