@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from featcache.extraction import ExtractOptions, extract  # noqa: E402
-from featcache.heads import make_head  # noqa: E402
+from featcache.heads import FitContext, make_head  # noqa: E402
 from featcache.heads.logreg import DEFAULT_C_GRID  # noqa: E402
 from featcache.ingest.augment import AugmentParams  # noqa: E402
 from featcache.ingest.sample_data import fetch  # noqa: E402
@@ -68,11 +68,12 @@ def bench_cached_mlp(store: Path, epochs: int, classic_epochs: int) -> dict:
     timer = epoch_timer()
     start = time.perf_counter()
     head = make_head("mlp", {"epochs": epochs, "patience": epochs}).fit(
-        data.X_train, data.y_train, data.X_val, data.y_val, n_classes=len(data.classes), callbacks=[timer])
+        data.X_train, data.y_train, validation=(data.X_val, data.y_val),
+        context=FitContext(n_classes=len(data.classes), callbacks=(timer,)))
     total = time.perf_counter() - start
-    stopped = make_head("mlp").fit(data.X_train, data.y_train, data.X_val, data.y_val, n_classes=len(data.classes))
-    same = make_head("mlp", {"epochs": classic_epochs}).fit(data.X_train, data.y_train, data.X_val, data.y_val,
-                                                           n_classes=len(data.classes))
+    stopped = make_head("mlp").fit(data.X_train, data.y_train, validation=(data.X_val, data.y_val))
+    same = make_head("mlp", {"epochs": classic_epochs}).fit(data.X_train, data.y_train,
+                                                           validation=(data.X_val, data.y_val))
     return {
         "epochs": len(timer.times), "fit_seconds": total, "first_epoch_s": timer.times[0],
         "epoch_s_median": float(np.median(timer.times[1:])), "epoch_s_mean": total / len(timer.times),
@@ -154,8 +155,8 @@ def bench_logreg(store: Path) -> dict:
            "sklearn_loop": {"seconds": naive_s, "best_val_accuracy": float(max(naive))}}
     for name, warm in (("featcache_cold", False), ("featcache_warm", True)):
         start = time.perf_counter()
-        head = make_head("logreg", {"warm_start": warm}).fit(data.X_train, data.y_train, data.X_val, data.y_val,
-                                                             n_classes=len(data.classes))
+        head = make_head("logreg", {"warm_start": warm}).fit(data.X_train, data.y_train,
+                                                             validation=(data.X_val, data.y_val))
         out[name] = {"seconds": time.perf_counter() - start, "C": head.C_,
                      "best_val_accuracy": max(r["val_accuracy"] for r in head.grid_scores_),
                      "test_accuracy": float(np.mean(head.predict(data.X_test) == data.y_test))}
@@ -233,7 +234,8 @@ def bench_streaming(store: Path, epochs: int) -> dict:
         timer = epoch_timer()
         try:
             make_head("mlp", {"epochs": epochs, "patience": epochs}).fit(
-                data.X_train, data.y_train, data.X_val, data.y_val, n_classes=len(data.classes), callbacks=[timer])
+                data.X_train, data.y_train, validation=(data.X_val, data.y_val),
+                context=FitContext(n_classes=len(data.classes), callbacks=(timer,)))
         finally:
             data.close()
         out[name] = {"epoch_s": timer.times, "epoch_s_median": float(np.median(timer.times[1:])),

@@ -142,7 +142,7 @@ def test_views_are_redrawn_per_epoch_and_batches_hold_them():
 
 def test_keras_head_trains_on_augmented_views(tiny_store, keys):
     data = load_training_data(tiny_store, [keys[0]])
-    head = make_head("mlp", {"epochs": 6, "patience": 50}).fit(data.X_train, data.y_train, data.X_val, data.y_val)
+    head = make_head("mlp", {"epochs": 6, "patience": 50}).fit(data.X_train, data.y_train, validation=(data.X_val, data.y_val))
     assert head.views_drawn_.shape == (6, len(data.y_train))
     assert (head.views_drawn_ > 0).mean() > 0.5  # with V=3, about 2/3 of the rows are augmented views
     assert len({tuple(v) for v in head.views_drawn_}) == 6
@@ -169,16 +169,16 @@ def test_augmented_views_never_reach_validation_or_test(tiny_store, keys, monkey
 def test_logreg_uses_every_view_and_picks_C_on_validation(tiny_store, keys):
     data = load_training_data(tiny_store, [keys[0]])
     grid = [1e-6, 1.0]
-    good = make_head("logreg", {"c_grid": grid}).fit(data.X_train, data.y_train, data.X_val, data.y_val)
+    good = make_head("logreg", {"c_grid": grid}).fit(data.X_train, data.y_train, validation=(data.X_val, data.y_val))
     assert good.n_rows_ == data.X_train.shape[0] * data.X_train.shape[1]
     assert [row["C"] for row in good.grid_scores_] == grid
     assert good.C_ == 1.0  # near-zero C predicts one class for everything: worse on validation
     # Same training data, validation labels permuted: now no real fit is good on validation, and
     # the selection follows the validation split rather than the training data.
     wrong = (data.y_val + 1) % 3
-    bad = make_head("logreg", {"c_grid": grid}).fit(data.X_train, data.y_train, data.X_val, wrong)
+    bad = make_head("logreg", {"c_grid": grid}).fit(data.X_train, data.y_train, validation=(data.X_val, wrong))
     assert bad.C_ == 1e-6
-    fixed = make_head("logreg", {"C": 0.5}).fit(data.X_train, data.y_train, data.X_val, data.y_val)
+    fixed = make_head("logreg", {"C": 0.5}).fit(data.X_train, data.y_train, validation=(data.X_val, data.y_val))
     assert fixed.C_ == 0.5 and len(fixed.grid_scores_) == 1
 
 

@@ -16,7 +16,7 @@ from synthetic_store import write_synthetic_store
 from featcache.cli import cli
 from featcache.errors import ParameterError
 from featcache.extraction import ExtractOptions, extract
-from featcache.heads import KNNHead, clone, make_head
+from featcache.heads import FitContext, KNNHead, clone, make_head
 from featcache.heads import knn as knn_module
 from featcache.ingest.augment import AugmentParams
 from featcache.stores import open_store
@@ -36,7 +36,7 @@ def test_uniform_weighting_is_scikit_learns_cosine_knn(k):
     from sklearn.neighbors import KNeighborsClassifier
 
     X, y, Q = _features()
-    head = make_head("knn", {"k": k, "weighting": "uniform"}).fit(X, y, n_classes=4)
+    head = make_head("knn", {"k": k, "weighting": "uniform"}).fit(X, y, context=FitContext(n_classes=4))
     assert head.summary() == {"bank_rows": 180, "k": min(k, 180)}
     sk = KNeighborsClassifier(min(k, 180), metric="cosine", algorithm="brute").fit(X.reshape(180, -1), np.repeat(y, 3))
     np.testing.assert_allclose(head.predict_proba(Q), sk.predict_proba(Q), atol=1e-6)
@@ -46,7 +46,7 @@ def test_uniform_weighting_is_scikit_learns_cosine_knn(k):
 def test_softmax_weighting_by_hand():
     # one view per image; rows at 0, 90, 45 and 180 degrees; a zero row must not give NaN
     bank = np.array([[1, 0], [0, 1], [1, 1], [-1, 0], [0, 0]], np.float32)[:, None]
-    head = make_head("knn", {"k": 3, "temperature": 0.5}).fit(bank, np.array([0, 1, 1, 0, 2]), n_classes=3)
+    head = make_head("knn", {"k": 3, "temperature": 0.5}).fit(bank, np.array([0, 1, 1, 0, 2]), context=FitContext(n_classes=3))
     assert np.isfinite(head.bank_).all() and not head.bank_[4].any()
     # a long query (its length must not matter) just off the first axis: the 3 nearest are rows 0
     # (cosine ~1, class 0), 2 (~0.71, class 1) and 1 (~0.01, class 1), ahead of the zero row (0, class 2)
@@ -57,14 +57,14 @@ def test_softmax_weighting_by_hand():
     expected = [w[0], w[1] + w[2], 0.0]
     np.testing.assert_allclose(head.predict_proba(q)[0], np.array(expected) / sum(expected), rtol=1e-5, atol=1e-7)
     # a colder temperature leans harder on the nearest neighbour
-    colder = clone(head).set_params(temperature=0.05).fit(bank, np.array([0, 1, 1, 0, 2]), n_classes=3)
+    colder = clone(head).set_params(temperature=0.05).fit(bank, np.array([0, 1, 1, 0, 2]), context=FitContext(n_classes=3))
     assert colder.predict_proba(q)[0, 0] > head.predict_proba(q)[0, 0] > 0.5
 
 
 def test_views_all_or_first_make_the_bank():
     X, y, _ = _features(n=10, views=3)
-    every = make_head("knn").fit(X, y, n_classes=4)
-    first = make_head("knn", {"views": "first"}).fit(X, y, n_classes=4)
+    every = make_head("knn").fit(X, y, context=FitContext(n_classes=4))
+    first = make_head("knn", {"views": "first"}).fit(X, y, context=FitContext(n_classes=4))
     assert every.bank_.shape == (30, 16) and first.bank_.shape == (10, 16)
     np.testing.assert_array_equal(every.labels_, np.repeat(y, 3))  # image i's views are rows 3i..3i+2
     np.testing.assert_allclose(first.bank_, X[:, 0] / np.linalg.norm(X[:, 0], axis=1, keepdims=True), rtol=1e-6)
@@ -74,7 +74,7 @@ def test_views_all_or_first_make_the_bank():
 
 def test_queries_are_split_into_blocks_under_the_memory_budget(monkeypatch):
     X, y, Q = _features()
-    head = make_head("knn").fit(X, y, n_classes=4)
+    head = make_head("knn").fit(X, y, context=FitContext(n_classes=4))
     whole = head.predict_proba(Q)
     monkeypatch.setattr(knn_module, "SIMILARITY_BYTES", 180 * knn_module.BYTES_PER_SIMILARITY * 4)  # 4 rows a block
     calls = []
@@ -86,7 +86,7 @@ def test_queries_are_split_into_blocks_under_the_memory_budget(monkeypatch):
 
 def test_save_load_round_trip(tmp_path):
     X, y, Q = _features()
-    head = make_head("knn", {"k": 5, "temperature": 0.2}).fit(X, y, n_classes=5)  # class 4 has no image
+    head = make_head("knn", {"k": 5, "temperature": 0.2}).fit(X, y, context=FitContext(n_classes=5))  # class 4 has no image
     head.save(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == list(KNNHead.files) == ["knn_bank.npz"]
     loaded = KNNHead.load(tmp_path, head.get_params())
@@ -98,7 +98,7 @@ def test_save_load_round_trip(tmp_path):
 @pytest.mark.parametrize("weighting", ["softmax", "uniform"])
 def test_keras_form_gives_predict_probas_numbers(weighting):
     X, y, Q = _features()
-    head = make_head("knn", {"k": 9, "weighting": weighting}).fit(X, y, n_classes=4)
+    head = make_head("knn", {"k": 9, "weighting": weighting}).fit(X, y, context=FitContext(n_classes=4))
     model = head.to_keras()
     assert model.input_shape == (None, 16) and model.output_shape == (None, 4)
     np.testing.assert_allclose(np.asarray(model.predict_on_batch(Q)), head.predict_proba(Q), atol=1e-5)
@@ -109,7 +109,7 @@ def test_parameters_clone_and_bad_values():
     assert head.get_params() == {"k": 20, "temperature": 0.07, "weighting": "softmax", "views": "all"}
     assert all(KNNHead.param(n).sweepable for n in ("k", "temperature"))
     head.set_params(k=5, views="first")
-    copy = clone(head.fit(*_features()[:2], n_classes=4))
+    copy = clone(head.fit(*_features()[:2], context=FitContext(n_classes=4)))
     assert copy.get_params() == head.get_params() and not hasattr(copy, "bank_")
     assert repr(copy) == "KNNHead(k=5, views='first')"
     for bad in ({"k": 0}, {"k": 2.5}, {"temperature": 0}, {"temperature": -1.0}, {"weighting": "distance"},
@@ -130,8 +130,8 @@ def test_streamed_fit_builds_the_in_memory_bank(tmp_path):
     streamed = load_training_data(path, [key], memory_limit="16KB")
     try:
         assert streamed.memory.streamed and not mem.memory.streamed
-        a = make_head("knn", {"k": 5}).fit(mem.X_train, mem.y_train, n_classes=3)
-        b = make_head("knn", {"k": 5}).fit(streamed.X_train, streamed.y_train, n_classes=3)
+        a = make_head("knn", {"k": 5}).fit(mem.X_train, mem.y_train, context=FitContext(n_classes=3))
+        b = make_head("knn", {"k": 5}).fit(streamed.X_train, streamed.y_train, context=FitContext(n_classes=3))
         rows = lambda h: sorted(map(tuple, np.column_stack([h.bank_, h.labels_])))  # noqa: E731
         assert len(b.bank_) == 2 * len(mem.y_train) and rows(a) == rows(b)
         np.testing.assert_allclose(b.predict_proba(mem.X_test), a.predict_proba(mem.X_test), atol=1e-6)

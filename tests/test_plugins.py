@@ -57,10 +57,12 @@ def plugin_run(tmp_path_factory):
         ["fit-head", store, "-b", "odd_net", "--head", "centroid", "--shrink", "0.25", "--out", root / "c", "--json",
          "-q"],
         ["sweep", store, "-b", "odd_net", "--head", "centroid", "--shrink", "0,0.5", "--temperature", "1,10", "--json",
-         "-q"],
+         "-q", "--out", root / "sweep"],
         ["fit-head", store, "-b", "odd_net", "--head", "centroid", "--shrink", "2", "--out", root / "bad"],
         ["export", root / "c", "--out", root / "c.keras"],
         ["predict", run, data, "--json", "-q"],
+        *(["fit-head", store, "-b", "odd_net", "--head", "centroid", "--shrink", shrink, "--temperature", t, "--json",
+           "-q"] for shrink in ("0", "0.5") for t in ("1", "10")),  # the sweep's trials, each alone
     )
     return {"data": data, "store": store, "run": run, "root": root, "results": results}
 
@@ -122,6 +124,24 @@ def test_plugin_head_gets_cli_options_and_trains(plugin_run):
     assert len(json.loads(ok(sweep)["stdout"])["leaderboard"]) == 4
     assert bad["exit_code"] == 2 and "--shrink: must be >= 0 and <= 1, got 2" in bad["stderr"]
     ok(export)  # the plugin head's to_keras, attached to the plugin backbone
+
+
+def test_plugin_head_trains_inside_a_sweep_group(plugin_run):
+    """The centroid head's group_key puts the sweep's four trials in one task, one fit_group call
+    fits them all (each trial's metrics.json records which call), and the leaderboard is what
+    fitting each configuration alone gives."""
+    rows = json.loads(ok(plugin_run["results"][4])["stdout"])["leaderboard"]
+    assert len(rows) == 4 and {(r["group"], r["group_size"]) for r in rows} == {(0, 4)}
+    fitted_by = [json.loads((Path(r["run_dir"]) / "metrics.json").read_text())["training"]["group"] for r in rows]
+    assert fitted_by == [{"call": 1, "size": 4}] * 4
+    alone = {}
+    for r in plugin_run["results"][8:12]:
+        out = json.loads(ok(r)["stdout"])
+        assert out["training"] == {}  # fitted alone: no group
+        alone[out["head"]["params"]["shrink"], out["head"]["params"]["temperature"]] = out["validation"]
+    for r in rows:
+        v = alone[r["shrink"], r["temperature"]]
+        assert r["val_accuracy"] == v["accuracy"] and r["val_loss"] == pytest.approx(v["log_loss"], rel=1e-9)
 
 
 # -- the registry's rules, in this process -----------------------------------------------------------

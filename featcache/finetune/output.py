@@ -98,7 +98,7 @@ def write_fine_tuned_run(out: Path, source: TrainedRun, network: Network, images
     files = {"head": list(type(head).files), "metrics": METRICS_FILE, "confusion": pngs, "history": HISTORY_FILE,
              "backbone": FINE_TUNED_FILE}
     config = RunConfig(
-        featcache_version=__version__, head_type=head.name, head_params=head.get_params(), features=[feature],
+        featcache_version=__version__, head_type=head.name, head_params=head.params_record(), features=[feature],
         keys=[feature.key], classes=images.classes, store_path=source.config.store_path, data_root=str(images.root),
         input_dim=source.config.input_dim, seed=options.seed, validation=images.validation_source, files=files,
         created=datetime.now(UTC).isoformat(timespec="seconds"))

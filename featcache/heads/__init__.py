@@ -8,7 +8,7 @@ heads through the ``featcache.heads`` entry-point group (a Head subclass, or a l
 from __future__ import annotations
 
 from . import ensemble, keras_heads, knn, logreg  # noqa: F401  (registers the built-in heads)
-from .base import HEADS, Head, clone, get_head_class, make_head, register_head
+from .base import HEADS, FitContext, Head, clone, fit_inputs, get_head_class, make_head, register_head
 from .ensemble import EnsembleHead
 from .keras_heads import KerasHead, LinearHead, MLPHead
 from .knn import KNNHead
@@ -16,6 +16,6 @@ from .logreg import LogRegHead
 from .params import Param
 
 __all__ = [
-    "HEADS", "EnsembleHead", "Head", "KerasHead", "KNNHead", "LinearHead", "LogRegHead", "MLPHead", "Param", "clone", "get_head_class",
-    "make_head", "register_head",
+    "HEADS", "EnsembleHead", "FitContext", "Head", "KerasHead", "KNNHead", "LinearHead", "LogRegHead", "MLPHead", "Param",
+    "clone", "fit_inputs", "get_head_class", "make_head", "register_head",
 ]

@@ -14,25 +14,23 @@ head sees the same batches and the same masks, and lands on the same result up t
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from .data import StreamSampler, eval_blocks, is_stream
-from .keras_heads import KerasHead, ViewSampler, make_optimizer
-
-
-def group_key(head: KerasHead) -> tuple:
-    """Heads with the same key can train together: they need the same batches."""
-    return (type(head).name, int(head.batch_size), int(head.seed))
+from .keras_heads import HISTORY_FILE, KerasHead, ViewSampler, make_optimizer
 
 
 def fit_together(heads: Sequence[KerasHead], X_train, y_train, X_val, y_val, n_classes: int,
                  progress: bool = False) -> None:
-    """Fit ``heads`` (unfitted, one ``group_key``) as each one's ``fit`` would; validation is required."""
+    """Fit ``heads`` (unfitted, one type and ``group_key``) as each one's ``fit`` would; validation
+    is required. KerasHead.fit_group is the way in."""
     import keras
 
-    if len({group_key(h) for h in heads}) != 1:
+    if len({(type(h), h.group_key()) for h in heads}) != 1:
         raise ValueError("heads trained together need one head type, batch size and seed")
     if X_val is None or not len(X_val):
         raise ValueError("heads trained together stop early on validation: give validation rows")
@@ -153,3 +151,15 @@ class _Training:
             return tf.stack(losses), tf.stack(accs)
 
         return step
+
+
+def write_history(head: KerasHead, folder: Path) -> None:
+    """history.csv as Keras' CSVLogger writes it for a head fitted alone."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    columns = ["epoch", *sorted(head.history_)]
+    with (folder / HISTORY_FILE).open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        for e in range(head.epochs_trained_):
+            w.writerow([e, *(head.history_[k][e] for k in columns[1:])])

@@ -22,7 +22,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import ParameterError
-from .base import Head, register_head
+from .base import FitContext, Head, fit_inputs, register_head
 from .data import StreamSampler, eval_blocks, is_stream
 from .params import Param
 from .tensorboard import epoch_logs_callback
@@ -167,17 +167,15 @@ class KerasHead(Head):
         outputs = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
         return keras.Model(inputs, outputs, name=f"{self.name}_head")
 
-    def fit(self, X_train, y_train, X_val=None, y_val=None, *, n_classes: int | None = None,
-            workdir: str | Path | None = None, tensorboard_dir: str | Path | None = None,
-            progress: bool = False, checkpoint_every_epoch: bool = False, callbacks=()) -> KerasHead:
+    def fit(self, X, y, *, validation=None, context: FitContext | None = None) -> KerasHead:
         import keras
 
+        X_train, y_train, X_val, y_val, context = fit_inputs(X, y, validation, context)
         X_train = X_train if is_stream(X_train) else np.asarray(X_train, np.float32)
         if len(X_train.shape) < 3:
             raise ValueError("X_train must be (n, V, D): the cached views of each training image")
-        has_val = X_val is not None and len(X_val) > 0
-        if n_classes is None:
-            n_classes = 1 + int(max(np.max(y_train), np.max(y_val) if has_val else 0))
+        has_val = X_val is not None
+        n_classes = context.n_classes
         keras.utils.set_random_seed(int(self.seed))  # weights and dropout masks; views use their own rng
         model = self._build(tuple(X_train.shape[2:]), n_classes)
         model.compile(optimizer=make_optimizer(self.optimizer, self.lr, self.momentum),
@@ -189,7 +187,8 @@ class KerasHead(Head):
         else:
             sampler = ViewSampler(X_train, keras.utils.to_categorical(y_train, n_classes), self.batch_size, self.seed)
         cbs = keras.callbacks.CallbackList(
-            self._callbacks(list(callbacks), has_val, workdir, tensorboard_dir, progress, checkpoint_every_epoch),
+            self._callbacks(list(context.callbacks), has_val, context.workdir, context.tensorboard_dir,
+                            context.progress, context.checkpoint_every_epoch),
             add_history=True,
             model=model, epochs=int(self.epochs), steps=len(sampler), verbose=0)
         self._train_loop(model, sampler, cbs, X_val if has_val else None, np.asarray(y_val) if has_val else None)
@@ -274,6 +273,32 @@ class KerasHead(Head):
 
     def refit_params(self) -> dict:
         return {"epochs": int(self.best_epoch_)}
+
+    # -- grouped training: heads that draw the same batches share one graph (keras_group.py) ------
+    group_limit: ClassVar[int | None] = 16  # beyond this a step's memory and trace time grow for little gain
+
+    def group_key(self) -> tuple:
+        """The same batches (views drawn, order): one batch size and one seed."""
+        return (int(self.batch_size), int(self.seed))
+
+    @classmethod
+    def fit_group(cls, heads, X, y, *, validation=None, contexts=None) -> list:
+        """One graph, every batch read once (keras_group.fit_together), each head's history in its
+        workdir. It stops early on validation and writes no checkpoints or TensorBoard logs:
+        without validation, or asked for those, or for one head, each fits alone."""
+        from .keras_group import fit_together, write_history
+
+        contexts = [c or FitContext() for c in (contexts if contexts is not None else [None] * len(heads))]
+        X_train, y_train, X_val, y_val, first = fit_inputs(X, y, validation, contexts[0])
+        alone = len(heads) < 2 or X_val is None or any(
+            c.tensorboard_dir is not None or c.checkpoint_every_epoch or c.callbacks for c in contexts)
+        if alone:
+            return super().fit_group(heads, X, y, validation=validation, contexts=contexts)
+        fit_together(heads, X_train, y_train, X_val, y_val, first.n_classes, any(c.progress for c in contexts))
+        for h, c in zip(heads, contexts, strict=True):
+            if c.workdir is not None:
+                write_history(h, c.workdir)
+        return list(heads)
 
     def summary(self) -> dict:
         if not hasattr(self, "history_"):

@@ -24,7 +24,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import FeatcacheError
-from .base import Head, register_head
+from .base import FitContext, Head, fit_inputs, register_head
 from .data import eval_blocks, is_stream
 from .params import Param
 
@@ -64,9 +64,8 @@ class KNNHead(Head):
     )
 
     # -- training ----------------------------------------------------------------------------------
-    def fit(self, X_train, y_train, X_val=None, y_val=None, *, n_classes: int | None = None,
-            workdir: str | Path | None = None, tensorboard_dir: str | Path | None = None,
-            progress: bool = False, checkpoint_every_epoch: bool = False) -> KNNHead:
+    def fit(self, X, y, *, validation=None, context: FitContext | None = None) -> KNNHead:
+        X_train, y_train, _, _, context = fit_inputs(X, y, validation, context)  # validation chooses nothing
         streamed = is_stream(X_train)
         X_train = X_train if streamed else np.asarray(X_train)
         if len(X_train.shape) != 3:
@@ -80,7 +79,7 @@ class KNNHead(Head):
             raise FeatcacheError("knn needs at least one training image")
         self.bank_ = np.concatenate([X for X, _ in parts])
         self.labels_ = np.concatenate([y for _, y in parts])
-        self._set_classes(int(n_classes or 1 + self.labels_.max()))
+        self._set_classes(int(context.n_classes or 1 + self.labels_.max()))
         return self
 
     def k_used(self) -> int:

@@ -29,7 +29,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import FeatcacheError
-from .base import Head, register_head
+from .base import FitContext, Head, fit_inputs, register_head
 from .data import eval_blocks, is_stream
 from .logreg_solver import moments, solve_path
 from .params import Param
@@ -87,23 +87,23 @@ class LogRegHead(Head):
         return self._proba_from_logits(self._logits(X)).astype(np.float32)
 
     # -- training ----------------------------------------------------------------------------------
-    def fit(self, X_train, y_train, X_val=None, y_val=None, *, n_classes: int | None = None,
-            workdir: str | Path | None = None, tensorboard_dir: str | Path | None = None,
-            progress: bool = False, checkpoint_every_epoch: bool = False) -> LogRegHead:
+    def fit(self, X, y, *, validation=None, context: FitContext | None = None) -> LogRegHead:
         from threadpoolctl import threadpool_limits
 
+        X_train, y_train, X_val, y_val, context = fit_inputs(X, y, validation, context)
+        workdir, tensorboard_dir = context.workdir, context.tensorboard_dir
         streamed = is_stream(X_train)
         X_train = X_train if streamed else np.asarray(X_train, np.float32)
         if len(X_train.shape) < 3:
             raise ValueError("X_train must be (n, V, D): the cached views of each training image")
         n, v = X_train.shape[:2]
         y_train = np.asarray(y_train)
-        n_classes = int(n_classes or 1 + np.max(y_train))
+        n_classes = int(context.n_classes or 1 + np.max(y_train))
         missing = sorted(set(range(n_classes)) - set(np.unique(y_train).tolist()))
         if missing or n_classes < 2:
             raise FeatcacheError(f"logreg needs training images of every class (missing labels: {missing})")
 
-        has_val = X_val is not None and len(X_val) > 0
+        has_val = X_val is not None
         if self.C is not None:
             grid = [float(self.C)]
         elif has_val:
@@ -216,6 +216,34 @@ class LogRegHead(Head):
 
     def refit_params(self) -> dict:
         return {"C": float(self.C_)}
+
+    # -- grouped training: trials that differ only in C are one stacked solve ----------------------
+    def group_key(self) -> tuple | None:
+        """Every parameter but C (and the solver: a group takes the stacked one); None when C is
+        left to validation (that fit is a path of its own)."""
+        if self.C is None:
+            return None
+        return tuple(sorted((k, repr(v)) for k, v in self.get_params().items() if k not in ("C", "solver")))
+
+    @classmethod
+    def fit_group(cls, heads, X, y, *, validation=None, contexts=None) -> list[LogRegHead]:
+        """One stacked solve of every head's C (logreg_solver.py); each head gets its own C's
+        solution, as fitting it alone with the lbfgs solver finds it. One head fits alone."""
+        if len(heads) < 2 or validation is None or not len(validation[1]):  # the path picks nothing
+            return super().fit_group(heads, X, y, validation=validation, contexts=contexts)
+        contexts = [c or FitContext() for c in (contexts if contexts is not None else [None] * len(heads))]
+        path = cls(**heads[0].get_params()).set_params(C=None, c_grid=sorted({float(h.C) for h in heads}),
+                                                       solver="lbfgs")
+        path.fit(X, y, validation=validation, context=FitContext(n_classes=contexts[0].n_classes))
+        by_c = {row["C"]: (row, path.coef_path_[g], path.intercept_path_[g]) for g, row in enumerate(path.grid_scores_)}
+        for h, c in zip(heads, contexts, strict=True):
+            row, coef, intercept = by_c[float(h.C)]
+            h.mean_, h.scale_, h.coef_, h.intercept_, h.C_ = path.mean_, path.scale_, coef, intercept, float(h.C)
+            h.grid_scores_, h.n_rows_, h.solver_ = [row], path.n_rows_, "lbfgs"
+            h._set_classes(path.n_classes_)
+            if c.workdir is not None:
+                h._write_history(c.workdir)
+        return list(heads)
 
     def summary(self) -> dict:
         if not hasattr(self, "C_"):

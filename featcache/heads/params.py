@@ -74,7 +74,9 @@ class Param:
             values = [self._check(v) for v in value]
             if not values:
                 raise ParameterError(self.name, "give at least one value")
-            return values
+            # a valid list is kept as it is: sklearn.base.clone checks the constructor kept its values
+            same = isinstance(value, list) and all(a is b for a, b in zip(values, value, strict=True))
+            return value if same else values
         return self._check(value)
 
     def _check(self, value: Any) -> Any:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FeatcacheError, ParameterError
-from ..heads import make_head
+from ..heads import FitContext, make_head
 from ..progress import progress_bar
 from ..stores import FeatureSet, open_store
 from .crossval import (
@@ -223,7 +223,7 @@ def _winner_on_test(fs: FeatureSet, head: str, n_classes: int, seed: int, tta: b
     if len(test) == 0:
         return None
     model = make_head(head, seed=seed)
-    model.fit(fs.features[pool], fs.labels[pool], n_classes=n_classes, progress=False)
+    model.fit(fs.features[pool], fs.labels[pool], context=FitContext(n_classes=n_classes))
     s = split_scores(fs.labels[test].astype(int), view_proba(model, fs.features[test], tta), n_classes)
     return {"key": fs.keys[0], "head": head, "n": int(len(test)),
             **{m: round(getattr(s, m), 4) for m in METRICS}}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import FeatcacheError, ParameterError
-from ..heads import make_head
+from ..heads import FitContext, make_head
 from ..ingest.scan import SPLITS
 from ..stores import FeatureSet
 from .probe import view_proba
@@ -87,7 +87,7 @@ def score_fold(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray
     score it on ``test`` rows' view 0 (``tta``: the mean over their views)."""
     model = make_head(head, seed=seed)
     start = time.perf_counter()
-    model.fit(X[train], y[train], n_classes=n_classes, progress=False)
+    model.fit(X[train], y[train], context=FitContext(n_classes=n_classes))
     seconds = time.perf_counter() - start
     return split_scores(y[test], view_proba(model, X[test], tta), n_classes, seconds)
 

@@ -33,7 +33,7 @@ import numpy as np
 from .. import __version__
 from ..config import FeatureConfig
 from ..errors import FeatcacheError, ParameterError, shortlist
-from ..heads import EnsembleHead, Head, make_head
+from ..heads import EnsembleHead, FitContext, Head, make_head
 from ..ingest.scan import SPLITS
 from ..stores import FeatureStore, open_store
 from ..stores.schema import FEATURES
@@ -211,10 +211,6 @@ class FitResult:
                 "keys": self.keys, "input_dim": self.input_dim, "seed": self.seed, **self.metrics_dict()}
 
 
-def _json_params(params: dict) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
-
-
 def fit_on_data(data: TrainingData, model: Head, out: str | Path | None = None,
                 tensorboard_dir: str | Path | None = None, progress: bool = True,
                 evaluate_test: bool = True, checkpoint_every_epoch: bool = False,
@@ -227,9 +223,9 @@ def fit_on_data(data: TrainingData, model: Head, out: str | Path | None = None,
     run_dir = prepare_run_dir(out) if out is not None else None
     has_val = len(data.y_val) > 0
     start = time.perf_counter()
-    model.fit(data.X_train, data.y_train, data.X_val if has_val else None, data.y_val if has_val else None,
-              n_classes=len(data.classes), workdir=run_dir, tensorboard_dir=tensorboard_dir, progress=progress,
-              checkpoint_every_epoch=checkpoint_every_epoch)
+    model.fit(data.X_train, data.y_train, validation=(data.X_val, data.y_val) if has_val else None,
+              context=FitContext(n_classes=len(data.classes), workdir=run_dir, tensorboard_dir=tensorboard_dir,
+                                 progress=progress, checkpoint_every_epoch=checkpoint_every_epoch))
     return fitted_result(data, model, time.perf_counter() - start, run_dir, evaluate_test, probe)
 
 
@@ -277,7 +273,7 @@ def fitted_result(data: TrainingData, model: Head, fit_seconds: float, run_dir: 
         model, refit = refit_on_train_and_validation(model, data)
         fit_seconds += time.perf_counter() - start
     result = FitResult(
-        head_type=model.name, params=_json_params(model.get_params()), keys=data.keys, classes=data.classes,
+        head_type=model.name, params=model.params_record(), keys=data.keys, classes=data.classes,
         input_dim=data.input_dim, n=data.n, validation_source=data.validation, fit_seconds=fit_seconds,
         val=evaluate(data.y_val, apply_temperature(val_proba, temperature), data.classes) if has_val else None,
         test=None, summary=model.summary(), seed=data.seed, head=model, memory=data.memory, probe=probe,

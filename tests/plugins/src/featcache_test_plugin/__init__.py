@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from featcache.backbones import BackboneSpec, Preprocess
-from featcache.heads import Head, Param
+from featcache.heads import FitContext, Head, Param, fit_inputs
 
 # Scale, offset and channel order that no built-in preprocessing has.
 ODD_PREPROCESS = Preprocess("odd", scale=(1 / 100.0, 1 / 90.0, 1 / 80.0), offset=(-1.3, -1.1, -0.9),
@@ -36,7 +36,12 @@ ODD_NET = BackboneSpec(name="odd_net", input_size=32, feature_dim=12, preprocess
 
 
 class CentroidHead(Head):
-    """Softmax over negative squared distances to the class centroids (of all cached views)."""
+    """Softmax over negative squared distances to the class centroids (of all cached views).
+
+    It trains in a sweep's groups through the head interface: every centroid head has one
+    ``group_key``, and ``fit_group`` computes the class means once for all of them (temperature
+    and shrink only change what is made of them). Each head records which ``fit_group`` call
+    fitted it (``summary``), so a test can see the group happened."""
 
     name = "centroid"
     parameters = (
@@ -44,17 +49,39 @@ class CentroidHead(Head):
         Param("shrink", float, 0.0, "Pull each centroid towards the global mean by this fraction.", low=0, high=1),
     )
     files = ("centroids.npy", "centroid.json")
+    group_calls = 0  # fit_group calls in this process
 
-    def fit(self, X_train, y_train, X_val=None, y_val=None, *, n_classes=None, workdir=None,
-            tensorboard_dir=None, progress=False, checkpoint_every_epoch=False):
-        n, v = X_train.shape[:2]
-        X = np.asarray(X_train, np.float64).reshape(n * v, -1)
-        y = np.repeat(y_train, v)
-        self._set_classes(n_classes or 1 + int(y.max()))
-        mean = X.mean(0)
-        self.centroids_ = np.stack([X[y == c].mean(0) for c in range(self.n_classes_)])
-        self.centroids_ = (1 - self.shrink) * self.centroids_ + self.shrink * mean
+    @staticmethod
+    def _means(X, y, validation, context):
+        """(class means, global mean, number of classes) of every cached view."""
+        X, y, _, _, context = fit_inputs(X, y, validation, context)
+        n, v = X.shape[:2]
+        X = np.asarray(X, np.float64).reshape(n * v, -1)
+        y = np.repeat(y, v)
+        return np.stack([X[y == c].mean(0) for c in range(context.n_classes)]), X.mean(0), context.n_classes
+
+    def _set_centroids(self, means, mean, n_classes):
+        self._set_classes(n_classes)
+        self.centroids_ = (1 - self.shrink) * means + self.shrink * mean
+
+    def fit(self, X, y, *, validation=None, context: FitContext | None = None):
+        self._set_centroids(*self._means(X, y, validation, context))
         return self
+
+    def group_key(self):
+        return ()  # any two centroid heads share their class means
+
+    @classmethod
+    def fit_group(cls, heads, X, y, *, validation=None, contexts=None):
+        CentroidHead.group_calls += 1
+        stats = cls._means(X, y, validation, (contexts or [None])[0])
+        for h in heads:
+            h._set_centroids(*stats)
+            h.fitted_in_group_ = {"call": CentroidHead.group_calls, "size": len(heads)}
+        return list(heads)
+
+    def summary(self):
+        return {"group": self.fitted_in_group_} if hasattr(self, "fitted_in_group_") else {}
 
     def _logits(self, X):
         X = np.asarray(X, np.float64)
