@@ -199,6 +199,37 @@ def test_library_messages_do_not_speak_cli():
     assert e.value.param == "batch_size" and "--" not in str(e.value)
 
 
+# -- the records between stages are frozen --------------------------------------------------------
+
+# Still mutable, and why: evaluate_on_test and write_run fill in a FitResult's test metrics and run
+# folder after the fit (sweep relies on it); TrainingData is being reshaped with the store's read API.
+NOT_YET_FROZEN = {"FitResult", "TrainingData"}
+
+
+def test_the_records_architecture_md_lists_are_frozen_dataclasses():
+    import dataclasses
+    import importlib
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "ARCHITECTURE.md").read_text()
+    table = text.split("## The records that flow between stages", 1)[1].split("\n\n", 2)[1]
+    checked = []
+    for row in table.splitlines()[2:]:
+        names, where = (re.findall(r"`([^`]+)`", cell) for cell in row.split("|")[1:3])
+        folder = where[0].rsplit("/", 1)[0] + "/" if "/" in where[0] else ""
+        modules = [importlib.import_module("featcache." + (w if "/" in w else folder + w)[:-3].replace("/", "."))
+                   for w in where]
+        for name in names:
+            cls = next((getattr(m, name) for m in modules if hasattr(m, name)), None)
+            assert cls is not None, f"ARCHITECTURE.md: {name} is not in {', '.join(where)}"
+            assert dataclasses.is_dataclass(cls), name
+            if name not in NOT_YET_FROZEN:
+                assert cls.__dataclass_params__.frozen, f"{name} is listed as a frozen record but is mutable"
+            checked.append(name)
+    assert len(checked) >= 15, checked  # the table parsed
+
+
 # -- compare ranks on validation only --------------------------------------------------------------
 
 def test_compare_never_breaks_ties_with_test_accuracy():

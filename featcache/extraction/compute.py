@@ -16,7 +16,7 @@ from .runner import BackboneRunner, UnitBatcher, UnitFeatures
 from .writer import RecordFailures, UnitWriter
 
 
-@dataclass
+@dataclass(frozen=True)
 class UnitOutcome:
     """What computing one unit did: what a worker hands back to its client."""
 

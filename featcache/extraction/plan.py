@@ -15,7 +15,7 @@ from ..stores import FeatureStore, WorkUnit
 from .runner import BackboneRunner
 
 
-@dataclass
+@dataclass(frozen=True)
 class ConfigPlan:
     cfg: FeatureConfig
     key: str

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..config import FeatureConfig
@@ -70,7 +70,7 @@ def run_shard(data_dir: str | Path, store: str | Path, options: ExtractOptions, 
         for cfg, key in keys:
             units = st.pending_units(key, manifest.digests, chunks=shard.owns)
             plan = ConfigPlan(cfg, key, units, st.batch_size(key), 0, device=device)
-            plan.reused = _owned_rows(st, key, manifest, shard) - plan.todo
+            plan = replace(plan, reused=_owned_rows(st, key, manifest, shard) - plan.todo)
             run = ConfigRun.planned(plan)
             result.configs.append(run)
             if not units:

@@ -43,7 +43,7 @@ class ValidationSource(StrEnum):
     NONE = "none"  # too few images even for that: no validation, no early stopping
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunConfig:
     featcache_version: str
     head_type: str
