@@ -62,7 +62,7 @@ def plugin_run(tmp_path_factory):
         ["export", root / "c", "--out", root / "c.keras"],
         ["predict", run, data, "--json", "-q"],
         *(["fit-head", store, "-b", "odd_net", "--head", "centroid", "--shrink", shrink, "--temperature", t, "--json",
-           "-q"] for shrink in ("0", "0.5") for t in ("1", "10")),  # the sweep's trials, each alone
+           "-q", "--out", root / f"alone-{shrink}-{t}"] for shrink in ("0", "0.5") for t in ("1", "10")),  # each alone
     )
     return {"data": data, "store": store, "run": run, "root": root, "results": results}
 
