@@ -2,32 +2,77 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .paths import printable_path
+
+
+@dataclass(frozen=True)
+class Step:
+    """One of featcache's operations as a remedy (``extract``, ``verify``, ``info``, ``fit_head``,
+    ...) with some of its parameters. The library shows it as a call, ``extract(data_dir='photos',
+    store='s.zarr')``; the CLI as the command line that does it (``featcache extract photos --store
+    s.zarr``), so that a library message never names a CLI command or flag."""
+
+    operation: str
+    params: tuple[tuple[str, object], ...] = ()  # (library parameter, value); True: a flag
+
+    @classmethod
+    def of(cls, operation: str, **params) -> Step:
+        return cls(operation, tuple(params.items()))
+
+    def __str__(self) -> str:
+        return f"{self.operation}({', '.join(f'{k}={str(v)!r}' for k, v in self.params)})"
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """What to do, as words with ``{}`` where its steps go: ``Remedy("run {} again", Step.of(...))``."""
+
+    text: str
+    steps: tuple[Step, ...] = ()
+
+    def __init__(self, text: str, *steps: Step):
+        object.__setattr__(self, "text", text)
+        object.__setattr__(self, "steps", tuple(steps))
+
+    def worded(self, word_step) -> str:
+        """The remedy with each step worded by ``word_step`` (the CLI: as a command line)."""
+        return self.text.format(*(word_step(s) for s in self.steps))
+
+    def __str__(self) -> str:
+        return self.worded(str)
+
+    def __reduce__(self):
+        return Remedy, (self.text, *self.steps)
 
 
 class FeatcacheError(Exception):
     """A mistake the user can fix: the message says what is wrong and what to do.
 
-    ``remedy``, when given apart, is what to do; the message then reads "problem; remedy" and
-    ``--json`` reports the two apart (``problem``, ``remedy``)."""
+    ``remedy`` (words, or a ``Remedy`` naming featcache's operations), when given apart, is what to
+    do; the message then reads "problem; remedy", and ``--json`` reports the two apart.
+    ``mentions``: library parameters the remedy names, which the CLI words as its flags."""
 
     exit_code = 2
 
-    def __init__(self, *args, remedy: str | None = None):
+    def __init__(self, *args, remedy: str | Remedy | None = None, mentions: tuple[str, ...] = ()):
         self.problem = str(args[0]) if args else ""
         self.remedy = remedy
+        self.mentions = tuple(mentions)
         super().__init__(*((f"{args[0]}; {remedy}", *args[1:]) if remedy and args else args))
 
 
 class ParameterError(FeatcacheError, ValueError):
     """A library parameter has a bad value. ``param`` is the library's own name for it (e.g.
-    ``batch_size``); the CLI words the message with the matching flag (``--batch-size``)."""
+    ``batch_size``); the CLI words the message with the matching flag (``--batch-size``), and the
+    parameters in ``mentions`` where the remedy names them."""
 
-    def __init__(self, param: str, message: str, remedy: str | None = None, *, mentions: tuple[str, ...] = ()):
+    def __init__(self, param: str, message: str, remedy: str | Remedy | None = None, *,
+                 mentions: tuple[str, ...] = ()):
         self.param = param
         self.message = message
-        self.mentions = tuple(mentions)  # other parameters named in message and remedy: worded as flags too
-        super().__init__(f"{param}: {message}", remedy=remedy)
+        super().__init__(f"{param}: {message}", remedy=remedy, mentions=mentions)
 
     def __reduce__(self):  # rebuilt from its fields: a distributed worker's error reaches its client whole
         return _rebuild_parameter_error, (self.param, self.message, self.remedy, self.mentions)

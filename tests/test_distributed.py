@@ -175,6 +175,54 @@ def test_bad_distribution_flags_are_one_line_errors(tmp_path, args, message):
     assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--executor", "shard:2/2"], "--executor: expected I/N with 0 <= I < N"),
+    (["--executor", "local:0"], "--executor: local:N needs at least 1 worker"),
+    (["--executor", "cloud"], "--executor: expected one of process, local:N|tcp://HOST:PORT, plan-only, shard:I/N, "
+                              "got 'cloud'"),
+    (["--executor", "local:2", "--dask", "local:2"], "--dask and --executor set the same thing: give one of them"),
+    (["--executor", "plan-only", "--shard", "0/2"], "--shard: a shard computes in its own process"),
+])
+def test_one_executor_option_says_who_computes_and_refuses_two(tmp_path, args, message):
+    r = extract_cli(tmp_path, *args)
+    assert r.exit_code == 2 and message in r.stderr and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_the_executor_registry_turns_each_text_into_its_executor():
+    from featcache.extraction import executors as ex
+
+    EXECUTORS, InProcessExecutor, PlanOnlyExecutor, ShardExecutor, make_executor = (
+        ex.EXECUTORS, ex.InProcessExecutor, ex.PlanOnlyExecutor, ex.ShardExecutor, ex.make_executor)
+
+    assert EXECUTORS.names() == ["dask", "plan-only", "process", "shard"]
+    assert type(make_executor(None)) is InProcessExecutor and type(make_executor("process")) is InProcessExecutor
+    assert make_executor("plan-only").plan_only and type(make_executor("plan-only")) is PlanOnlyExecutor
+    shard = make_executor("shard:1/3")
+    assert isinstance(shard, ShardExecutor) and (shard.shard.index, shard.shard.count) == (1, 3)
+    for spec in ("local:2", "tcp://127.0.0.1:8786"):
+        dask = make_executor(spec)
+        assert isinstance(dask, DaskExecutor) and dask.client is None, "nothing is started before it is entered"
+
+
+def test_plan_only_then_shards_then_a_finishing_run_through_executor(tmp_path):
+    """The new spelling end to end, in this process: --executor plan-only, shard:0/2 and shard:1/2,
+    then a plain run; the store equals one process's."""
+    data = make_tree(tmp_path / "data", per_class=3)  # 9 images: 3 units of 4 rows
+    args = [str(data), "--store", str(tmp_path / "s.zarr"), "-b", TINY, "--weights", "random", "--batch-size", "4",
+            "-q", "--json"]
+    runner = CliRunner()
+    planned = json.loads(runner.invoke(cli, ["extract", *args, "--executor", "plan-only"]).stdout)
+    assert planned["configs"][0]["pending"] == 9 and planned["configs"][0]["extracted"] == 0
+    for shard in ("shard:0/2", "shard:1/2"):
+        r = runner.invoke(cli, ["extract", *args, "--executor", shard])
+        assert r.exit_code == 0, r.output
+    finished = json.loads(runner.invoke(cli, ["extract", *args]).stdout)
+    assert finished["configs"][0]["pending"] == 0 and finished["configs"][0]["extracted"] == 0
+    extract(data, tmp_path / "one.zarr", options(batch_size=4, chunk_rows=None))
+    assert_identical(tmp_path / "one.zarr", tmp_path / "s.zarr")
+
+
 # -- Dask -----------------------------------------------------------------------------------------------
 
 def test_a_dask_run_refuses_hdf5_before_starting_anything(tmp_path):

@@ -122,7 +122,8 @@ def test_damage_is_refused_on_read_found_by_verify_and_recomputed_by_extract(dat
         st.load([NUMPY_NET])
     message = str(refused.value)
     assert sorted(refused.value.images) == damaged and all(p in message for p in damaged[:5])
-    assert f"featcache extract {data} --store {store}" in message
+    # the library names its own operation; the CLI words it as `featcache extract DATA --store STORE`
+    assert f"extract(data_dir='{data}', store='{store}')" in message
 
     result = verify_cli(store)
     assert result.exit_code == 1, result.output

@@ -32,8 +32,8 @@ def resolve_device(device: str | None) -> str | None:
     index, gpus = int(m.group(2) or 0), visible_gpus()
     if index >= len(gpus):
         seen = f"{len(gpus)} GPU(s) are visible" if gpus else "no GPU is visible to TensorFlow"
-        raise ParameterError("device", f"{device}: {seen} (check CUDA_VISIBLE_DEVICES and the GPU build of "
-                                       "TensorFlow), or use --device cpu")
+        raise ParameterError("device", f"{device}: {seen}", remedy="check CUDA_VISIBLE_DEVICES and the GPU build "
+                             "of TensorFlow, or use device cpu", mentions=("device",))
     return f"/GPU:{index}"
 
 

@@ -30,7 +30,7 @@ def load_keras_weights(model, path: str | Path, name: str) -> None:
             model.load_weights(str(path))
     except Exception as exc:  # Keras raises ValueError on mismatch, h5py OSError on a damaged file
         raise FeatcacheError(f"{name}: cannot load weights file {path} ({describe_error(exc)}); it is not a "
-                             f"{name} backbone saved by `featcache fine-tune`") from exc
+                             f"{name} backbone saved by fine-tuning") from exc
 
 
 def fine_tuned_weights(folder: Path, name: str, input_size: int | None) -> tuple[str, int | None]:
@@ -39,7 +39,7 @@ def fine_tuned_weights(folder: Path, name: str, input_size: int | None) -> tuple
     path = folder / FINE_TUNED_FILE
     if not path.is_file():
         raise ParameterError("weights", f"{folder} is a folder without a fine-tuned backbone ({FINE_TUNED_FILE}); "
-                                        "give a run folder written by `featcache fine-tune`, or a weights file")
+                                        "give a run folder written by fine-tuning, or a weights file")
     try:
         backbone = json.loads((folder / "config.json").read_text())["features"][0]["backbone"]
         trained, size = str(backbone["name"]), int(backbone["input_size"])

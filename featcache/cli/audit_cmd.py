@@ -1,28 +1,35 @@
-"""`featcache audit` and `featcache neighbors`."""
+"""`featcache audit`."""
 
 from __future__ import annotations
-
-import sys
 
 import click
 
 from .common import command, echo_table, emit_json
+from .options import (
+    alias,
+    backbone_option,
+    json_option,
+    k_option,
+    out_option,
+    quiet_option,
+    seed_option,
+    store_argument,
+)
 
 
 @command("audit", flag_aliases={"image_root": "data", "map": "map_method"})
-@click.argument("store", type=click.Path())
-@click.option("-b", "--backbone", required=True, help="Backbone name or full feature key in STORE.")
-@click.option("--out", "-o", type=click.Path(), default=None,
-              help="Write label_issues.png, duplicates.png, outliers.png (contact sheets), map.png, flagged.csv "
-                   "and audit.json here.")
+@store_argument
+@backbone_option("a name, NAME.BLOCK for a tap, or a feature key of STORE.", required=True)
+@out_option("Write label_issues.png, duplicates.png, outliers.png (contact sheets), map.png, flagged.csv and "
+            "audit.json here.", default=None)
 @click.option("--folds", type=int, default=5, show_default=True,
               help="Cross-validation folds of the out-of-fold predictions.")
-@click.option("--C", "C", type=float, default=1.0, show_default=True,
-              help="Inverse regularization of the cross-validated logistic regression.")
+@click.option("--c", "C", type=float, default=1.0, show_default=True,
+              help="Inverse regularization (C) of the cross-validated logistic regression.")
+@alias("--C", "C", type=float)
 @click.option("--score", type=click.Choice(["self-confidence", "margin"]), default="self-confidence",
               show_default=True, help="Rank label errors by p(given label), or by p(given) - max p(other).")
-@click.option("-k", "k", type=int, default=10, show_default=True,
-              help="Outliers: mean distance to this many nearest neighbours.")
+@k_option("outliers score their mean distance to this many", 10)
 @click.option("--outlier-z", type=float, default=3.5, show_default=True,
               help="Flag outliers whose neighbour distance has at least this robust z-score.")
 @click.option("--duplicate-k", type=int, default=50, show_default=True,
@@ -36,13 +43,14 @@ from .common import command, echo_table, emit_json
 @click.option("--sheet-size", type=int, default=48, show_default=True, help="Thumbnails per contact sheet.")
 @click.option("--data", type=click.Path(), default=None,
               help="The images' folder, if not where the store recorded it (to check duplicates and draw sheets).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--top", type=click.IntRange(0), default=10, show_default=True,
+@seed_option("the folds, the logistic regression and the map")
+@click.option("--show", type=click.IntRange(0), default=10, show_default=True,
               help="Findings of each kind to print (0: all); --out and --json hold every one.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-@click.option("--json", "as_json", is_flag=True, help="Print every finding as JSON on stdout.")
+@alias("--top", "show", type=click.IntRange(0))
+@quiet_option
+@json_option
 def audit_cmd(store, backbone, out, folds, C, score, k, outlier_z, duplicate_k, duplicate_similarity,
-              pixel_tolerance, map_method, sheet_size, data, seed, top, quiet, as_json):
+              pixel_tolerance, map_method, sheet_size, data, seed, show, quiet, as_json):
     """Find likely label errors, duplicates and outliers among STORE's images from their cached features.
 
     \b
@@ -62,7 +70,7 @@ def audit_cmd(store, backbone, out, folds, C, score, k, outlier_z, duplicate_k, 
     if as_json:
         emit_json(result.to_dict())
         return
-    shown = slice(None if top == 0 else top)
+    shown = slice(None if show == 0 else show)
     click.echo(f"{result.key}: {result.n_images} images, {len(result.classes)} classes; out-of-fold accuracy "
                f"{result.out_of_fold_accuracy:.3f} ({folds}-fold logistic regression)")
     click.echo(f"\nlikely label errors: {len(result.label_issues)}")
@@ -86,37 +94,4 @@ def audit_cmd(store, backbone, out, folds, C, score, k, outlier_z, duplicate_k, 
         click.echo(f"\nwritten to {out}: {', '.join(sorted(p.rsplit('/', 1)[-1] for p in result.files.values()))}")
 
 
-@command("neighbors", uses_tensorflow=True)
-@click.argument("store", type=click.Path())
-@click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("-b", "--backbone", required=True, help="Backbone name or full feature key in STORE.")
-@click.option("-k", "k", type=int, default=10, show_default=True, help="Neighbours per image.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON records on stdout.")
-def neighbors_cmd(store, images, backbone, k, batch_size, quiet, as_json):
-    """The stored images most similar to each IMAGE (files or folders), by cosine similarity of
-    features computed with STORE's own backbone configuration (exact search).
-
-    Exit code 1 when any file could not be read (the others are still searched).
-    """
-    from ..audit import neighbors
-
-    result = neighbors(store, backbone, list(images), k=k, batch_size=batch_size, progress=not quiet)
-    if as_json:
-        emit_json(result.to_dict())
-    else:
-        for q in result.queries:
-            if q.error:
-                click.secho(f"{q.path}: ERROR {q.error}", fg="red", err=True)
-                continue
-            click.echo(f"{q.path}")
-            echo_table([{"rank": r, "similarity": n.similarity, "path": n.image.path, "label": n.image.label,
-                         "split": n.image.split} for r, n in enumerate(q.neighbors, 1)])
-    failed = [q for q in result.queries if q.error]
-    if failed:
-        click.secho(f"{len(failed)} of {len(result.queries)} files could not be read", fg="red", err=True)
-        sys.exit(1)
-
-
-COMMANDS = [audit_cmd, neighbors_cmd]
+COMMANDS = [audit_cmd]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import sys
 
 import click
 
-from ..errors import FeatcacheError, ParameterError
+from ..errors import FeatcacheError, ParameterError, Remedy, Step
 
 
 def import_tensorflow_quietly() -> None:
@@ -59,19 +60,25 @@ class FeatcacheCommand(click.Command):
         resolve_aliases(self, ctx)
         try:
             return super().invoke(ctx)
-        except ParameterError as exc:
-            raise self.worded(ctx, exc) from exc
+        except FeatcacheError as exc:
+            if isinstance(exc, ParameterError) or exc.mentions:
+                raise self.worded(ctx, exc) from exc
+            raise
 
-    def worded(self, ctx, exc: ParameterError) -> FeatcacheError:
+    def worded(self, ctx, exc: FeatcacheError) -> FeatcacheError:
         """``exc`` in this command's words: its parameter, and the ones it mentions, as flags."""
-        flag = self.flag_for(ctx, exc.param)
-        message, remedy = exc.message, exc.remedy
-        for name in exc.mentions:
+        param = getattr(exc, "param", None)
+        flag = self.flag_for(ctx, param) if param else None
+        message = exc.message if param else exc.problem
+        remedy = exc.remedy
+        for name in exc.mentions:  # named in the remedy (the message keeps its words)
             if (other := self.flag_for(ctx, name)) is not None:
                 pattern = re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])")
-                message = pattern.sub(other, message)
-                remedy = remedy and pattern.sub(other, remedy)
-        worded = FeatcacheError(f"{flag}: {message}" if flag else f"{exc.param}: {message}", remedy=remedy)
+                if isinstance(remedy, Remedy):
+                    remedy = Remedy(pattern.sub(other, remedy.text), *remedy.steps)
+                elif remedy:
+                    remedy = pattern.sub(other, remedy)
+        worded = FeatcacheError(f"{flag or param}: {message}" if param else message, remedy=remedy)
         worded.exit_code = exc.exit_code
         return worded
 
@@ -112,8 +119,8 @@ def resolve_aliases(command: click.Command, ctx) -> None:
         if len(aliases) + new_given > 1:
             first = next((a for a in aliases if a.conflict), aliases[0])
             spellings = [_long(a) for a in aliases] + ([_long(_param(command, ctx, target))] if new_given else [])
-            why = first.conflict or f"{' and '.join(spellings)} set the same thing: give one of them"
-            raise click.UsageError(f"{_long(first)}: {why}", ctx)
+            raise click.UsageError(f"{_long(first)}: {first.conflict}" if first.conflict else
+                                   f"{' and '.join(spellings)} set the same thing: give one of them", ctx)
 
 
 def _param(command, ctx, name: str):
@@ -146,7 +153,9 @@ class FeatcacheGroup(click.Group):
         try:
             return super().invoke(ctx)
         except FeatcacheError as exc:
-            fail(ctx, str(exc), exc.problem if exc.remedy else str(exc), exc.remedy, exc.exit_code, as_json)
+            remedy = worded_remedy(self, exc.remedy)
+            line = f"{exc.problem}; {remedy}" if remedy else str(exc)
+            fail(ctx, line, exc.problem if remedy else str(exc), remedy, exc.exit_code, as_json)
         except click.UsageError as exc:  # a bad or missing option: featcache's style, not click's
             message = exc.format_message()
             name = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
@@ -161,6 +170,34 @@ class FeatcacheGroup(click.Group):
                 emit_json({"error": message, "remedy": remedy, "exit_code": 130})
             click.secho(f"{message}; {remedy}", fg="yellow", err=True)
             ctx.exit(130)
+
+
+def worded_remedy(group: click.Group, remedy: str | Remedy | None) -> str | None:
+    """A library remedy in the CLI's words: its steps as command lines."""
+    if isinstance(remedy, Remedy):
+        return remedy.worded(lambda step: command_line(group, step))
+    return remedy
+
+
+def command_line(group: click.Group, step: Step) -> str:
+    """``Step.of("extract", data_dir="photos", store="s.zarr")`` -> "featcache extract photos --store s.zarr"."""
+    name = step.operation.replace("_", "-")
+    command = group.commands.get(name)
+    if command is None:
+        return str(step)
+    aliases = getattr(command, "flag_aliases", {})
+    params = {p.name: p for p in command.get_params(click.Context(command)) if not isinstance(p, AliasOption)}
+    positional, options = [], []
+    for key, value in step.params:
+        p = params.get(aliases.get(key, key))
+        if isinstance(p, click.Argument):
+            positional.append((command.params.index(p), shlex.quote(str(value))))
+        elif isinstance(p, click.Option):
+            flag = _long(p)
+            options.append(flag if value is True else f"{flag} {shlex.quote(str(value))}")
+        else:  # not one of this command's options: said as the library says it
+            options.append(f"({key}={value})")
+    return " ".join(["featcache", name, *(v for _, v in sorted(positional)), *options])
 
 
 def fail(ctx, line: str, problem: str, remedy: str | None, exit_code: int, as_json: bool):

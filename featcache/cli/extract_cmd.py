@@ -1,4 +1,4 @@
-"""`featcache extract` and `featcache info`."""
+"""`featcache extract`."""
 
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ import click
 
 from ..backbones.spec import POOLINGS
 from ..config import DTYPES
-from .common import command, echo_table, emit_json
+from .common import command, emit_json
+from .options import alias, aliases, backbones_option, json_option, quiet_option, seed_option
 
 
 @command("extract", uses_tensorflow=True,
          flag_aliases={"augmented_views": "augment", "width_shift": "shift", "height_shift": "shift",
-                       "executor": "dask"})
+                       "shard": "executor", "plan_only": "executor"})
 @click.argument("data_dir", type=click.Path())
 @click.option("--store", "-s", required=True, type=click.Path(),
               help="Feature store path; its suffix picks the format: .zarr (default) or .h5/.hdf5.")
-@click.option("-b", "--backbone", "backbones", multiple=True, default=["efficientnet_lite0"], show_default=True,
-              help="Backbone to run (repeatable; see `featcache backbones`).")
+@backbones_option("repeat to run several.", default=["efficientnet_lite0"], show_default=True)
 @click.option("--taps", default="", metavar="BLOCK[,BLOCK...]",
               help="Also extract the pooled output of these blocks of every backbone, each as its own "
                    "configuration (-b NAME.BLOCK in fit-head); `featcache backbones --blocks NAME` lists them.")
@@ -26,7 +26,7 @@ from .common import command, echo_table, emit_json
               help="K augmented views per image, on top of the un-augmented view 0.")
 @click.option("--split", default=None, help="train/validation/test fractions, e.g. 70/20/10 (default; "
               "ignored for pre-split folders).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Augmentation seed.")
+@seed_option("the augmentation")
 @click.option("--image-size", type=int, default=None, help="Input size (default: the backbone's).")
 @click.option("--pooling", type=click.Choice(POOLINGS), default="avg", show_default=True)
 @click.option("--weights", default="imagenet", show_default=True,
@@ -53,19 +53,19 @@ from .common import command, echo_table, emit_json
               "(faster; slightly other pixels, so another configuration).")
 @click.option("--device", default=None, metavar="cpu|gpu|gpu:N", help="Where the backbone runs [default: the first "
               "GPU if there is one].")
-@click.option("--dask", "dask", metavar="local:N|ADDRESS", default=None,
-              help="Compute on a Dask cluster: local:N starts N worker processes here; tcp://host:8786 uses a "
-                   "running scheduler. Needs a .zarr store every worker can reach.")
-@click.option("--plan-only", is_flag=True, help="Scan, record the image list and plan the rows, then stop: "
-              "--shard processes run next.")
-@click.option("--shard", metavar="I/N", default=None,
-              help="Compute only the units whose index is I modulo N, beside the other shards, on a store "
-                   "planned with --plan-only and the same options. A run without --shard finishes afterwards.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@click.option("--executor", default=None, metavar="process|local:N|tcp://HOST:PORT|plan-only|shard:I/N",
+              help="Who computes: process (this one, the default); local:N (a Dask cluster of N worker processes "
+                   "here) or tcp://HOST:PORT (a running Dask scheduler), both needing a .zarr store every worker "
+                   "can reach; plan-only (scan and plan the rows, compute none); shard:I/N (the units I modulo N "
+                   "of a plan-only store, beside the other shards; a run without shard: finishes).")
+@aliases(alias("--dask", "executor"), alias("--plan-only", "executor", flag=True, convert=lambda _: "plan-only"),
+         alias("--shard", "executor", convert=lambda v: f"shard:{v}",
+               conflict="a shard computes in its own process, on a store already planned: give it alone"))
+@quiet_option
+@json_option
 def extract_cmd(data_dir, store, backbones, taps, augment, split, seed, image_size, pooling, weights, batch_size, dtype,
                 workers, rotation, shift, shear, zoom, channel_shift, hflip, vflip, strict, precision, jit, jpeg_draft,
-                device, dask, plan_only, shard, quiet, as_json):
+                device, executor, quiet, as_json):
     """Run each backbone once over DATA_DIR and cache the features in STORE.
 
     DATA_DIR holds one folder per class, or train/validation/test folders each holding one folder
@@ -82,7 +82,7 @@ def extract_cmd(data_dir, store, backbones, taps, augment, split, seed, image_si
                              batch_size=batch_size if batch_size == "auto" else _int(batch_size, "--batch-size"),
                              precision=precision, jit=jit, jpeg_draft=jpeg_draft, device=device, progress=not quiet,
                              taps=taps)
-    result = extract(data_dir, store, options, executor=dask, shard=shard, plan_only=plan_only)
+    result = extract(data_dir, store, options, executor=executor)
     if as_json:
         emit_json({"store": result.store, "images": result.images, "classes": result.classes,
                    "configs": [{"key": c.key, "backbone": c.backbone, "extracted": c.extracted, "reused": c.reused,
@@ -119,31 +119,4 @@ def _echo_summary(result) -> None:
                     fg="yellow", err=True)
 
 
-@command("info")
-@click.argument("store", type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def info_cmd(store, as_json):
-    """Images per class and split, skipped files, and every backbone configuration in STORE."""
-    from ..stores.info import store_info
-
-    info = store_info(store)
-    if as_json:
-        emit_json(info.to_dict())
-        return
-    click.echo(f"store {info.path}: {info.images} images in {len(info.classes)} classes from {info.data_root}")
-    click.echo(f"split {'(pre-split folders)' if info.presplit else info.split}")
-    echo_table([{"class": c, **n, "total": sum(n.values())} for c, n in info.classes.items()])
-    totals = {s: sum(n[s] for n in info.classes.values()) for s in ("train", "validation", "test")}
-    click.echo(f"total  train {totals['train']}  validation {totals['validation']}  test {totals['test']}")
-    if info.skipped:
-        click.echo(f"\n{len(info.skipped)} skipped files:")
-        for s in info.skipped:
-            click.echo(f"  {s['path']}: {s['reason']}")
-    click.echo("\nfeature configurations:")
-    echo_table([{"key": c.key, "views": c.views, "dim": c.dim, "dtype": c.dtype,
-                 "done": f"{c.done}/{c.rows}", "failed": c.failed, "complete": c.complete, "orphans": c.orphans,
-                 "MB": round(c.nbytes / 1e6, 2), "img/s": c.stats.get("images_per_s"),
-                 "checksums": "yes" if c.verifiable else "no (next extract adds them)"} for c in info.configs])
-
-
-COMMANDS = [extract_cmd, info_cmd]
+COMMANDS = [extract_cmd]

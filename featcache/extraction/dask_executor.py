@@ -1,5 +1,5 @@
 """DaskExecutor: one Dask task per work unit, on a LocalCluster ("local:N") or a running scheduler
-("tcp://host:8786"). Install with ``pip install 'featcache[dask]'``.
+("tcp://host:8786"), through the cluster helper `sweep` uses too (featcache/cluster.py).
 
 The client (``extract()``) holds the store's lock, scans (the files' content digests are computed
 on the workers, a batch of files per task), writes the manifest and plans. Each task then carries
@@ -9,24 +9,21 @@ the store with the token, and writes the unit's features, checksums, then status
 nothing shared. The client records the skip reasons and stats. A worker killed mid-unit loses that
 unit only: the scheduler runs its task again elsewhere, and the rewrite covers the whole region.
 
-Bit for bit the same store as one process: a unit's forward batches are the same whoever runs it.
-TensorFlow's single-threaded kernels round differently from its multi-threaded ones (measured on
-efficientnet_lite0: features differ in the last bits between 1 and 2 intra-op threads; 2, 3, 4
-and 8 agree), so LocalCluster workers get max(2, cores // N) threads each, never 1.
+Bit for bit the same store as one process: a unit's forward batches are the same whoever runs it
+(and the workers' thread counts are chosen for it: featcache/cluster.py).
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import re
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..cluster import DaskCluster
 from ..config import FeatureConfig
-from ..errors import FeatcacheError, ParameterError, describe_error
+from ..errors import FeatcacheError, describe_error
 from ..ingest.scan import digest_files
 from ..stores import FeatureStore, WorkUnit, open_store
 from .compute import UnitOutcome, compute_units
@@ -35,8 +32,6 @@ from .plan import ConfigPlan
 from .runner import BackboneRunner
 
 DIGEST_BATCH = 256  # files hashed per task: big enough to amortise a task's overhead (~1 ms)
-_LOCAL = re.compile(r"local:(\d+)")
-_ADDRESS = re.compile(r"[a-z][a-z0-9+.-]*://\S+")
 
 
 @dataclass(frozen=True)
@@ -89,65 +84,30 @@ def _can_write(store: str, token: str) -> str:
 class DaskExecutor(Executor):
     distributed = True
 
-    def __init__(self, cluster: str, *, decode_threads: int = 2, connect_timeout: float = 30.0):
-        cluster = cluster.strip()
-        if m := _LOCAL.fullmatch(cluster):
-            self.local_workers = int(m.group(1))
-            if self.local_workers < 1:
-                raise ParameterError("executor", "local:N needs at least 1 worker")
-        elif _ADDRESS.fullmatch(cluster):
-            self.local_workers = 0
-        else:
-            raise ParameterError("executor", f"expected local:N (a local cluster of N worker processes) or a "
-                                             f"scheduler address such as tcp://host:8786, got {cluster!r}")
-        self.spec = cluster
+    def __init__(self, cluster: str | DaskCluster, *, decode_threads: int = 2, connect_timeout: float = 30.0):
+        self.cluster = cluster if isinstance(cluster, DaskCluster) else DaskCluster(cluster,
+                                                                                    connect_timeout=connect_timeout)
+        self.spec = self.cluster.spec
         self.decode_threads = decode_threads
         self.connect_timeout = connect_timeout
-        self.client = self.cluster = None
-        self.entered = 0
+
+    @property
+    def client(self):
+        return self.cluster.client
+
+    @property
+    def entered(self) -> int:  # how many callers hold the cluster open (0: none started or kept)
+        return self.cluster.entered
 
     def __enter__(self) -> DaskExecutor:
-        self.entered += 1
-        if self.client is not None:  # a caller keeps one cluster (and its workers' models) for several runs
-            return self
-        try:
-            import dask
-            from distributed import Client, LocalCluster
-        except ImportError:
-            raise FeatcacheError("a Dask run needs Dask: pip install 'featcache[dask]'") from None
-        if self.local_workers:
-            n = self.local_workers
-            threads = str(max(2, (os.cpu_count() or 1) // n))  # never 1: see the module's docstring
-            env = {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": threads,
-                   "TF_CPP_MIN_LOG_LEVEL": "2"}
-            # Dask sets MALLOC_TRIM_THRESHOLD_ in its workers, which freezes glibc's mmap threshold:
-            # every large TensorFlow buffer is then mapped and unmapped per batch (measured: 13%
-            # slower on EfficientNet-Lite0). Spawned, not forked: TensorFlow does not survive a fork.
-            environ = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
-                       if k != "MALLOC_TRIM_THRESHOLD_"}
-            with dask.config.set({"distributed.worker.multiprocessing-method": "spawn",
-                                  "distributed.nanny.pre-spawn-environ": environ}):
-                self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, env=env,
-                                            dashboard_address=None, silence_logs=logging.ERROR)
-            self.client = Client(self.cluster)
-        else:
-            try:
-                self.client = Client(self.spec, timeout=self.connect_timeout)
-            except OSError as exc:
-                raise FeatcacheError(f"cannot reach the Dask scheduler at {self.spec} ({describe_error(exc)}); "
-                                     "is `dask scheduler` running there?") from None
+        self.cluster.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.entered -= 1
-        if not self.entered:
-            self.close()
+        self.cluster.__exit__(*exc)
 
     def close(self) -> None:
-        for part in (self.client, self.cluster):
-            if part is not None:
-                part.close()
-        self.client = self.cluster = None
+        self.cluster.close()
 
     def _key(self, *parts) -> str:
         return "featcache-" + "-".join(map(str, parts))
@@ -162,43 +122,29 @@ class DaskExecutor(Executor):
         try:
             self.client.wait_for_workers(1, timeout=self.connect_timeout)
         except TimeoutError:
-            raise FeatcacheError(f"the Dask scheduler at {self.spec} has no workers; start some with "
-                                 f"`dask worker {self.spec}`") from None
+            raise FeatcacheError(f"the Dask scheduler at {self.spec} has no workers",
+                                 remedy=f"start some with `dask worker {self.spec}`") from None
         answers = self.client.run(_can_write, str(st.path), st.token)
         if bad := {w: why for w, why in answers.items() if why}:
             worker, why = next(iter(bad.items()))
             raise FeatcacheError(f"{st.path}: {len(bad)} of {len(answers)} Dask workers cannot write this store "
-                                 f"(worker {worker}: {why}). Put the store on a file system every worker mounts "
-                                 "at the same path")
+                                 f"(worker {worker}: {why})",
+                                 remedy="put the store on a file system every worker mounts at the same path")
 
     def run(self, st: FeatureStore, plan: ConfigPlan, paths: dict[str, str], workers: int | None,
             on_images) -> Iterator[UnitOutcome]:
-        from distributed import as_completed
-        from distributed.client import FutureCancelledError
-        from distributed.scheduler import KilledWorker
-
         row_digests = st.row_digests(plan.key)
         config = plan.cfg.to_dict()
-        futures = []
-        for unit in plan.units:
-            task = UnitTask(str(st.path), st.token, config, plan.batch_size, unit,
-                            tuple(row_digests[unit.start:unit.stop]),
-                            {row_digests[r]: paths[row_digests[r]] for r in unit.rows},
-                            workers or self.decode_threads, plan.device)
-            # a deterministic key per unit and run: a retried task is the same task
-            futures.append(self.client.submit(run_unit, task, key=self._key(plan.key, unit.start, st.token[:8])))
-        try:
-            for future in as_completed(futures):
-                try:
-                    outcome = future.result()
-                except KilledWorker as exc:
-                    raise FeatcacheError(f"Dask workers died computing a unit of {plan.key} ({exc}); the units "
-                                         "written so far are kept: run the same command again") from None
-                except FutureCancelledError:
-                    raise FeatcacheError("the Dask run was cancelled; the units written so far are kept") from None
+        tasks = [UnitTask(str(st.path), st.token, config, plan.batch_size, unit,
+                          tuple(row_digests[unit.start:unit.stop]),
+                          {row_digests[r]: paths[row_digests[r]] for r in unit.rows},
+                          workers or self.decode_threads, plan.device) for unit in plan.units]
+        # a deterministic key per unit and run: a retried task is the same task
+        keys = [self._key(plan.key, unit.start, st.token[:8]) for unit in plan.units]
+        calls = [(task,) for task in tasks]
+        with closing(self.cluster.results(run_unit, calls, keys=keys, what=f"a unit of {plan.key}")) as outcomes:
+            for outcome in outcomes:
                 if outcome.failures:  # the client records why; the worker wrote the rows' FAILED status
                     st.record_skipped(outcome.failures)
                 on_images(outcome.rows * outcome.views)
                 yield outcome
-        finally:
-            self.client.cancel([f for f in futures if not f.done()])

@@ -1,8 +1,7 @@
 """extract(): take the store's lock, scan, write the manifest, plan the missing (or damaged) rows of
-each feature config into chunk-aligned work units (plan.py), then have an executor compute them:
-this process by default, a Dask cluster with ``executor="local:N"`` or a scheduler address
-(dask_executor.py). ``shard="I/N"`` computes one shard of a store planned with ``plan_only=True``
-(shards.py), beside the other shards.
+each feature config into chunk-aligned work units (plan.py), then have an executor compute them
+(executors.py: this process by default, a Dask cluster with ``executor="local:N"`` or a scheduler
+address, ``"plan-only"`` to plan and stop, ``"shard:I/N"`` for one shard of a planned store).
 
 In this process, the reader decodes and augments rows on worker threads, a bounded window of rows
 ahead of the backbone (across unit boundaries), so decoding overlaps the forward pass and memory
@@ -18,7 +17,7 @@ from pathlib import Path
 from ..errors import FeatcacheError, ParameterError
 from ..ingest.scan import Manifest, scan
 from ..stores import FeatureStore, open_store
-from .executors import Executor, InProcessExecutor
+from .executors import Executor, PlanOnlyExecutor, ShardExecutor, make_executor
 from .options import ExtractOptions
 from .plan import ConfigPlan, plan_config, shared_passes, untapped
 from .reader import SkippedImage
@@ -34,27 +33,34 @@ def extract(data_dir: str | Path, store: str | Path, options: ExtractOptions | N
     and the same image content are reused (after checking their checksums: damaged rows are
     computed again), new or changed images are extracted.
 
-    ``executor``: who computes (default this process; "local:N" or "tcp://host:8786": Dask).
-    ``plan_only``: scan, write the manifest and plan the rows, then stop: shards run next.
-    ``shard``: "I/N", compute only the units of chunk index I modulo N of a planned store.
+    ``executor``: who computes: an ``Executor`` or its text (executors.py): "process" (the
+    default), "local:N" or "tcp://host:8786" (Dask), "plan-only" (scan, write the manifest and plan
+    the rows, then stop: shards run next), "shard:I/N" (the units of chunk index I modulo N of a
+    planned store). ``plan_only=True`` and ``shard="I/N"`` are the older spellings of the last two.
     """
     options = options or ExtractOptions()
-    if shard is not None and (executor is not None or plan_only):
-        raise ParameterError("shard", "a shard computes in its own process, on a store already planned: give it "
-                                      "without an executor or plan_only")
     if shard is not None:
-        from .shards import Shard, run_shard
-
-        return run_shard(data_dir, store, options, Shard.parse(shard) if isinstance(shard, str) else shard)
-    configs = options.feature_configs()
+        if executor is not None or plan_only:
+            raise ParameterError("shard", "a shard computes in its own process, on a store already planned: give "
+                                          "it without an executor or plan_only")
+        executor = f"shard:{shard}" if isinstance(shard, str) else ShardExecutor(shard)
+    elif plan_only:
+        if executor is not None:
+            raise ParameterError("plan_only", "planning computes nothing: give it without an executor")
+        executor = PlanOnlyExecutor()
     executor = make_executor(executor)
+    if executor.shard is not None:
+        from .shards import run_shard
+
+        return run_shard(data_dir, store, options, executor.shard)
+    configs = options.feature_configs()
     st = open_store(store, mode="a")  # the lock: a second writer is refused now. Nothing is created yet
     try:
         if executor.distributed and not st.backend.concurrent_writes:
             raise FeatcacheError(f"{st.path}: a {st.backend.name} store has a single writer; a distributed run "
                                  "needs a Zarr store (.zarr)")
         with executor:
-            return _extract(st, data_dir, configs, options, manifest, executor, plan_only)
+            return _extract(st, data_dir, configs, options, manifest, executor, executor.plan_only)
     finally:
         st.close()
 
@@ -117,16 +123,3 @@ def _extract(st: FeatureStore, data_dir, configs, options: ExtractOptions, manif
 def _skipped_images(st: FeatureStore, manifest: Manifest) -> list[SkippedImage]:
     """Manifest images whose row is FAILED in any config of the store (decoding is config-independent)."""
     return [SkippedImage(p, reason) for p, reason in st.failed_images(manifest.paths, manifest.digests)]
-
-
-def make_executor(executor: Executor | str | None) -> Executor:
-    """None: this process. A string: a Dask cluster, "local:N" or a scheduler address."""
-    if executor is None:
-        return InProcessExecutor()
-    if isinstance(executor, Executor):
-        return executor
-    if isinstance(executor, str):
-        from .dask_executor import DaskExecutor
-
-        return DaskExecutor(executor)
-    raise ParameterError("executor", f"expected an Executor, 'local:N' or a scheduler address, got {executor!r}")

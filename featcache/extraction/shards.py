@@ -1,7 +1,7 @@
-"""Sharded runs without an engine (Slurm arrays, one process per GPU): ``extract --plan-only``
-plans the store once; then ``extract --shard I/N`` processes, as many as wanted at once, each
-compute the units whose chunk index is I modulo N; a last ``extract`` (no --shard) finishes what
-is left (a killed shard's unit) and folds the shards' records into the store.
+"""Sharded runs without an engine (Slurm arrays, one process per GPU): an extract with the
+``plan-only`` executor plans the store once; then ``shard:I/N`` processes, as many as wanted at
+once, each compute the units whose chunk index is I modulo N; a last extract (no shard) finishes
+what is left (a killed shard's unit) and folds the shards' records into the store.
 
 A shard reads the stored manifest (it never scans or hashes the tree again), checks that the store
 was planned with its options, writes only its units and its own record (shards/I-of-N: skip
@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..config import FeatureConfig
-from ..errors import FeatcacheError, ParameterError
+from ..errors import FeatcacheError, ParameterError, Remedy, Step
 from ..ingest.scan import SplitFractions
 from ..stores import FeatureStore, StoredManifest, open_store
 from .compute import compute_units
@@ -104,14 +104,14 @@ def _owned_rows(st: FeatureStore, key: str, manifest: StoredManifest, shard: Sha
 def _planned_keys(st: FeatureStore, data_dir, options: ExtractOptions, manifest: StoredManifest
                   ) -> list[tuple[FeatureConfig, str]]:
     """(config, store key) per backbone of ``options``, after checking that the store was planned
-    (``--plan-only``) for this image list, this data folder and these options."""
+    (``plan-only``) for this image list, this data folder and these options."""
     plan = st.planned()
-    again = (f"plan it with `featcache extract {manifest.data_root} --store {st.path} --plan-only` and the "
-             "shards' options, then start the shards")
+    again = "plan it with {} and the shards' options, then start the shards"
+    planning = Step.of("extract", data_dir=manifest.data_root, store=st.path, executor="plan-only")
     if plan is None:
-        raise FeatcacheError(f"{st.path} was not planned for shards: {again}")
+        raise FeatcacheError(f"{st.path} was not planned for shards", remedy=Remedy(again, planning))
     if plan["manifest"] != st.manifest_version():
-        raise FeatcacheError(f"{st.path}: its image list changed since it was planned; {again}")
+        raise FeatcacheError(f"{st.path}: its image list changed since it was planned", remedy=Remedy(again, planning))
     if Path(data_dir).expanduser().resolve() != Path(manifest.data_root):
         raise ParameterError("data_dir", f"{st.path} was planned for {manifest.data_root}, not {data_dir}")
     if options.split is not None and not manifest.presplit:
@@ -124,7 +124,8 @@ def _planned_keys(st: FeatureStore, data_dir, options: ExtractOptions, manifest:
         if key is None or key not in plan["keys"]:
             planned = ", ".join(f"{st.config(k).backbone.label} ({k})" for k in plan["keys"] if k in st.keys())
             raise FeatcacheError(f"{st.path} was planned with other options: no planned configuration is "
-                                 f"{cfg.backbone.label} with these options (planned: {planned}). Start the shards "
-                                 f"with the planning run's options, or {again}")
+                                 f"{cfg.backbone.label} with these options (planned: {planned})",
+                                 remedy=Remedy(f"start the shards with the planning run's options, or {again}",
+                                               planning))
         out.append((cfg, key))
     return out

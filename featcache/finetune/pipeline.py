@@ -33,7 +33,7 @@ def fine_tune(run: str | Path, out: str | Path, data: str | Path | None = None,
     if feature.backbone.tap:  # its network would end at the tap and its backbone file fit no full network
         b = feature.backbone
         raise ParameterError("run", f"{source.path} was fitted on the tapped features {b.label}; fine-tune takes a "
-                                    f"run on a backbone's final features (fit-head -b {b.name})")
+                                    f"run on a backbone's final features (a head fitted on {b.name})")
     images = load_image_set(source.config, data)
     if not len(images.train):
         raise ParameterError("run", f"store {source.config.store_path} has no training images to fine-tune on")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FeatcacheError, ParameterError
+from ..errors import ParameterError
 from .base import FitContext, Head, clone, fit_inputs, get_head_class, register_head
 
 ENSEMBLE_FILE = "ensemble.json"
@@ -77,8 +77,8 @@ class EnsembleHead(Head):
 
     def fit(self, X, y, *, validation=None, context: FitContext | None = None) -> EnsembleHead:
         if self.head is None:
-            raise FeatcacheError("an ensemble is made from a head and the backbones' feature sizes: use "
-                                 "fit-head --combine ensemble with the head to ensemble")
+            raise ParameterError("head", "an ensemble is made from a head and the backbones' feature sizes",
+                                 remedy="fit the head to ensemble with combine ensemble", mentions=("combine",))
         X_train, y_train, X_val, y_val, context = fit_inputs(X, y, validation, context)
         dims = [int(d) for d in (self.dims if self.dims is not None else [X_train.shape[-1]])]
         if sum(dims) != X_train.shape[-1]:

@@ -49,7 +49,7 @@ class CalibrationSet:
             samples += [[arr[i:i + 1] for arr in batch.images] for i in range(len(batch.decoded))]
         if not samples:
             raise FeatcacheError(f"none of the {len(self.files)} calibration images from {self.source} can be "
-                                 "read; give others with --calibration-images")
+                                 "read", remedy="give others as calibration_images", mentions=("calibration_images",))
         return samples
 
 

@@ -83,10 +83,10 @@ class Classifier:
     def check_tta(self) -> None:
         if self.augment is None:
             raise ParameterError("tta", f"{self.source} records no augmentation; test-time augmentation needs a "
-                                        "fit-head run folder")
+                                        "run folder (a head fitted on cached features)")
         if self.augment.views == 1:
             raise ParameterError("tta", f"{self.source} was trained on features without augmented views "
-                                        "(extract --augment 0): there is nothing to average")
+                                        "(extracted with none): there is nothing to average")
 
     def predict(self, inputs, batch_size: int = 32, progress: bool = False, tta: bool = False) -> list[FilePrediction]:
         """Predict image files and folders (walked recursively). Unreadable files, and images the

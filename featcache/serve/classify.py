@@ -11,7 +11,7 @@ from importlib import resources
 import numpy as np
 
 from ..backbones import DEFAULT_BACKBONE, get_backbone
-from ..errors import FeatcacheError
+from ..errors import FeatcacheError, ParameterError
 from ..ingest.decode import collect_image_files, iter_image_batches
 from ..paths import printable_path
 from ..progress import progress_bar
@@ -45,7 +45,7 @@ def classify(inputs, backbone: str = DEFAULT_BACKBONE, top: int = 5, weights: st
              batch_size: int = 16, progress: bool = True) -> list[ImagePrediction]:
     spec = get_backbone(backbone)
     if spec.build_classifier is None:
-        raise FeatcacheError(f"{backbone} has no ImageNet classifier; `featcache classify` needs one")
+        raise ParameterError("backbone", f"{backbone} has no ImageNet classifier, which classifying needs")
     files = collect_image_files(inputs)
     if not files:
         raise FeatcacheError("no image files found in the given paths")

@@ -81,7 +81,8 @@ def check_options(fmt: ExportFormat, quantize: str, calibration: CalibrationOpti
                                          f"{'; '.join(quantized)}")
     if calibration is not None and quantize != "int8":
         raise ParameterError("calibration_images" if calibration.images else "calibration_size",
-                             "only an int8 model is calibrated (add --quantize int8, or leave this out)")
+                             "only an int8 model is calibrated", remedy="set quantize int8, or leave this out",
+                             mentions=("quantize",))
 
 
 def check_out(out: str | Path, fmt: ExportFormat) -> Path:
@@ -92,8 +93,9 @@ def check_out(out: str | Path, fmt: ExportFormat) -> Path:
             raise ParameterError("out", f"{out} is a folder; give the model file to write, e.g. "
                                         f"{out / ('model' + fmt.suffix)}")
         if out.suffix != fmt.suffix:
-            raise ParameterError("out", f"{out}: the exported {fmt.name} model file must end in {fmt.suffix}"
-                                        + (" (or give --format savedmodel|tflite)" if fmt.name == "keras" else ""))
+            raise ParameterError("out", f"{out}: the exported {fmt.name} model file must end in {fmt.suffix}",
+                                 remedy="or give format savedmodel|tflite" if fmt.name == "keras" else None,
+                                 mentions=("format",))
     elif out.is_file():
         raise ParameterError("out", f"{out} is a file; a {fmt.name} model is a folder: give a new folder name")
     elif out.is_dir() and any(out.iterdir()) and not fmt.holds(out):

@@ -19,6 +19,8 @@ from ..errors import FeatcacheError
 from ..train.run import CONFIG_FILE, load_run
 from .classifier import Classifier, FilePrediction
 
+WHAT = "a run folder (a head fitted on cached features) or an exported model (.keras, .tflite or a SavedModel folder)"
+
 
 def load_classifier(path: str | Path) -> Classifier:
     """A run folder written by `featcache fit-head`, or a model written by `featcache export`: a
@@ -37,10 +39,8 @@ def load_classifier(path: str | Path) -> Classifier:
         return Classifier(build_run_model(run), run.config.classes, f"run folder {run.path}",
                           str(run.path / CONFIG_FILE), augment=augments.pop() if len(augments) == 1 else None)
     if not path.exists():
-        raise FeatcacheError(f"{path} does not exist; give a run folder from `featcache fit-head` or a model "
-                             "from `featcache export` (.keras, .tflite or a SavedModel folder)")
-    raise FeatcacheError(f"{path}: expected a run folder from `featcache fit-head` or a model from "
-                         "`featcache export` (.keras, .tflite or a SavedModel folder)")
+        raise FeatcacheError(f"{path} does not exist", remedy=f"give {WHAT}")
+    raise FeatcacheError(f"{path}: expected {WHAT}")
 
 
 @dataclass

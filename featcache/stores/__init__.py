@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import FeatcacheError
+from ..errors import FeatcacheError, Remedy, Step
 from ..registry import Registry
 from .backend import Backend
 from .errors import StoreDamagedError, StoreLockedError, write_errors
@@ -50,7 +50,8 @@ def open_store(path: str | Path, mode: str = "r", *, token: str | None = None, s
     units and its own record, nothing shared."""
     path = Path(path).expanduser()
     if mode == "r" and not path.exists():
-        raise FeatcacheError(f"store {path} does not exist; create it with `featcache extract DATA_DIR --store {path}`")
+        raise FeatcacheError(f"store {path} does not exist",
+                             remedy=Remedy("create it with {}", Step.of("extract", data_dir="DATA_DIR", store=path)))
     if path.suffix == "" and mode == "a":
         path = path.with_suffix(DEFAULT_SUFFIX)
     backend_cls = backend_for(path)
@@ -64,8 +65,9 @@ def open_store(path: str | Path, mode: str = "r", *, token: str | None = None, s
             role = "worker"
         elif shard is not None:
             if not path.exists():
-                raise FeatcacheError(f"{path} does not exist: plan it first with `featcache extract DATA_DIR "
-                                     f"--store {path} --plan-only` (with the shards' options)")
+                raise FeatcacheError(f"{path} does not exist: plan it first (with the shards' options)",
+                                     remedy=Remedy("{}", Step.of("extract", data_dir="DATA_DIR", store=path,
+                                                                 executor="plan-only")))
             lock, role = ShardLock(path, shard), "shard"
         elif (lock := StoreLock.acquire(path)) is None:
             refuse = (f"{path}: cannot create its lock file {lock_path(path)} (the folder is read-only); featcache "

@@ -9,7 +9,7 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import FeatcacheError, shortlist
+from ..errors import FeatcacheError, Remedy, Step, shortlist
 
 SHOWN = 5  # damaged images named in one message; `featcache verify` lists them all
 
@@ -18,23 +18,24 @@ class StoreDamagedError(FeatcacheError):
     """Stored data that fails its checksum (or cannot be read at all). ``images``: the damaged
     images' relative paths."""
 
-    def __init__(self, message: str, images: list[str] | None = None):
+    def __init__(self, message: str, images: list[str] | None = None, remedy: Remedy | str | None = None):
         self.images = list(images or [])
-        super().__init__(message)
+        super().__init__(message, remedy=remedy)
 
 
 def damaged_features(store: Path, key: str, images: list[str], data_root: str, orphans: int = 0) -> StoreDamagedError:
     what = f"{len(images)} image(s): {shortlist(images, SHOWN)}" if images else f"{orphans} stored row(s) of no current image"
     return StoreDamagedError(
-        f"{store}: features {key} are damaged for {what} (checksum mismatch or unreadable data). "
-        f"Run `featcache extract {data_root} --store {store}` with the same options to recompute them "
-        f"(`featcache verify {store}` lists every damaged image)", images)
+        f"{store}: features {key} are damaged for {what} (checksum mismatch or unreadable data)", images,
+        Remedy("run {} with the same options to recompute them ({} lists every damaged image)",
+               Step.of("extract", data_dir=data_root, store=store), Step.of("verify", store=store)))
 
 
 def damaged_manifest(store: Path, detail: str) -> StoreDamagedError:
     return StoreDamagedError(
-        f"{store}: the image list (manifest) is damaged: {detail}. Run `featcache extract DATA_DIR --store {store}` "
-        "(the folder the store was made from) to rewrite it; no features are recomputed")
+        f"{store}: the image list (manifest) is damaged: {detail}", remedy=Remedy(
+            "run {} (the folder the store was made from) to rewrite it; no features are recomputed",
+            Step.of("extract", data_dir="DATA_DIR", store=store)))
 
 
 class StoreLockedError(FeatcacheError):

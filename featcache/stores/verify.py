@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from ..errors import FeatcacheError
+from ..errors import FeatcacheError, Remedy, Step
 from . import open_store
 from .hdf5_backend import HDF5Backend
 from .schema import CONFIG_ARRAYS
@@ -37,12 +37,13 @@ class VerifyReport:
     def clean(self) -> bool:
         return self.manifest_problem is None and all(c.clean for c in self.configs)
 
-    def remedy(self) -> str:
+    def remedy(self) -> Remedy | str:
         if self.clean:
             return ""
-        return (f"run `featcache extract {self.data_root or 'DATA_DIR'} --store {self.store}` with the options of "
-                "each damaged configuration (`featcache info` lists them): it recomputes exactly the damaged rows "
-                "(and rewrites a damaged image list)")
+        return Remedy("run {} with the options of each damaged configuration ({} lists them): it recomputes "
+                      "exactly the damaged rows (and rewrites a damaged image list)",
+                      Step.of("extract", data_dir=self.data_root or "DATA_DIR", store=self.store),
+                      Step.of("info", store=self.store))
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -60,7 +61,7 @@ def verify_store(path) -> VerifyReport:
             manifest = st.manifest()
             if not manifest.verifiable:
                 notes.append("the image list was written before checksums (schema 1): not verifiable; the next "
-                             "`featcache extract` adds them")
+                             "extract into this store adds them")
         except FeatcacheError as exc:
             problem = str(exc)
         if isinstance(st.backend, HDF5Backend) and st.backend.journal_pending():
@@ -70,7 +71,7 @@ def verify_store(path) -> VerifyReport:
         for c in configs:
             if not c.verifiable:
                 notes.append(f"{c.key} was written before checksums (schema 1): not verifiable; the next "
-                             "`featcache extract` of it adds them, from its data as it is then")
+                             "extract of it adds them, from its data as it is then")
         return VerifyReport(str(st.path), manifest.data_root if manifest else None, len(manifest) if manifest else 0,
                             problem, configs, notes)
 

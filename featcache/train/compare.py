@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import FeatcacheError, ParameterError
+from ..errors import FeatcacheError, ParameterError, Remedy, Step
 from ..heads import make_head
 from ..progress import progress_bar
 from ..report.charts import plot_bars, plot_curves, plot_pareto
@@ -85,7 +85,8 @@ def compare(store: str | Path, heads: tuple[str, ...] | list[str] = ("logreg",),
         keys = [st.resolve_key(b) for b in backbones] if backbones else st.keys()
         path = str(Path(st.path).resolve())
     if not keys:
-        raise FeatcacheError(f"{path} holds no features yet; run `featcache extract` first")
+        raise FeatcacheError(f"{path} holds no features yet",
+                             remedy=Remedy("run {} first", Step.of("extract", data_dir="DATA_DIR", store=path)))
     entries, skipped = [], {}
     bar = progress_bar(total=len(keys) * len(heads), desc="compare", unit="fit", enabled=progress)
     try:
@@ -125,7 +126,7 @@ def write_outputs(result: CompareResult, out: Path) -> None:
     plot_bars([f"{x.key} / {x.head}" for x in e], {"validation": [x.val_accuracy for x in e],
                                                    "test": [x.test_accuracy for x in e]}, out / "compare.png")
     write_report(Report("featcache compare", [f"store: {result.store}", "one fit per entry on the train split, "
-                                              "ranked by validation accuracy (no cross-validation: see --folds)"],
+                                              "ranked by validation accuracy (one split, not cross-validated)"],
                         [("Leaderboard", result.rows(), [c for c in result.rows()[0] if c != "run_dir"])],
                         [("Accuracy", out / "compare.png")], data=result.to_dict()), out / "report.html")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FeatcacheError, ParameterError
+from ..errors import FeatcacheError, ParameterError, Remedy, Step
 from ..heads import FitContext, make_head
 from ..progress import progress_bar
 from ..stores import FeatureSet, open_store
@@ -134,7 +134,8 @@ def cross_validated_compare(store: str | Path, heads: list[str], folds: int, rep
             stats[key] = st.config_status(key, manifest).stats
             configs[key] = st.config(key).to_dict()
     if not keys:
-        raise FeatcacheError(f"{path} holds no features yet; run `featcache extract` first")
+        raise FeatcacheError(f"{path} holds no features yet",
+                             remedy=Remedy("run {} first", Step.of("extract", data_dir="DATA_DIR", store=path)))
     if not sets:
         raise FeatcacheError("no feature config could be compared: " +
                              "; ".join(f"{k}: {why}" for k, why in skipped.items()))

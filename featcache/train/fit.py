@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import __version__
 from ..config import FeatureConfig
-from ..errors import FeatcacheError, ParameterError, shortlist
+from ..errors import FeatcacheError, ParameterError, Remedy, Step, shortlist
 from ..heads import EnsembleHead, FitContext, Head, make_head
 from ..ingest.scan import SPLITS
 from ..stores import FeatureStore, open_store
@@ -109,7 +109,8 @@ def load_training_data(store: str | Path, backbones: list[str], seed: int = 0,
     a head. Loaded into memory when they fit ``memory_limit`` (a size: "2GB"), else streamed: then
     ``close()`` the result when done."""
     if not backbones:
-        raise ParameterError("backbones", "give at least one backbone; `featcache info STORE` lists them")
+        raise ParameterError("backbones", "give at least one backbone",
+                             remedy=Remedy("{} lists them", Step.of("info", store=store)))
     limit = resolve_memory_limit(memory_limit)
     st = open_store(store)
     try:
@@ -231,7 +232,8 @@ def fit_on_data(data: TrainingData, model: Head, out: str | Path | None = None,
 
 def check_probe(data: TrainingData, probe: ProbeOptions) -> None:
     if probe.combine == "ensemble" and len(data.keys) < 2:
-        raise ParameterError("combine", "an ensemble needs features of two or more backbones (repeat -b)")
+        raise ParameterError("combine", "an ensemble needs features of two or more backbones",
+                             remedy="give two or more with backbones", mentions=("backbones",))
     if probe.tta and data.n["views"] == 1:
         raise ParameterError("tta", "the features have no augmented views (extract --augment 0): there is nothing "
                                     "to average; extract with --augment K")

@@ -28,7 +28,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from ..config import FeatureConfig
-from ..errors import FeatcacheError, ParameterError, describe_error
+from ..errors import FeatcacheError, ParameterError, Remedy, Step, describe_error
 from ..heads import Head, get_head_class
 from .probe import ProbeOptions
 
@@ -113,8 +113,8 @@ class RunConfig:
     def read(cls, folder: str | Path) -> RunConfig:
         path = Path(folder).expanduser() / CONFIG_FILE
         if not path.is_file():
-            raise FeatcacheError(f"{folder} is not a featcache run folder (no {CONFIG_FILE}); "
-                                 "create one with `featcache fit-head STORE -b BACKBONE --out DIR`")
+            raise FeatcacheError(f"{folder} is not a featcache run folder (no {CONFIG_FILE})", remedy=Remedy(
+                "create one with {}", Step.of("fit_head", store="STORE", backbones="BACKBONE", out="DIR")))
         try:
             text = path.read_bytes()  # json.loads decodes; a binary file is then a ValueError there
         except OSError as exc:

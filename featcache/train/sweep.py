@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def sweep(store: str | Path, backbones: list[str], head: Head | str = "mlp", gri
     With ``out``: one run folder per trial under ``out/trials/``, plus ``leaderboard.csv`` and
     ``sweep.json``; the best trial's metrics.json also holds its test metrics. Features larger
     than ``memory_limit`` are streamed from the store. ``executor``: a Dask cluster ("local:N", a
-    scheduler address, or a DaskExecutor) runs the sweep's tasks (each group of trials trained in
+    scheduler address, a DaskCluster or a DaskExecutor) runs the sweep's tasks (each group of trials trained in
     one pass is a task), each worker reading the features from the store itself.
     """
     start = time.perf_counter()
@@ -136,23 +137,19 @@ def sweep(store: str | Path, backbones: list[str], head: Head | str = "mlp", gri
 
 
 def _outcomes(tasks: list, data, executor, progress: bool):
-    """Every trial's outcome: the tasks run here, one after another, or as tasks on a Dask cluster."""
-    if executor is None:
+    """Every trial's outcome: the tasks run here, one after another, or as tasks on a Dask cluster
+    (the cluster helper extract's executor uses)."""
+    from ..cluster import dask_cluster
+
+    cluster = dask_cluster(executor)
+    if cluster is None:
         for t, task in enumerate(tasks):
             yield from run_task(task, data, t, progress=progress and len(task.indices) > 1)
         return
-    from distributed import as_completed
-
-    from ..extraction.dask_executor import DaskExecutor
-
-    cluster = executor if isinstance(executor, DaskExecutor) else DaskExecutor(executor)
-    with cluster:
-        futures = [cluster.client.submit(run_task, task, None, t, pure=False) for t, task in enumerate(tasks)]
-        try:
-            for future in as_completed(futures):
-                yield from future.result()
-        finally:
-            cluster.client.cancel([f for f in futures if not f.done()])
+    with cluster, closing(cluster.results(run_task, [(task, None, t) for t, task in enumerate(tasks)],
+                                          what="a sweep task")) as outcomes:
+        for outcome in outcomes:
+            yield from outcome
 
 
 def _write_outputs(result: SweepResult, out: Path) -> None:

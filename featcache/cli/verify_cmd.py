@@ -5,12 +5,13 @@ from __future__ import annotations
 import click
 
 from ..errors import shortlist
-from .common import command, emit_json
+from .common import command, emit_json, worded_remedy
+from .options import json_option, store_argument
 
 
 @command("verify")
-@click.argument("store", type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@store_argument
+@json_option
 @click.pass_context
 def verify_cmd(ctx, store, as_json):
     """Check every checksum in STORE: the image list and every stored feature row.
@@ -21,10 +22,11 @@ def verify_cmd(ctx, store, as_json):
     from ..stores.verify import verify_store
 
     report = verify_store(store)
+    remedy = worded_remedy(ctx.find_root().command, report.remedy()) or ""
     if as_json:
-        emit_json(report.to_dict())
+        emit_json({**report.to_dict(), "remedy": remedy})
     else:
-        for line in describe(report):
+        for line in describe(report, remedy):
             click.echo(line, err=not report.clean and line.startswith("To repair"))
     if not report.clean:
         ctx.exit(1)
@@ -33,7 +35,7 @@ def verify_cmd(ctx, store, as_json):
 SHOWN = 10  # damaged images named per configuration in text; --json lists every one
 
 
-def describe(report) -> list[str]:
+def describe(report, remedy: str) -> list[str]:
     """The report as lines of text."""
     lines = [f"store {report.store}: {report.images} images, {len(report.configs)} feature configuration(s)"]
     lines.append(f"  image list: {'DAMAGED: ' + report.manifest_problem if report.manifest_problem else 'ok'}")
@@ -52,7 +54,7 @@ def describe(report) -> list[str]:
             lines.append(f"  {c.key}: DAMAGED: {'; '.join(what)}")
     lines += [f"  note: {n}" for n in report.notes]
     if not report.clean:
-        lines.append(f"To repair: {report.remedy()}.")
+        lines.append(f"To repair: {remedy}.")
     return lines
 
 

@@ -6,6 +6,7 @@ import click
 
 from ..heads.keras_heads import OPTIMIZERS
 from .common import command, emit_json
+from .options import json_option, out_option, quiet_option, seed_option
 
 
 @command("fine-tune", uses_tensorflow=True)
@@ -21,11 +22,11 @@ from .common import command, emit_json
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--patience", type=int, default=3, show_default=True,
               help="Early stopping: epochs without a better validation score before stopping.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the batch order and dropout.")
+@seed_option("the batch order and dropout")
 @click.option("--workers", type=int, default=None, help="Image decoding threads (default: up to 4).")
-@click.option("--out", "-o", required=True, type=click.Path(), help="Run folder to write.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@out_option("Run folder to write.", required=True)
+@quiet_option
+@json_option
 def fine_tune_cmd(run, data, unfreeze, epochs, lr, optimizer, momentum, batch_size, patience, seed, workers, out,
                   quiet, as_json):
     """Fine-tune RUN (a fit-head run folder): its head and the top blocks of its backbone train end

@@ -1,0 +1,38 @@
+"""`featcache info`."""
+
+from __future__ import annotations
+
+import click
+
+from .common import command, echo_table, emit_json
+from .options import json_option, store_argument
+
+
+@command("info")
+@store_argument
+@json_option
+def info_cmd(store, as_json):
+    """Images per class and split, skipped files, and every backbone configuration in STORE."""
+    from ..stores.info import store_info
+
+    info = store_info(store)
+    if as_json:
+        emit_json(info.to_dict())
+        return
+    click.echo(f"store {info.path}: {info.images} images in {len(info.classes)} classes from {info.data_root}")
+    click.echo(f"split {'(pre-split folders)' if info.presplit else info.split}")
+    echo_table([{"class": c, **n, "total": sum(n.values())} for c, n in info.classes.items()])
+    totals = {s: sum(n[s] for n in info.classes.values()) for s in ("train", "validation", "test")}
+    click.echo(f"total  train {totals['train']}  validation {totals['validation']}  test {totals['test']}")
+    if info.skipped:
+        click.echo(f"\n{len(info.skipped)} skipped files:")
+        for s in info.skipped:
+            click.echo(f"  {s['path']}: {s['reason']}")
+    click.echo("\nfeature configurations:")
+    echo_table([{"key": c.key, "views": c.views, "dim": c.dim, "dtype": c.dtype,
+                 "done": f"{c.done}/{c.rows}", "failed": c.failed, "complete": c.complete, "orphans": c.orphans,
+                 "MB": round(c.nbytes / 1e6, 2), "img/s": c.stats.get("images_per_s"),
+                 "checksums": "yes" if c.verifiable else "no (next extract adds them)"} for c in info.configs])
+
+
+COMMANDS = [info_cmd]
