@@ -20,7 +20,8 @@ from featcache.audit import knn as knn_module
 from featcache.audit.duplicates import group_duplicates
 from featcache.audit.label_errors import label_scores, out_of_fold_probabilities
 from featcache.audit.outliers import rank_outliers, robust_z
-from featcache.cli.audit_cmd import audit_cmd, neighbors_cmd
+from featcache.cli.audit_cmd import audit_cmd
+from featcache.cli.neighbors_cmd import neighbors_cmd
 from featcache.errors import FeatcacheError, ParameterError
 from featcache.extraction import ExtractOptions, extract
 from featcache.stores import open_store

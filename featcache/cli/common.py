@@ -45,15 +45,25 @@ class FeatcacheCommand(click.Command):
         self.uses_tensorflow = uses_tensorflow
         self.flag_aliases = dict(flag_aliases or {})  # library parameter -> click parameter name
 
+    def parse_args(self, ctx, args):
+        ctx.meta[ARGS] = list(args)
+        return super().parse_args(ctx, args)
+
     def flag_for(self, ctx, param: str) -> str | None:
+        """The flag of library parameter ``param``: the spelling the user typed (an old one, or -k
+        rather than --k), else the option's long name."""
         wanted = self.flag_aliases.get(param, param)
         typed = ctx.meta.get(ALIASES_USED, {}).get(wanted)
-        if typed:  # the user gave the old spelling: the message names what they typed
+        if typed:
             return typed
+        args = ctx.meta.get(ARGS, [])
         for p in self.get_params(ctx):
             if p.name == wanted and not isinstance(p, AliasOption):
+                if not isinstance(p, click.Option):
+                    return p.human_readable_name
+                given = [o for o in p.opts if any(a == o or a.startswith(o + "=") for a in args)]
                 longs = [o for o in p.opts if o.startswith("--")]
-                return (longs or p.opts)[0] if isinstance(p, click.Option) else p.human_readable_name
+                return (given or longs or p.opts)[0]
         return None
 
     def invoke(self, ctx):
@@ -84,6 +94,7 @@ class FeatcacheCommand(click.Command):
 
 
 ALIASES_USED = "featcache.aliases_used"  # ctx.meta: click parameter name -> the old flag the user typed
+ARGS = "featcache.args"  # ctx.meta: the command's own arguments as given
 
 
 class AliasOption(click.Option):

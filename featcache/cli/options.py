@@ -65,8 +65,8 @@ def seed_option(of: str):
 
 
 def k_option(what: str, default: int):
-    return click.option("-k", "--k", "k", type=click.IntRange(1), default=default, show_default=True,
-                        help=f"{K_HELP}: {what}.")
+    # a plain int: the library checks it and says which flag (-k or --k, as typed) is wrong
+    return click.option("-k", "--k", "k", type=int, default=default, show_default=True, help=f"{K_HELP}: {what}.")
 
 
 def top_k_option(default: int, note: str = ""):
