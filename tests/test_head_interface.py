@@ -120,8 +120,8 @@ def test_a_2d_X_is_one_view_and_the_context_reaches_the_head(tmp_path):
 
 
 def test_sweep_groups_follow_the_heads_own_keys():
-    """plan_tasks asks each head: logreg with C set groups (unlimited), Keras heads by batch size
-    and seed up to their group_limit, knn (no key) alone."""
+    """plan_tasks asks each head: logreg with C set groups (unlimited; C left to validation:
+    alone), Keras heads by batch size and seed up to their group_limit, knn by the bank's views."""
     def plan(name, combos):
         models = [make_head(name, c) for c in combos]
         return plan_tasks(models[0], combos, models, [None] * len(models), "s.zarr", ["b"], 0, None)
@@ -132,4 +132,5 @@ def test_sweep_groups_follow_the_heads_own_keys():
     assert [(t.kind, t.indices) for t in plan("mlp", combos)] == [("group", (0, 1)), ("group", (2, 3))]
     big = plan("linear", [{"dropout": d / 100} for d in range(20)])
     assert [len(t.indices) for t in big] == [16, 4]
-    assert {t.kind for t in plan("knn", [{"k": k} for k in (1, 5, 9)])} == {"single"}
+    knn = plan("knn", [{"k": 1}, {"k": 5, "views": "first"}, {"k": 9}])
+    assert [(t.kind, t.indices) for t in knn] == [("group", (0, 2)), ("single", (1,))]

@@ -1,5 +1,5 @@
-"""A sweep trains its grid together (Keras heads in one graph, logreg's C in one solve) and picks
-what fitting each configuration alone picks."""
+"""A sweep trains its grid together (Keras heads in one graph, logreg's C in one solve, knn heads
+on one bank) and picks what fitting each configuration alone picks."""
 
 from __future__ import annotations
 
@@ -52,3 +52,15 @@ def test_keras_sweep_trains_together_and_picks_the_winner_of_fitting_each_alone(
     for k, acc in alone.items():  # same batches, same initial weights and dropout masks: the same heads
         assert abs(together[k] - acc) <= 0.02, (k, together[k], acc)
     assert result.seconds > 0 and all(row["fit_seconds"] > 0 for row in result.leaderboard())
+
+
+def test_knn_sweep_builds_one_bank_and_matches_fitting_each_alone(store):
+    grid = {"k": [1, 5, 25], "weighting": ["softmax", "uniform"]}
+    result = sweep(store, [BACKBONE], "knn", grid, progress=False)
+    assert {t.group_size for t in result.trials} == {6} and len({t.group for t in result.trials}) == 1
+    banks = {id(t.result.head.bank_) for t in result.trials}
+    assert len(banks) == 1  # one array shared by the six heads, not six copies
+    data = load_training_data(store, [BACKBONE])
+    for t in result.trials:
+        alone = fit_on_data(data, make_head("knn", t.params), progress=False, evaluate_test=False).val
+        assert (t.val.accuracy, t.val.log_loss) == (alone.accuracy, alone.log_loss)

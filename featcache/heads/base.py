@@ -14,7 +14,8 @@ a use for. ``fit_inputs`` puts the four in that one shape for a head's ``fit``.
 
 Grouped training (``featcache sweep``): heads of one type whose ``group_key()`` is equal (and not
 None) may train together in one ``fit_group`` call that shares the pass over the features (the
-Keras heads in one graph, logreg's C values in one stacked solve); the default fits each alone.
+Keras heads in one graph, logreg's C values in one stacked solve, knn's bank built once); the
+default fits each alone.
 """
 
 from __future__ import annotations

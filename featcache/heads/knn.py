@@ -90,6 +90,23 @@ class KNNHead(Head):
             return {}
         return {"bank_rows": len(self.bank_), "k": self.k_used()}
 
+    # -- grouped training: one bank for every head that keeps the same rows ------------------------
+    def group_key(self) -> tuple:
+        """k, the temperature and the weighting only change how the bank votes; ``views`` changes
+        the bank."""
+        return (self.views,)
+
+    @classmethod
+    def fit_group(cls, heads, X, y, *, validation=None, contexts=None) -> list[KNNHead]:
+        """The bank built once (one pass over a store's rows) and shared by every head: the same
+        arrays, so a sweep of N heads holds one bank in memory, not N."""
+        contexts = list(contexts) if contexts is not None else [None] * len(heads)
+        first = heads[0].fit(X, y, validation=validation, context=contexts[0])
+        for h, c in zip(heads[1:], contexts[1:], strict=True):
+            h.bank_, h.labels_ = first.bank_, first.labels_
+            h._set_classes((c and c.n_classes) or first.n_classes_)
+        return list(heads)
+
     # -- prediction (numpy) ------------------------------------------------------------------------
     def predict_proba(self, X) -> np.ndarray:
         rows = max(1, SIMILARITY_BYTES // (BYTES_PER_SIMILARITY * len(self.bank_)))

@@ -4,8 +4,8 @@ Grouping is the head's own say (``Head.group_key`` and ``Head.fit_group``): tria
 give one key (not None) are one task, at most the head type's ``group_limit`` trials each, and
 one ``fit_group`` call trains them. The built-in heads: Keras heads that share a batch size and
 seed train in one graph (heads/keras_group.py), logreg trials that differ only in C are one
-stacked solve (heads/logreg_solver.py); a head without a key (knn, most plugins) is one fit per
-trial.
+stacked solve (heads/logreg_solver.py), knn trials share one neighbour bank; a head without a key
+(logreg choosing C on validation, a plugin that declares none) is one fit per trial.
 
 ``SweepTask`` is a plain record (the store, the head type and the trials' parameters) and
 ``run_task`` does one task's work: the shape of a task an executor could ship to a worker, which
