@@ -50,8 +50,8 @@ def write_synthetic_store(path: str | Path, n: int, dim: int, views: int = 1, n_
     with open_store(path, "a") as st:
         st.write_manifest(m)
         key = st.ensure_config(cfg, dim, chunk_rows)
-        units = st.plan(key, m.digests)
-        digests = st.row_digests(key)
+        units = st[key].plan(m.digests)
+        digests = st[key].row_digests()
         for unit in units:
             images = np.array([image_of[digests[r]] for r in unit.rows])
             r = np.random.default_rng([seed, 2, unit.start])

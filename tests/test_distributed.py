@@ -50,7 +50,7 @@ def contents(store: Path) -> dict:
         for key in st.keys():
             g = f"features/{key}"
             out[key] = {name: np.asarray(st.backend.read(f"{g}/{name}")) for name in ("features", "status", "checksum")}
-            out[key]["digest"] = st.row_digests(key)
+            out[key]["digest"] = st[key].row_digests()
     return out
 
 
@@ -86,7 +86,7 @@ def units_done(store: Path) -> int:
     try:
         with open_store(store) as st:
             (key,) = st.keys()
-            status = np.asarray(st.status(key))
+            status = np.asarray(st[key].status())
     except (FeatcacheError, ValueError):
         return 0
     return sum(bool((status[i:i + CHUNK] != 0).all()) for i in range(0, len(status), CHUNK))
@@ -123,7 +123,7 @@ def test_two_concurrent_shards_one_killed_then_the_finishing_run_equal_one_proce
         status = np.asarray(st.backend.read(f"features/{key}/status"))
         assert (status[:CHUNK] != 0).all() and (status[2 * CHUNK:3 * CHUNK] != 0).all()  # shard 0: units 0, 2, 4
         assert not (status[CHUNK:2 * CHUNK] != 0).all() or not (status[3 * CHUNK:4 * CHUNK] != 0).all()
-        assert st.shard_record("0-of-2")["stats"][key]["rows"] > 0
+        assert st.shards.get("0-of-2")["stats"][key]["rows"] > 0
     finished = extract(data, store, opts)  # finishes what the killed shard left, folds in the records
     assert 0 < finished.configs[0].extracted < 8
     assert_identical(tmp_path / "one.zarr", store)
@@ -283,7 +283,7 @@ def test_dask_local_2_from_the_cli_with_a_plugin_backbone_and_k2_views_equals_on
     assert_identical(tmp_path / "one.zarr", tmp_path / "dask.zarr")
     with open_store(tmp_path / "dask.zarr") as st:
         assert st.config(cfg["key"]).backbone.builder == "featcache_test_plugin:ODD_NET"
-        assert (np.asarray(st.status(cfg["key"]))[:18] == DONE).all()
+        assert (np.asarray(st[cfg["key"]].status())[:18] == DONE).all()
 
 
 def test_a_sweep_on_a_dask_cluster_gives_the_leaderboard_of_a_local_sweep(tmp_path):

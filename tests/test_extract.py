@@ -35,8 +35,8 @@ def extract_tiny(data: Path, store: Path, **kw):
 def snapshot(store: Path) -> dict[str, dict]:
     """Every features array of a store, raw: {key: {features, status, digests}}."""
     with open_store(store) as st:
-        return {key: {"features": st.backend.read(f"features/{key}/features"), "status": st.status(key),
-                      "digests": st.row_digests(key)} for key in st.keys()}
+        return {key: {"features": st.backend.read(f"features/{key}/features"), "status": st[key].status(),
+                      "digests": st[key].row_digests()} for key in st.keys()}
 
 
 def features_by_path(store: Path, key: str = TINY) -> dict[str, np.ndarray]:
@@ -152,7 +152,7 @@ def test_resume_after_kill_9_gives_the_same_arrays_as_an_uninterrupted_run(tmp_p
     if store_path.suffix == ".zarr":
         with open_store(store_path) as st:
             (key,) = st.keys()
-            status = st.status(key)
+            status = st[key].status()
         assert (status == DONE).sum() == 2 * CHUNK, "two whole chunks were committed before the kill"
         assert (status == PENDING).sum() > 0
     else:  # readers see the last committed file (none yet); the run's work waits in its journal
@@ -402,7 +402,7 @@ def test_bad_files_are_skipped_with_a_reason_and_the_rest_extracted(image_tree, 
     with open_store(store_path) as st:
         manifest = st.manifest()
         bad_digests = {manifest.digests[manifest.paths.index(p)] for p in BAD_FILES}
-        status = dict(zip(st.row_digests(run.key), st.status(run.key).tolist(), strict=True))
+        status = dict(zip(st[run.key].row_digests(), st[run.key].status().tolist(), strict=True))
         recorded = st.skipped()
         fs = st.load([TINY])
         assert "blue/notes.txt" in manifest.ignored

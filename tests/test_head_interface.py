@@ -11,8 +11,9 @@ import pytest
 from sklearn.base import clone as sk_clone
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-from featcache.errors import ParameterError
-from featcache.heads import HEADS, EnsembleHead, FitContext, Head, clone, make_head
+from featcache.errors import ParameterError, RegistryError
+from featcache.heads import HEADS, EnsembleHead, FitContext, Head, KNNHead, clone, make_head
+from featcache.heads.base import register_head
 from featcache.heads.ensemble import ENSEMBLE_FILE
 from featcache.train.sweep_tasks import plan_tasks
 
@@ -134,3 +135,15 @@ def test_sweep_groups_follow_the_heads_own_keys():
     assert [len(t.indices) for t in big] == [16, 4]
     knn = plan("knn", [{"k": 1}, {"k": 5, "views": "first"}, {"k": 9}])
     assert [(t.kind, t.indices) for t in knn] == [("group", (0, 2)), ("single", (1,))]
+
+
+def test_a_head_with_the_old_fit_signature_is_refused_when_registered():
+    class OldHead(KNNHead):
+        name = "old_fit"
+
+        def fit(self, X_train, y_train, X_val=None, y_val=None, *, n_classes=None, workdir=None):
+            return self
+
+    with pytest.raises(RegistryError, match=r"head 'old_fit' .*featcache 0.1 fit\(\).*fit\(X, y, \*, validation="):
+        register_head(OldHead)
+    assert "old_fit" not in HEADS

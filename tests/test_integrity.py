@@ -38,7 +38,7 @@ def only_key(store: Path) -> str:
 
 def images_of_rows(store: Path, key: str, rows) -> list[str]:
     with open_store(store) as st:
-        m, digests = st.manifest(), st.row_digests(key)
+        m, digests = st.manifest(), st[key].row_digests()
     held = {digests[r] for r in rows}
     return sorted(p for p, d in zip(m.paths, m.digests, strict=True) if d in held)
 
@@ -183,17 +183,17 @@ def test_a_damaged_image_list_is_refused_and_rewritten_by_the_next_extract(data,
     assert fingerprint(store) == intact
 
 
-def test_read_unit_verifies_the_rows_it_returns(data, tmp_path):
+def test_a_view_verifies_the_chunks_it_reads(data, tmp_path):
     store = tmp_path / "features.h5"
     run_extract(data, store)
     key = only_key(store)
     overwrite_h5_chunk_bytes(store, key)
     with open_store(store) as st:
-        from featcache.stores import WorkUnit
-
-        st.read_unit(WorkUnit(key, 0, CHUNK, ()))  # an intact unit
+        rows = st.rows([key])  # lazy: nothing read, nothing refused yet
+        chunks = rows.groups  # positions of each chunk's images, in store order
+        rows.take(chunks[0]).load()  # an intact chunk
         with pytest.raises(StoreDamagedError):
-            st.read_unit(WorkUnit(key, CHUNK, 2 * CHUNK, ()))
+            rows.take(chunks[1]).load()
 
 
 def downgrade_to_schema_1(store: Path) -> None:
@@ -229,7 +229,7 @@ def test_a_schema_1_store_is_read_as_not_verifiable_and_the_next_extract_adds_ch
 
     assert run_extract(data, store).configs[0].extracted == 0
     with open_store(store) as st:
-        assert st.backend.get_attrs()["featcache_schema"] == SCHEMA_VERSION and st.verifiable(st.keys()[0])
+        assert st.backend.get_attrs()["featcache_schema"] == SCHEMA_VERSION and st[st.keys()[0]].verifiable()
     assert verify_store(store).configs[0].verifiable
     after = fingerprint(store)
     for fp in (after, intact):  # schema 1 recorded neither the batch size nor the feature size

@@ -109,7 +109,7 @@ def test_batch_size_auto_is_32_on_a_cpu_and_recorded(tmp_path):
                   ExtractOptions(backbones=(TINY,), weights="random", batch_size="auto", progress=False)).configs[0]
     assert run.batch_size == AUTO_CPU_BATCH
     with open_store(store) as st:
-        assert st.batch_size(run.key) == AUTO_CPU_BATCH
+        assert st[run.key].batch_size() == AUTO_CPU_BATCH
 
 
 def test_batch_size_auto_backs_off_on_out_of_memory():

@@ -157,13 +157,62 @@ def test_tta_without_views_is_refused(tmp_path):
     assert r.exit_code == 2 and "--tta:" in r.output and "nothing to average" in r.output, r.output
 
 
-def test_tta_refit_and_ensembles_need_the_features_in_memory(store):
-    from featcache.errors import ParameterError
+STREAMED = "4KB"  # under the probe store's features: 42 images x 3 views x 16 float32 per config, ~8 KB each
 
-    for probe in (ProbeOptions(tta=True), ProbeOptions(refit=True), ProbeOptions(combine="ensemble")):
-        with pytest.raises(ParameterError, match="needs the features in memory") as raised:
-            fit_head(store, _keys(store), "logreg", progress=False, memory_limit="4KB", probe=probe)
-        assert raised.value.param == ("combine" if probe.combine == "ensemble" else "tta" if probe.tta else "refit")
+
+def _same_numbers(streamed, in_memory, atol: float) -> None:
+    assert streamed.memory.streamed and not in_memory.memory.streamed
+    for split in ("val", "test"):
+        a, b = getattr(streamed, split), getattr(in_memory, split)
+        assert a.accuracy == b.accuracy and a.confusion == b.confusion, split
+        assert a.log_loss == pytest.approx(b.log_loss, abs=atol) and a.ece == pytest.approx(b.ece, abs=atol), split
+
+
+@pytest.mark.parametrize("probe", [ProbeOptions(tta=True), ProbeOptions(refit=True), ProbeOptions(combine="ensemble"),
+                                   ProbeOptions(tta=True, calibrate=True, refit=True, combine="ensemble")],
+                         ids=["tta", "refit", "ensemble", "all"])
+def test_probe_options_stream_under_a_memory_limit_with_the_numbers_of_memory(store, probe):
+    """TTA (per-view probabilities, block by block), refit (one view of train + validation) and
+    per-backbone ensembles (each member reads its own columns) read the store's view when the
+    features do not fit: the same numbers as in memory. knn: its bank is the same rows whatever
+    the order they were read in; logreg: the stacked solver over blocks in memory or streamed."""
+    keys = _keys(store)
+    for head, atol in (("knn", 1e-6), ("logreg", 1e-3)):
+        params = {"k": 5} if head == "knn" else {"C": 1.0, "solver": "lbfgs"}
+        mem = fit_head(store, keys, make_head(head, params), progress=False, probe=probe)
+        streamed = fit_head(store, keys, make_head(head, params), progress=False, memory_limit=STREAMED, probe=probe)
+        _same_numbers(streamed, mem, atol)
+        assert streamed.refit == mem.refit and streamed.temperature == pytest.approx(mem.temperature, abs=atol)
+
+
+def test_fit_head_tta_under_a_memory_limit_through_the_cli(store, tmp_path):
+    small = _keys(store)[0]
+    outs = []
+    for extra in ((), ("--memory-limit", STREAMED)):
+        r = _run("fit-head", store, "-b", small, "--head", "knn", "--tta", "--refit", "--out", tmp_path / f"r{len(extra)}",
+                 "--json", *extra)
+        assert r.exit_code == 0, r.output
+        outs.append(json.loads(r.stdout))
+    assert [o["memory"]["streamed"] for o in outs] == [False, True]
+    assert outs[1]["test"]["accuracy"] == outs[0]["test"]["accuracy"]
+    assert outs[1]["test"]["log_loss"] == pytest.approx(outs[0]["test"]["log_loss"], abs=1e-6)
+
+
+def test_cross_validated_compare_streams_under_a_memory_limit_with_the_numbers_of_memory(store):
+    from featcache.train.compare import compare
+    from featcache.train.memory import parse_size, plan_memory
+
+    small = _keys(store)[0]  # one config: the winner, scored on test, is then the same entry
+    with open_store(store) as st:
+        assert plan_memory(st.rows([small]), parse_size(STREAMED)).streamed
+    runs = [compare(store, ["knn"], backbones=[small], folds=5, tta=True, progress=False, memory_limit=limit)
+            for limit in (None, STREAMED)]
+    mem, streamed = ({e.key: e for e in r.entries} for r in runs)
+    assert mem.keys() == streamed.keys() and len(mem) == 1
+    for key in mem:
+        assert streamed[key].fold_accuracy == mem[key].fold_accuracy
+        assert streamed[key].scores["log_loss"].mean == pytest.approx(mem[key].scores["log_loss"].mean, abs=1e-6)
+    assert runs[1].winner_test == runs[0].winner_test is not None
 
 
 def test_compare_scores_held_out_images_over_their_views_with_tta(store):

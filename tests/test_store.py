@@ -99,7 +99,7 @@ def test_status_marks_manifest_rows_done_and_padding_rows_unused(image_tree, sto
     extract_tiny(image_tree, store_path)
     key = only_key(store_path)
     with open_store(store_path) as st:
-        digests, status = st.row_digests(key), st.status(key)
+        digests, status = st[key].row_digests(), st[key].status()
         manifest = st.manifest()
     assert len(digests) == len(status)
     for digest, s in zip(digests, status, strict=True):
@@ -172,7 +172,7 @@ def test_load_refuses_incomplete_features_unless_allowed(image_tree, store_path)
     with open_store(store_path, mode="a") as st:
         st.write_manifest(manifest)
         key = st.ensure_config(FeatureConfig(resolve_config(TINY, weights="random")), DIM, CHUNK)
-        units = st.plan(key, manifest.digests)
+        units = st[key].plan(manifest.digests)
         assert sum(len(u.rows) for u in units) == N_IMAGES
         assert all(u.start % CHUNK == 0 and u.stop - u.start == CHUNK for u in units)
     with open_store(store_path) as st:
@@ -264,7 +264,7 @@ def test_a_resume_computes_with_the_batch_size_the_configuration_started_with(tm
     run_extract(data, reference, batch_size=1)
     with open_store(store_path) as st, open_store(reference) as ref:
         np.testing.assert_array_equal(st.load([NUMPY_NET]).features, ref.load([NUMPY_NET]).features)
-        assert st.batch_size(run.key) == 1
+        assert st[run.key].batch_size() == 1
 
 
 def test_a_zarr_store_killed_before_its_first_metadata_is_created_on_the_next_run(tmp_path):

@@ -126,7 +126,7 @@ CHILD = textwrap.dedent("""
     m.compile(optimizer="adam", loss="categorical_crossentropy")
     m.train_on_batch(np.zeros((256, dim), np.float32), np.eye(10, dtype=np.float32)[np.zeros(256, int)])
     with open_store(store) as st:
-        st._manifest_rows(st.resolve_key("efficientnet_lite0"), st.manifest())
+        st[st.resolve_key("efficientnet_lite0")].manifest_rows(st.manifest())
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     r = fit_head(store, ["efficientnet_lite0"], head, progress=False, memory_limit=limit)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

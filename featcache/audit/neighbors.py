@@ -33,10 +33,9 @@ def neighbors(store: str | Path, backbone: str, images, *, k: int = 10, batch_si
         raise ParameterError("batch_size", f"must be at least 1, got {batch_size}")
     started = time.perf_counter()
     files = collect_image_files([images] if isinstance(images, (str, Path)) else images)
-    stored = load_images(store, backbone)
+    stored = load_images(store, backbone, view=0)  # view 0 is all the search reads
     cfg, refs = stored.config, stored.refs
-    rows = unit_rows(stored.features.features[:, 0])
-    stored.features.features = None  # the unit rows are all the search needs: do not hold the views twice
+    rows = unit_rows(stored.features.features)
     loaded = time.perf_counter()
 
     runner = BackboneRunner(cfg, batch_size)

@@ -133,7 +133,7 @@ class DaskExecutor(Executor):
 
     def run(self, st: FeatureStore, plan: ConfigPlan, paths: dict[str, str], workers: int | None,
             on_images) -> Iterator[UnitOutcome]:
-        row_digests = st.row_digests(plan.key)
+        row_digests = st[plan.key].row_digests()
         config = plan.cfg.to_dict()
         tasks = [UnitTask(str(st.path), st.token, config, plan.batch_size, unit,
                           tuple(row_digests[unit.start:unit.stop]),

@@ -71,7 +71,7 @@ class InProcessExecutor(Executor):
     def run(self, st, plan, paths, workers, on_images, together: tuple[ConfigPlan, ...] = ()):
         runner = (partial(BackboneRunner, plan.cfg, plan.batch_size, plan.device, tuple(p.cfg for p in together))
                   if together else plan.runner_factory())
-        yield from compute_units(st, plan.cfg, plan.units, st.row_digests(plan.key), paths, runner=runner,
+        yield from compute_units(st, plan.cfg, plan.units, st[plan.key].row_digests(), paths, runner=runner,
                                  workers=decode_threads(workers), batch_size=plan.batch_size,
                                  record_failures=st.record_skipped, on_images=on_images,
                                  together=[p.units for p in together])

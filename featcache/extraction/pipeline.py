@@ -69,7 +69,7 @@ def _extract(st: FeatureStore, data_dir, configs, options: ExtractOptions, manif
              executor: Executor, plan_only: bool) -> ExtractResult:
     split = options.split
     if split is None and manifest is None:
-        split = st.stored_split()  # keep the store's split unless asked otherwise
+        split = st.manifests.stored_split()  # keep the store's split unless asked otherwise
     # before the store's first write: a bad folder leaves none
     manifest = manifest or scan(data_dir, split, digests=executor.digests)
     if options.strict and manifest.unreadable:
@@ -77,7 +77,7 @@ def _extract(st: FeatureStore, data_dir, configs, options: ExtractOptions, manif
         raise FeatcacheError(f"{manifest.root}/{first.path}: {first.reason} (strict mode; "
                              f"{len(manifest.unreadable)} file(s) could not be read)")
     st.write_manifest(manifest)
-    st.merge_shards()  # what shards of a sharded run recorded: their skip reasons and timings
+    st.shards.merge()  # what shards of a sharded run recorded: their skip reasons and timings
     paths: dict[str, str] = {}
     for i, d in enumerate(manifest.digests):
         paths.setdefault(d, str(manifest.abspath(i)))
@@ -93,13 +93,13 @@ def _extract(st: FeatureStore, data_dir, configs, options: ExtractOptions, manif
         chunk_rows = options.chunk_rows
         final = next((p for p in plans if cfg.backbone.tap and p.cfg == untapped(cfg)), None)
         if chunk_rows is None and final is not None:  # a new tap chunked as its final features: same units, one pass
-            chunk_rows = st.chunk_rows(final.key)
+            chunk_rows = st[final.key].chunk_rows()
         plan = plan_config(st, cfg, manifest.digests, options.batch_size, chunk_rows, device)
         if any(p.key == plan.key for p in plans):  # the same config twice: computed once
             plan = replace(plan, units=[], reused=len(set(manifest.digests)))
         plans.append(plan)
     if plan_only:
-        st.record_plan([p.key for p in plans])
+        st.shards.record_plan([p.key for p in plans])
     elif any(p.units for p in plans):
         executor.check_store(st)
     groups = shared_passes(st, plans) if executor.shares_passes and not plan_only else [[p] for p in plans]
@@ -115,7 +115,7 @@ def _extract(st: FeatureStore, data_dir, configs, options: ExtractOptions, manif
         finally:
             for run in runs:
                 if run.extracted:
-                    st.add_stats(run.key, run.extracted, run.extracted * run.views, run.seconds)
+                    st[run.key].add_stats(run.extracted, run.extracted * run.views, run.seconds)
     result.skipped = manifest.unreadable + _skipped_images(st, manifest)
     return result
 

@@ -41,7 +41,7 @@ def plan_config(st: FeatureStore, cfg: FeatureConfig, digests: list[str], batch_
                 chunk_rows: int | None, device: str | None = None) -> ConfigPlan:
     # A resume keeps the batch size the config was started with: other batch shapes round differently
     found = st.find_config(cfg)
-    batch_size = (st.batch_size(found) if found is not None else None) or batch_size
+    batch_size = (st[found].batch_size() if found is not None else None) or batch_size
     runner = None
     if batch_size == "auto":
         batch_size, runner = _largest_batch(cfg, device)
@@ -50,9 +50,9 @@ def plan_config(st: FeatureStore, cfg: FeatureConfig, digests: list[str], batch_
         runner = runner or BackboneRunner(cfg, batch_size, device)
         dim = runner.dim
     key = st.ensure_config(cfg, dim, chunk_rows, batch_size)
-    units = st.plan(key, digests)
-    if units and st.batch_size(key) is None:  # a config of an older featcache: from now on, this one
-        st.record_batch_size(key, batch_size)
+    units = st[key].plan(digests)
+    if units and st[key].batch_size() is None:  # a config of an older featcache: from now on, this one
+        st[key].record_batch_size(batch_size)
     return ConfigPlan(cfg, key, units, batch_size, len(set(digests)) - sum(len(u.rows) for u in units), runner,
                       device)
 
@@ -98,4 +98,4 @@ def _one_pass(st: FeatureStore, a: ConfigPlan, b: ConfigPlan) -> bool:
         return [(u.start, u.stop, u.rows) for u in p.units]
 
     return (bool(a.units) and untapped(a.cfg) == untapped(b.cfg) and (a.batch_size, a.device) == (b.batch_size, b.device)
-            and rows(a) == rows(b) and list(st.row_digests(a.key)) == list(st.row_digests(b.key)))
+            and rows(a) == rows(b) and list(st[a.key].row_digests()) == list(st[b.key].row_digests()))

@@ -58,18 +58,18 @@ def run_shard(data_dir: str | Path, store: str | Path, options: ExtractOptions, 
         paths: dict[str, str] = {}
         for rel, d in zip(manifest.paths, manifest.digests, strict=True):
             paths.setdefault(d, str(Path(manifest.data_root) / rel))
-        record = st.shard_record(shard.name)
+        record = st.shards.get(shard.name)
         skipped, stats = record.get("skipped", {}), record.get("stats", {})
 
         def keep_failures(failures: dict[str, dict]) -> None:  # before the unit's status: see UnitWriter
             skipped.update(failures)
-            st.record_shard(shard.name, skipped, stats)
+            st.shards.record(shard.name, skipped, stats)
 
         result = ExtractResult(str(st.path), len(manifest), manifest.classes)
         workers, device = decode_threads(options.workers), options.resolved_device()
         for cfg, key in keys:
-            units = st.pending_units(key, manifest.digests, chunks=shard.owns)
-            plan = ConfigPlan(cfg, key, units, st.batch_size(key), 0, device=device)
+            units = st[key].pending_units(manifest.digests, chunks=shard.owns)
+            plan = ConfigPlan(cfg, key, units, st[key].batch_size(), 0, device=device)
             plan = replace(plan, reused=_owned_rows(st, key, manifest, shard) - plan.todo)
             run = ConfigRun.planned(plan)
             result.configs.append(run)
@@ -80,13 +80,13 @@ def run_shard(data_dir: str | Path, store: str | Path, options: ExtractOptions, 
 
             def recorded(on_images, plan=plan, started=started):
                 """Each unit counted in the shard's record once it is written (a killed shard's too)."""
-                for out in compute_units(st, plan.cfg, plan.units, st.row_digests(plan.key), paths,
+                for out in compute_units(st, plan.cfg, plan.units, st[plan.key].row_digests(), paths,
                                          runner=plan.runner_factory(), workers=workers, batch_size=plan.batch_size,
                                          record_failures=keep_failures, on_images=on_images):
                     done = stats.get(plan.key, {"rows": 0, "images": 0, "started": started})
                     stats[plan.key] = {**done, "rows": done["rows"] + out.rows, "finished": time.time(),
                                        "images": done["images"] + out.rows * out.views}
-                    st.record_shard(shard.name, skipped, stats)
+                    st.shards.record(shard.name, skipped, stats)
                     yield out
 
             compute_config([run], plan.todo, recorded, options.strict, options.progress)
@@ -97,20 +97,20 @@ def run_shard(data_dir: str | Path, store: str | Path, options: ExtractOptions, 
 
 
 def _owned_rows(st: FeatureStore, key: str, manifest: StoredManifest, shard: Shard) -> int:
-    wanted, chunk = set(manifest.digests), st.chunk_rows(key)
-    return sum(1 for r, d in enumerate(st.row_digests(key)) if d in wanted and shard.owns(r // chunk))
+    wanted, chunk = set(manifest.digests), st[key].chunk_rows()
+    return sum(1 for r, d in enumerate(st[key].row_digests()) if d in wanted and shard.owns(r // chunk))
 
 
 def _planned_keys(st: FeatureStore, data_dir, options: ExtractOptions, manifest: StoredManifest
                   ) -> list[tuple[FeatureConfig, str]]:
     """(config, store key) per backbone of ``options``, after checking that the store was planned
     (``plan-only``) for this image list, this data folder and these options."""
-    plan = st.planned()
+    plan = st.shards.planned()
     again = "plan it with {} and the shards' options, then start the shards"
     planning = Step.of("extract", data_dir=manifest.data_root, store=st.path, executor="plan-only")
     if plan is None:
         raise FeatcacheError(f"{st.path} was not planned for shards", remedy=Remedy(again, planning))
-    if plan["manifest"] != st.manifest_version():
+    if plan["manifest"] != st.manifests.version():
         raise FeatcacheError(f"{st.path}: its image list changed since it was planned", remedy=Remedy(again, planning))
     if Path(data_dir).expanduser().resolve() != Path(manifest.data_root):
         raise ParameterError("data_dir", f"{st.path} was planned for {manifest.data_root}, not {data_dir}")

@@ -21,6 +21,7 @@ default fits each alone.
 from __future__ import annotations
 
 import copy
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field, replace
@@ -29,7 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import ParameterError
+from ..errors import ParameterError, RegistryError
 from ..registry import Registry
 from .params import Param
 
@@ -210,13 +211,29 @@ def clone(head: Head) -> Head:
     return type(head)(**params)
 
 
-HEADS: Registry[type[Head]] = Registry("head", "featcache.heads", lambda o: isinstance(o, type) and issubclass(o, Head))
+def check_fit_signature(cls: type[Head], where: str) -> None:
+    """A head written for featcache 0.1 (fit(X_train, y_train, X_val, y_val, n_classes=, workdir=,
+    ...)) would fail at its first fit with a TypeError: refuse it where it is registered, saying why."""
+    params = inspect.signature(cls.fit).parameters
+    if not {"validation", "context"} <= params.keys():
+        raise RegistryError(f"head {cls.name!r} ({where}) has a featcache 0.1 fit(); featcache 0.2 calls "
+                            "fit(X, y, *, validation=(X_val, y_val) or None, context=FitContext): update the head")
+
+
+class HeadRegistry(Registry[type[Head]]):
+    def on_plugin(self, item: type[Head], reference: str) -> type[Head]:
+        check_fit_signature(item, f"entry point {reference}")
+        return item
+
+
+HEADS: HeadRegistry = HeadRegistry("head", "featcache.heads", lambda o: isinstance(o, type) and issubclass(o, Head))
 
 
 def register_head(cls: type[Head], *, replace: bool = False) -> type[Head]:
     names = [p.name for p in cls.parameters]
     if len(set(names)) != len(names):
         raise ParameterError("parameters", f"head {cls.name!r} declares a parameter twice")
+    check_fit_signature(cls, f"{cls.__module__}.{cls.__qualname__}")
     return HEADS.register(cls, replace=replace)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from .base import FitContext, Head, clone, fit_inputs, get_head_class, register_head
+from .data import as_rows
 
 ENSEMBLE_FILE = "ensemble.json"
 
@@ -86,23 +87,24 @@ class EnsembleHead(Head):
         self.dims_ = dims
         # members keep only what is theirs from the context: a member's history would overwrite another's
         member = FitContext(n_classes=context.n_classes, progress=context.progress)
+        X_train, X_val = as_rows(X_train), None if X_val is None else as_rows(X_val)  # arrays or a store's view
         self.members_ = [clone(self.head).fit(
-            np.asarray(X_train)[..., s], y_train,
-            validation=None if X_val is None else (np.asarray(X_val)[..., s], y_val), context=member)
-            for s in self._slices()]
+            X_train.columns(s), y_train, validation=None if X_val is None else (X_val.columns(s), y_val),
+            context=member) for s in self._slices()]
         self._set_classes(self.members_[0].n_classes_)
         return self
 
     def refitted(self, X, y, n_classes: int) -> EnsembleHead:
         head = clone(self)
         head.dims_ = list(self.dims_)
-        head.members_ = [m.refitted(X[..., s], y, n_classes) for m, s in zip(self.members_, self._slices(), strict=True)]
+        X = as_rows(X)
+        head.members_ = [m.refitted(X.columns(s), y, n_classes) for m, s in zip(self.members_, self._slices(), strict=True)]
         head._set_classes(n_classes)
         return head
 
     def predict_proba(self, X) -> np.ndarray:
-        X = np.asarray(X)
-        return np.mean([m.predict_proba(X[..., s]) for m, s in zip(self.members_, self._slices(), strict=True)], axis=0)
+        X = as_rows(X)
+        return np.mean([m.predict_proba(X.columns(s)) for m, s in zip(self.members_, self._slices(), strict=True)], axis=0)
 
     def summary(self) -> dict:
         return {"members": [{"head": m.name, "params": m.params_record(), "features": d, **m.summary()}

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import StreamSampler, eval_blocks, is_stream
-from .keras_heads import HISTORY_FILE, KerasHead, ViewSampler, make_optimizer
+from .data import EpochSampler, as_rows
+from .keras_heads import HISTORY_FILE, KerasHead, make_optimizer
 
 
 def fit_together(heads: Sequence[KerasHead], X_train, y_train, X_val, y_val, n_classes: int,
@@ -35,8 +35,7 @@ def fit_together(heads: Sequence[KerasHead], X_train, y_train, X_val, y_val, n_c
     if X_val is None or not len(X_val):
         raise ValueError("heads trained together stop early on validation: give validation rows")
     first = heads[0]
-    streamed = is_stream(X_train)
-    X_train = X_train if streamed else np.asarray(X_train, np.float32)
+    X_train, X_val = as_rows(X_train, y_train), as_rows(X_val)  # arrays or a store's view: one code path
     models, optimizers = [], []
     for h in heads:
         keras.utils.set_random_seed(int(h.seed))  # the weights and dropout seeds it gets alone
@@ -47,11 +46,7 @@ def fit_together(heads: Sequence[KerasHead], X_train, y_train, X_val, y_val, n_c
         optimizers.append(optimizer)
         h.model_ = model
         h._set_classes(n_classes)
-    if streamed:
-        sampler = StreamSampler(X_train, n_classes, first.batch_size, first.seed)
-    else:
-        sampler = ViewSampler(X_train, np.eye(n_classes, dtype=np.float32)[np.asarray(y_train)], first.batch_size,
-                              first.seed)
+    sampler = EpochSampler(X_train, n_classes, first.batch_size, first.seed)
     _Training(heads, models, optimizers, sampler, X_val, np.asarray(y_val), progress).run()
 
 
@@ -123,11 +118,14 @@ class _Training:
 
     def _predict(self, models) -> list[np.ndarray]:
         """Every model's probabilities on validation, reading its rows once."""
-        out = [[] for _ in models]
-        for xb in eval_blocks(self.X_val):
+        out = [None] * len(models)
+        for xb, at in self.X_val.indexed_blocks():  # a store's blocks come in store order
             for j, m in enumerate(models):
-                out[j].append(np.asarray(m(xb, training=False)))
-        return [np.concatenate(o) for o in out]
+                p = np.asarray(m(np.asarray(xb, np.float32), training=False))
+                if out[j] is None:
+                    out[j] = np.zeros((len(self.y_val), p.shape[1]), p.dtype)
+                out[j][at] = p
+        return out
 
     def _step(self, active: list[int]):
         """One compiled training step of the active heads on a shared batch."""

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from .base import FitContext, Head, fit_inputs, register_head
-from .data import StreamSampler, eval_blocks, is_stream
+from .data import EpochSampler, ViewSampler, as_rows, map_blocks
 from .params import Param
 from .tensorboard import epoch_logs_callback
 
@@ -62,35 +62,6 @@ def keras_head_params(dropout: float, optimizer: str, batch_size: int) -> tuple[
         Param("patience", int, 10, "Early-stopping patience in epochs.", low=1),
         Param("seed", int, 0, "Seed of the weights, dropout masks and view draws.", sweep=False),
     )
-
-
-class ViewSampler:
-    """Batches of one view per training image, redrawn (and reshuffled) at every epoch.
-
-    The draw of epoch e is keyed by (seed, e), so a run replays exactly. ``drawn`` records the
-    view index each image got in each epoch: proof that augmented views feed the training.
-    """
-
-    def __init__(self, X: np.ndarray, Y: np.ndarray, batch_size: int, seed: int):
-        self.X, self.Y = X, Y
-        self.batch_size = int(batch_size)
-        self.seed = int(seed)
-        self.drawn: list[np.ndarray] = []
-
-    def on_epoch_begin(self) -> None:
-        rng = np.random.default_rng([self.seed, len(self.drawn)])
-        n, v = self.X.shape[:2]
-        self.order = rng.permutation(n)
-        self.views = rng.integers(0, v, n)
-        self.drawn.append(self.views.copy())
-
-    def __len__(self) -> int:
-        return -(-len(self.X) // self.batch_size)
-
-    def __iter__(self):
-        for i in range(len(self)):
-            idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
-            yield self.X[idx, self.views[idx]], self.Y[idx]
 
 
 def _progress_callback(total_epochs: int, desc: str):
@@ -171,7 +142,7 @@ class KerasHead(Head):
         import keras
 
         X_train, y_train, X_val, y_val, context = fit_inputs(X, y, validation, context)
-        X_train = X_train if is_stream(X_train) else np.asarray(X_train, np.float32)
+        X_train = as_rows(X_train, y_train)  # arrays or a store's view: one code path below
         if len(X_train.shape) < 3:
             raise ValueError("X_train must be (n, V, D): the cached views of each training image")
         has_val = X_val is not None
@@ -182,10 +153,7 @@ class KerasHead(Head):
                       loss="categorical_crossentropy", metrics=["accuracy"])
         self.model_ = model
         self._set_classes(n_classes)
-        if is_stream(X_train):  # batches read from the store (featcache.train.streaming)
-            sampler = StreamSampler(X_train, n_classes, self.batch_size, self.seed)
-        else:
-            sampler = ViewSampler(X_train, keras.utils.to_categorical(y_train, n_classes), self.batch_size, self.seed)
+        sampler = EpochSampler(X_train, n_classes, self.batch_size, self.seed)
         cbs = keras.callbacks.CallbackList(
             self._callbacks(list(context.callbacks), has_val, context.workdir, context.tensorboard_dir,
                             context.progress, context.checkpoint_every_epoch),
@@ -221,7 +189,7 @@ class KerasHead(Head):
             cbs.append(_progress_callback(int(self.epochs), f"{self.name} head"))
         return cbs
 
-    def _train_loop(self, model, sampler: ViewSampler, cbs, X_val, y_val) -> None:
+    def _train_loop(self, model, sampler: EpochSampler, cbs, X_val, y_val) -> None:
         """What model.fit does, minus its per-epoch tf.data set-up (which costs more than the
         epoch itself on cached features): train_on_batch over the sampler, then validation
         through the same predict_proba used for the final metrics."""
@@ -251,8 +219,7 @@ class KerasHead(Head):
         cbs.on_train_end(logs)
 
     def predict_proba(self, X) -> np.ndarray:
-        out = [np.asarray(self.model_(xb, training=False)) for xb in eval_blocks(X)]
-        return np.concatenate(out) if out else np.zeros((0, self.n_classes_), np.float32)
+        return map_blocks(X, lambda xb: np.asarray(self.model_(xb, training=False)), self.n_classes_)
 
     def to_keras(self):
         return self.model_
@@ -339,4 +306,4 @@ class LinearHead(KerasHead):
         return keras.layers.Dropout(float(self.dropout))(x) if self.dropout else x
 
 
-__all__ = ["OPTIMIZERS", "KerasHead", "LinearHead", "MLPHead", "keras_head_params", "make_optimizer"]
+__all__ = ["OPTIMIZERS", "KerasHead", "LinearHead", "MLPHead", "ViewSampler", "keras_head_params", "make_optimizer"]

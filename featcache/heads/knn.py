@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import FeatcacheError
 from .base import FitContext, Head, fit_inputs, register_head
-from .data import eval_blocks, is_stream
+from .data import as_rows, map_blocks
 from .params import Param
 
 BANK_FILE = "knn_bank.npz"
@@ -66,15 +66,11 @@ class KNNHead(Head):
     # -- training ----------------------------------------------------------------------------------
     def fit(self, X, y, *, validation=None, context: FitContext | None = None) -> KNNHead:
         X_train, y_train, _, _, context = fit_inputs(X, y, validation, context)  # validation chooses nothing
-        streamed = is_stream(X_train)
-        X_train = X_train if streamed else np.asarray(X_train)
+        X_train = as_rows(X_train, y_train)  # arrays or a store's view, read a block at a time
         if len(X_train.shape) != 3:
             raise ValueError("X_train must be (n, V, D): the cached views of each training image")
         view = 0 if self.views == "first" else None
-        if streamed:  # its blocks come in store order with their own labels
-            parts = [_flat_rows(X, y) for X, y in X_train.blocks(view=view)]
-        else:
-            parts = [_flat_rows(X_train if view is None else X_train[:, view], y_train)]
+        parts = [_flat_rows(X, y) for X, y in X_train.blocks(view=view)]  # each block with its labels
         if sum(len(y) for _, y in parts) == 0:
             raise FeatcacheError("knn needs at least one training image")
         self.bank_ = np.concatenate([X for X, _ in parts])
@@ -110,8 +106,8 @@ class KNNHead(Head):
     # -- prediction (numpy) ------------------------------------------------------------------------
     def predict_proba(self, X) -> np.ndarray:
         rows = max(1, SIMILARITY_BYTES // (BYTES_PER_SIMILARITY * len(self.bank_)))
-        out = [self._block_proba(xb[i:i + rows]) for xb in eval_blocks(X) for i in range(0, len(xb), rows)]
-        return np.concatenate(out) if out else np.zeros((0, self.n_classes_), np.float32)
+        return map_blocks(X, lambda xb: np.concatenate([self._block_proba(xb[i:i + rows])
+                                                        for i in range(0, len(xb), rows)]), self.n_classes_)
 
     def _block_proba(self, X: np.ndarray) -> np.ndarray:
         sims = l2_normalise(X) @ self.bank_.T

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import FeatcacheError
 from .base import FitContext, Head, fit_inputs, register_head
-from .data import eval_blocks, is_stream
+from .data import as_rows, map_blocks
 from .logreg_solver import moments, solve_path
 from .params import Param
 
@@ -72,9 +72,8 @@ class LogRegHead(Head):
 
     # -- learned state -> probabilities (numpy, float64) -----------------------------------------
     def _logits(self, X) -> np.ndarray:
-        out = [((np.asarray(xb, np.float64) - self.mean_) / self.scale_) @ self.coef_.T + self.intercept_
-               for xb in eval_blocks(X)]
-        return np.concatenate(out) if out else np.zeros((0, len(self.intercept_)))
+        return map_blocks(X, lambda xb: ((np.asarray(xb, np.float64) - self.mean_) / self.scale_) @ self.coef_.T
+                          + self.intercept_, len(self.intercept_))
 
     @staticmethod
     def _proba_from_logits(z: np.ndarray) -> np.ndarray:
@@ -92,8 +91,8 @@ class LogRegHead(Head):
 
         X_train, y_train, X_val, y_val, context = fit_inputs(X, y, validation, context)
         workdir, tensorboard_dir = context.workdir, context.tensorboard_dir
-        streamed = is_stream(X_train)
-        X_train = X_train if streamed else np.asarray(X_train, np.float32)
+        X_train = as_rows(X_train, y_train)  # arrays or a store's view
+        streamed = not X_train.in_memory  # rows in the store: the stacked solver, which reads blocks
         if len(X_train.shape) < 3:
             raise ValueError("X_train must be (n, V, D): the cached views of each training image")
         n, v = X_train.shape[:2]
@@ -111,7 +110,7 @@ class LogRegHead(Head):
         else:
             grid = [FALLBACK_C]
         self.solver_ = "lbfgs" if streamed or self.solver == "lbfgs" else "sklearn"
-        rows = _StreamedRows(X_train, y_train) if streamed else _MemoryRows(X_train, y_train)
+        rows = _StreamedRows(X_train) if streamed else _MemoryRows(X_train.load(), y_train)
         self.mean_, self.scale_ = rows.mean, rows.scale
         # One BLAS thread: these matrix products are small, so threads cost more in synchronisation
         # than they save, and ~10x more when the cores are shared with other work (measured).
@@ -145,7 +144,7 @@ class LogRegHead(Head):
             row = {"C": C, "seconds": round(time.perf_counter() - start, 4), "n_iter": int(np.max(model.n_iter_)),
                    "converged": bool(np.max(model.n_iter_) < self.max_iter)}
             self.coef_, self.intercept_ = model.coef_.astype(np.float64), model.intercept_.astype(np.float64)
-            row["train_accuracy"] = float(np.mean(self.predict(X_train[:, 0]) == y_train))
+            row["train_accuracy"] = float(np.mean(self.predict(X_train.view(0)) == y_train))
             if X_val is not None:
                 proba = self.predict_proba(X_val)
                 row["val_accuracy"] = float(np.mean(proba.argmax(1) == y_val))
@@ -166,9 +165,8 @@ class LogRegHead(Head):
                           int(self.max_iter))
         self.coef_path_, self.intercept_path_ = path.coef, path.intercept
         self.passes_ = path.passes
-        view0 = X_train.blocks(view=0) if is_stream(X_train) else [(X_train[:, 0], y_train)]
-        train_acc, _ = self._path_scores(path, view0)
-        val_acc, val_loss = (self._path_scores(path, _with_labels(X_val, y_val))
+        train_acc, _ = self._path_scores(path, X_train.blocks(view=0))
+        val_acc, val_loss = (self._path_scores(path, as_rows(X_val, y_val).blocks())
                              if X_val is not None else (None, None))
         self.grid_scores_, best = [], None
         for g, C in enumerate(path.Cs):
@@ -296,14 +294,6 @@ class LogRegHead(Head):
         return model
 
 
-def _with_labels(X, y):
-    """(block, its labels) over eval_blocks(X): a stream's blocks follow its labels' order."""
-    at = 0
-    for xb in eval_blocks(X):
-        yield xb, np.asarray(y)[at:at + len(xb)]
-        at += len(xb)
-
-
 class _MemoryRows:
     """Training rows held in memory: every view of every image, standardized as before."""
 
@@ -332,7 +322,7 @@ class _MemoryRows:
 class _StreamedRows:
     """Training rows read from the store block by block; the statistics in one streaming pass."""
 
-    def __init__(self, stream, y_train: np.ndarray):
+    def __init__(self, stream):
         self.stream = stream
         n, v, self.dim = stream.shape
         self.n_rows, self.n_blocks = n * v, len(stream.groups)

@@ -69,19 +69,20 @@ def choose(options: CalibrationOptions, run: TrainedRun) -> CalibrationSet:
 
 
 def _training_images(run: TrainedRun) -> list[Path]:
-    from ..ingest.scan import SPLITS
     from ..stores import open_store
 
     store = run.config.store_path
     if not Path(store).exists():
         raise FeatcacheError(f"int8 calibrates on the training images of the run's store, and {store} does not "
-                             "exist (moved or deleted); give images like them with --calibration-images DIR")
-    with open_store(store) as st:
-        m = st.manifest()
-    train = SPLITS.index("train")
-    files = [Path(m.data_root) / p for p, s in zip(m.paths, m.splits, strict=True) if s == train]
+                             "exist (moved or deleted)", remedy="give images like them with calibration_images DIR",
+                             mentions=("calibration_images",))
+    with open_store(store) as st:  # the images the run's features were trained on (decoded, verified)
+        rows = st.rows(list(run.config.keys), allow_incomplete=True).split("train")
+        m = rows.manifest
+        files = [Path(m.data_root) / p for p in rows.paths]
     present = [f for f in files if f.exists()]
     if not present:
         raise FeatcacheError(f"none of the {len(files)} training images of store {store} is under "
-                             f"{m.data_root} any more; give images like them with --calibration-images DIR")
+                             f"{m.data_root} any more", remedy="give images like them with calibration_images DIR",
+                             mentions=("calibration_images",))
     return present

@@ -15,7 +15,19 @@ from .backend import Backend
 from .errors import StoreDamagedError, StoreLockedError, write_errors
 from .hdf5_backend import HDF5Backend
 from .lock import ShardLock, StoreLock, admit, lock_path
-from .store import DONE, FAILED, PENDING, ConfigStatus, FeatureSet, FeatureStore, StoredManifest, WorkUnit
+from .store import (
+    DONE,
+    FAILED,
+    PENDING,
+    ConfigGroup,
+    ConfigStatus,
+    ExtractStats,
+    FeatureRows,
+    FeatureSet,
+    FeatureStore,
+    StoredManifest,
+    WorkUnit,
+)
 from .zarr_backend import ZarrBackend
 
 STORES: Registry[type[Backend]] = Registry(
@@ -93,5 +105,6 @@ def open_store(path: str | Path, mode: str = "r", *, token: str | None = None, s
     return store
 
 
-__all__ = ["STORES", "Backend", "DONE", "FAILED", "PENDING", "ConfigStatus", "FeatureSet", "FeatureStore",
+__all__ = ["STORES", "Backend", "DONE", "FAILED", "PENDING", "ConfigGroup", "ConfigStatus", "ExtractStats",
+           "FeatureRows", "FeatureSet", "FeatureStore",
            "StoreDamagedError", "StoreLockedError", "StoredManifest", "WorkUnit", "open_store", "register_backend"]

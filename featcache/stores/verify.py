@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from ..errors import FeatcacheError, Remedy, Step
 from . import open_store
 from .hdf5_backend import HDF5Backend
-from .schema import CONFIG_ARRAYS
+from .schema import DIGEST
 
 
 @dataclass
@@ -48,7 +48,7 @@ class VerifyReport:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["clean"] = self.clean
-        d["remedy"] = self.remedy()
+        d["remedy"] = str(self.remedy())
         return d
 
 
@@ -77,22 +77,18 @@ def verify_store(path) -> VerifyReport:
 
 
 def _check_config(st, key: str, manifest) -> ConfigCheck:
-    check = ConfigCheck(key, verifiable=st.verifiable(key))
-    g = f"features/{key}"
-    for name in CONFIG_ARRAYS if check.verifiable else ():
-        try:
-            st.backend.array_info(f"{g}/{name}")
-        except Exception as exc:  # noqa: BLE001  (whatever the storage library raises: unreadable)
-            check.problems.append(f"{g}/{name} cannot be read ({type(exc).__name__})")
+    group = st[key]
+    check = ConfigCheck(key, verifiable=group.verifiable())
+    check.problems += group.check_arrays()
     if not check.verifiable or check.problems:
         return check
     try:
-        digests = st.row_digests(key)
+        digests = group.row_digests()
     except Exception as exc:  # noqa: BLE001
-        check.problems.append(f"{g}/digest cannot be read ({type(exc).__name__})")
+        check.problems.append(f"{group.array(DIGEST)} cannot be read ({type(exc).__name__})")
         return check
     check.rows = sum(1 for d in digests if d)
-    bad = {digests[r] for r in st.damaged(key)}
+    bad = {digests[r] for r in group.damaged()}
     if manifest is not None:
         check.damaged = [p for p, d in zip(manifest.paths, manifest.digests, strict=True) if d in bad]
         bad -= set(manifest.digests)

@@ -60,14 +60,16 @@ def rank_key(e: CompareEntry) -> tuple:
 
 def compare(store: str | Path, heads: tuple[str, ...] | list[str] = ("logreg",), out: str | Path | None = None,
             backbones: list[str] | None = None, seed: int = 0, progress: bool = True, folds: int | None = None,
-            repeats: int = 1, shots: list[int | None] | None = None, tta: bool = False
-            ) -> CompareResult | CVCompareResult:
+            repeats: int = 1, shots: list[int | None] | None = None, tta: bool = False,
+            memory_limit: str | int | None = None) -> CompareResult | CVCompareResult:
     """Fit each head on each feature config (all in the store unless ``backbones`` narrows it).
 
     ``folds`` (and ``repeats``, ``shots``: labelled images per class, None = all) cross-validate
     instead of fitting once. ``tta``: held-out images are scored on the mean over their cached
     views (configurations with one view: view 0). With ``out``: ``compare.csv``, ``compare.json``,
     the charts and ``report.html``; without folds also one run folder per entry under ``out/runs/``.
+    Features larger than ``memory_limit`` (a size such as "2GB"; default half the available memory)
+    are read from the store by the heads, chunk by chunk.
     """
     heads = list(heads) or ["logreg"]
     for h in heads:
@@ -76,7 +78,8 @@ def compare(store: str | Path, heads: tuple[str, ...] | list[str] = ("logreg",),
         raise ParameterError("folds", "shots and repeats need cross-validation: give folds too")
     out_dir = Path(out).expanduser().resolve() if out is not None else None
     if folds is not None:
-        result = cross_validated_compare(store, heads, folds, repeats, backbones, seed, shots, progress, tta=tta)
+        result = cross_validated_compare(store, heads, folds, repeats, backbones, seed, shots, progress, tta=tta,
+                                         memory_limit=memory_limit)
         if out_dir is not None:
             result.out = str(out_dir)
             write_cv_outputs(result, out_dir)
@@ -92,22 +95,25 @@ def compare(store: str | Path, heads: tuple[str, ...] | list[str] = ("logreg",),
     try:
         for key in keys:
             try:
-                data = load_training_data(path, [key], seed)
+                data = load_training_data(path, [key], seed, memory_limit)
             except FeatcacheError as exc:  # e.g. incomplete features: report, keep comparing the rest
                 skipped[key] = str(exc)
                 bar.update(len(heads))
                 continue
-            for head in heads:
-                run = out_dir / "runs" / f"{key}--{head}" if out_dir else None
-                probe = ProbeOptions(tta=tta and data.n["views"] > 1)
-                r = fit_on_data(data, make_head(head, seed=seed), out=run, progress=False, probe=probe)
-                entries.append(CompareEntry(
-                    key=key, backbone=data.configs[0].backbone.name, head=head,
-                    val_accuracy=r.val_accuracy, val_loss=r.val.log_loss if r.val else None,
-                    test_accuracy=r.test_accuracy,
-                    fit_seconds=round(r.fit_seconds, 3), images_per_s=data.stats.get(key, {}).get("images_per_s"),
-                    feature_dim=data.input_dim, run_dir=r.run_dir))
-                bar.update(1)
+            try:
+                for head in heads:
+                    run = out_dir / "runs" / f"{key}--{head}" if out_dir else None
+                    probe = ProbeOptions(tta=tta and data.n["views"] > 1)
+                    r = fit_on_data(data, make_head(head, seed=seed), out=run, progress=False, probe=probe)
+                    entries.append(CompareEntry(
+                        key=key, backbone=data.configs[0].backbone.name, head=head,
+                        val_accuracy=r.val_accuracy, val_loss=r.val.log_loss if r.val else None,
+                        test_accuracy=r.test_accuracy, fit_seconds=round(r.fit_seconds, 3),
+                        images_per_s=data.stats.get(key, {}).get("images_per_s"), feature_dim=data.input_dim,
+                        run_dir=r.run_dir))
+                    bar.update(1)
+            finally:
+                data.close()  # streamed: its store
     finally:
         bar.close()
     if not entries:

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import FeatcacheError, ParameterError, Remedy, Step
 from ..heads import FitContext, make_head
 from ..progress import progress_bar
-from ..stores import FeatureSet, open_store
+from ..stores import FeatureRows, open_store
 from .crossval import (
     METRICS,
     FoldPlan,
@@ -30,6 +30,7 @@ from .crossval import (
     split_scores,
     subsample_per_class,
 )
+from .memory import plan_memory, resolve_memory_limit, rows_for
 from .probe import view_proba
 from .stats import METHOD, Interval, PairedTest, corrected_interval, paired_test
 
@@ -115,24 +116,32 @@ def shot_label(s: int | None) -> str:
 
 def cross_validated_compare(store: str | Path, heads: list[str], folds: int, repeats: int = 1,
                             backbones: list[str] | None = None, seed: int = 0, shots: list[int | None] | None = None,
-                            progress: bool = True, params: bool = True, tta: bool = False) -> CVCompareResult:
-    """``tta``: score held-out images on the mean over their cached views (one view: view 0)."""
+                            progress: bool = True, params: bool = True, tta: bool = False,
+                            memory_limit: str | int | None = None) -> CVCompareResult:
+    """``tta``: score held-out images on the mean over their cached views (one view: view 0).
+    A config whose features (as float32) exceed ``memory_limit`` (default: half the available
+    memory) is read from the store by the heads, chunk by chunk, fold after fold."""
+    with open_store(store) as st:  # open while the folds read the views
+        return _cross_validate(st, heads, folds, repeats, backbones, seed, shots, progress, params, tta,
+                               resolve_memory_limit(memory_limit))
+
+
+def _cross_validate(st, heads, folds, repeats, backbones, seed, shots, progress, params, tta, limit) -> CVCompareResult:
     from ..report.cost import backbone_parameters
 
     budgets = parse_shots(shots)
     sets, stats, skipped, configs = {}, {}, {}, {}
-    with open_store(store) as st:
-        keys = [st.resolve_key(b) for b in backbones] if backbones else st.keys()
-        path = str(Path(st.path).resolve())
-        manifest = st.manifest()
-        for key in keys:
-            try:
-                sets[key] = st.load([key])
-            except FeatcacheError as exc:  # e.g. incomplete features: report, compare the rest
-                skipped[key] = str(exc)
-                continue
-            stats[key] = st.config_status(key, manifest).stats
-            configs[key] = st.config(key).to_dict()
+    keys = [st.resolve_key(b) for b in backbones] if backbones else st.keys()
+    path = str(Path(st.path).resolve())
+    manifest = st.manifest()
+    for key in keys:
+        try:
+            sets[key] = st.rows([key])  # lazy: nothing read yet
+        except FeatcacheError as exc:  # e.g. incomplete features: report, compare the rest
+            skipped[key] = str(exc)
+            continue
+        stats[key] = st.config_status(key, manifest).stats
+        configs[key] = st.config(key).to_dict()
     if not keys:
         raise FeatcacheError(f"{path} holds no features yet",
                              remedy=Remedy("run {} first", Step.of("extract", data_dir="DATA_DIR", store=path)))
@@ -151,7 +160,8 @@ def cross_validated_compare(store: str | Path, heads: list[str], folds: int, rep
     bar = progress_bar(total=len(sets) * len(heads) * per_entry, desc="compare", unit="fit", enabled=progress)
     try:
         for key, fs in sets.items():
-            X, y = _pool_arrays(fs, paths)
+            source = rows_for(fs, plan_memory(fs, limit))  # in memory, or the store's view
+            X, y = _pool_rows(fs, source, paths)
             bb = fs.configs[0].backbone
             n_params = backbone_parameters(bb) if params else None
             for head in heads:
@@ -181,14 +191,15 @@ def cross_validated_compare(store: str | Path, heads: list[str], folds: int, rep
     winner = entries[0]
     return CVCompareResult(
         store=path, entries=entries, folds=plan.folds, repeats=plan.repeats, seed=seed, images=len(paths),
-        pairs=pairs, winner_test=_winner_on_test(sets[winner.key], winner.head, n_classes, seed, tta),
+        pairs=pairs, winner_test=_winner_on_test(sets[winner.key], limit, winner.head, n_classes, seed, tta),
         configs=configs, note=plan.note, shots=[shot_label(s) for s in budgets], skipped=skipped, tta=tta)
 
 
-def _pool_arrays(fs: FeatureSet, paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _pool_rows(fs: FeatureRows, source, paths: list[str]) -> tuple[object, np.ndarray]:
+    """The fold pool's rows (of ``source``: ``fs`` in memory or streamed) and labels, in ``paths`` order."""
     rows = cv_rows(fs)
     idx = np.array([rows[p] for p in paths])
-    return fs.features[idx], fs.labels[idx].astype(int)
+    return source.take(idx), fs.labels[idx].astype(int)
 
 
 def _interval(scores: list[float], plan: FoldPlan, metric: str) -> Interval:
@@ -218,13 +229,14 @@ def _mark_pareto(entries: list[CVEntry]) -> None:
                            (o.scores["accuracy"].mean > acc or o.images_per_s > speed) for o in known)
 
 
-def _winner_on_test(fs: FeatureSet, head: str, n_classes: int, seed: int, tta: bool) -> dict | None:
+def _winner_on_test(fs: FeatureRows, limit: int, head: str, n_classes: int, seed: int, tta: bool) -> dict | None:
     """The winner refit on every train + validation image, scored once on the untouched test split."""
-    pool, test = np.array(sorted(cv_rows(fs).values())), fs.indices("test")
+    pool, test = np.array(sorted(cv_rows(fs).values())), fs.positions("test")
     if len(test) == 0:
         return None
+    X, labels = rows_for(fs, plan_memory(fs, limit)), fs.labels
     model = make_head(head, seed=seed)
-    model.fit(fs.features[pool], fs.labels[pool], context=FitContext(n_classes=n_classes))
-    s = split_scores(fs.labels[test].astype(int), view_proba(model, fs.features[test], tta), n_classes)
+    model.fit(X.take(pool), labels[pool], context=FitContext(n_classes=n_classes))
+    s = split_scores(labels[test].astype(int), view_proba(model, X.take(test), tta), n_classes)
     return {"key": fs.keys[0], "head": head, "n": int(len(test)),
             **{m: round(getattr(s, m), 4) for m in METRICS}}

@@ -15,8 +15,9 @@ import numpy as np
 
 from ..errors import FeatcacheError, ParameterError
 from ..heads import FitContext, make_head
+from ..heads.data import as_rows
 from ..ingest.scan import SPLITS
-from ..stores import FeatureSet
+from ..stores import FeatureRows
 from .probe import view_proba
 
 METRICS = ("accuracy", "macro_f1", "balanced_accuracy", "log_loss")
@@ -58,18 +59,18 @@ def make_folds(paths: list[str], labels: np.ndarray, folds: int, repeats: int = 
     return FoldPlan(list(paths), labels, k, repeats, splits, note)
 
 
-def cv_rows(fs: FeatureSet) -> dict[str, int]:
+def cv_rows(fs: FeatureRows) -> dict[str, int]:
     """Path -> row of the images folds may use (train and validation splits)."""
-    pool = np.flatnonzero(fs.splits != SPLITS.index("test"))
-    return {fs.paths[i]: int(i) for i in pool}
+    pool, paths = np.flatnonzero(fs.splits != SPLITS.index("test")), fs.paths
+    return {paths[i]: int(i) for i in pool}
 
 
-def common_pool(sets: list[FeatureSet]) -> tuple[list[str], np.ndarray]:
+def common_pool(sets: list[FeatureRows]) -> tuple[list[str], np.ndarray]:
     """The train/validation images every config holds (a config may have lost a few to decode errors)."""
     rows = [cv_rows(fs) for fs in sets]
-    first = sets[0]
+    labels = sets[0].labels
     paths = [p for p in rows[0] if all(p in r for r in rows[1:])]
-    return paths, np.array([first.labels[rows[0][p]] for p in paths], int)
+    return paths, np.array([labels[rows[0][p]] for p in paths], int)
 
 
 @dataclass
@@ -81,15 +82,17 @@ class FoldScore:
     fit_seconds: float
 
 
-def score_fold(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, head: str,
+def score_fold(X, y: np.ndarray, train: np.ndarray, test: np.ndarray, head: str,
                n_classes: int, seed: int, tta: bool = False) -> FoldScore:
     """Fit a fresh ``head`` (default parameters, no inner validation) on ``train`` rows' views,
-    score it on ``test`` rows' view 0 (``tta``: the mean over their views)."""
+    score it on ``test`` rows' view 0 (``tta``: the mean over their views). ``X``: (n, V, D)
+    arrays, or a store's view (each fold reads its rows chunk by chunk)."""
+    X = as_rows(X)
     model = make_head(head, seed=seed)
     start = time.perf_counter()
-    model.fit(X[train], y[train], context=FitContext(n_classes=n_classes))
+    model.fit(X.take(train), y[train], context=FitContext(n_classes=n_classes))
     seconds = time.perf_counter() - start
-    return split_scores(y[test], view_proba(model, X[test], tta), n_classes, seconds)
+    return split_scores(y[test], view_proba(model, X.take(test), tta), n_classes, seconds)
 
 
 

@@ -11,13 +11,15 @@ is impossible, there is no validation: Keras heads train the full ``epochs`` and
 weights, ``logreg`` uses C=1.0 unless C is given. config.json and metrics.json record which
 ("store", "train-holdout" or "none").
 
-Memory: when the features, as float32, fit ``memory_limit`` (default: half the available memory)
-they are loaded as before; otherwise the head trains on streams read from the store a few chunks
-at a time (train/streaming.py), and validation and test are streamed too (held in memory in the
-stored dtype when they take at most an eighth of the budget). metrics.json records which.
+Memory: every split is a selection of one view of the store (``store.rows``: verified chunk
+reads). When the features, as float32, fit ``memory_limit`` (default: half the available memory)
+they are loaded; otherwise the heads read the views themselves, a few chunks at a time (shuffled
+windows of chunks for training, ``window_chunks`` from the budget), and validation and test are
+read the same way (view 0 held in memory in the stored dtype when it takes at most an eighth of
+the budget). metrics.json records which.
 
 Probe options (probe.py): test-time augmentation, a temperature fitted on validation, and a refit
-on train + validation with what validation chose; each needs the features in memory.
+on train + validation with what validation chose; in memory or streamed alike.
 """
 
 from __future__ import annotations
@@ -34,47 +36,45 @@ from .. import __version__
 from ..config import FeatureConfig
 from ..errors import FeatcacheError, ParameterError, Remedy, Step, shortlist
 from ..heads import EnsembleHead, FitContext, Head, make_head
-from ..ingest.scan import SPLITS
-from ..stores import FeatureStore, open_store
-from ..stores.schema import FEATURES
-from ..stores.stream import StoreRows
-from .memory import MemoryPlan, resolve_memory_limit
+from ..heads.data import ArrayRows
+from ..stores import FeatureRows, FeatureStore, open_store
+from .memory import MemoryPlan, plan_memory, resolve_memory_limit
 from .metrics import SplitMetrics, evaluate, plot_confusion
 from .probe import PLAIN, ProbeOptions, apply_temperature, fit_temperature, view_proba
 from .run import CONFIG_FILE, RunConfig, ValidationSource, make_folder
-from .streaming import EvalStream, TrainStream
 
 HOLDOUT_FRACTION = 0.1
 METRICS_FILE = "metrics.json"
-# Streaming: a shuffle window takes this share of the budget (the window training, the next one
-# read ahead and the one being read are in memory at once), and validation or test rows are held
-# in memory when each takes at most this share.
-WINDOW_SHARE = 8
-EVAL_SHARE = 8
+EVAL_SHARE = 8  # streamed: validation or test view 0 is held in memory when it takes at most this share
+
+Rows = np.ndarray | FeatureRows | ArrayRows  # what heads read (heads/data.py as_rows)
 
 
 @dataclass
 class TrainingData:
+    """The splits of a fit, each a selection of one view of the store's usable rows: arrays when
+    they fit in memory, else the store's view itself (read chunk by chunk by the head)."""
+
     store_path: str
     data_root: str
     keys: list[str]
     configs: list[FeatureConfig]
     dims: list[int]  # each key's feature size, in concatenation order
     classes: list[str]
-    X_train: np.ndarray | TrainStream  # (n, V, D): every cached view
+    X_train: Rows  # (n, V, D): every cached view
     y_train: np.ndarray
-    X_val: np.ndarray | EvalStream  # (m, D): view 0 only
+    X_val: Rows  # (m, D): view 0 only
     y_val: np.ndarray
-    X_test: np.ndarray | EvalStream  # (t, D): view 0 only
+    X_test: Rows  # (t, D): view 0 only
     y_test: np.ndarray
     validation: ValidationSource
     seed: int = 0  # of the validation holdout
     stats: dict[str, dict] = field(default_factory=dict)  # extraction stats per key
     memory: MemoryPlan | None = None
-    store: FeatureStore | None = field(default=None, repr=False)  # open while streams read from it
-    # every view of the validation and test images (m, V, D), for TTA and refit; None when streamed
-    X_val_views: np.ndarray | None = field(default=None, repr=False)
-    X_test_views: np.ndarray | None = field(default=None, repr=False)
+    store: FeatureStore | None = field(default=None, repr=False)  # open while views read from it
+    # every view of the validation and test images (m, V, D), for TTA and refit
+    X_val_views: Rows | None = field(default=None, repr=False)
+    X_test_views: Rows | None = field(default=None, repr=False)
 
     def close(self) -> None:
         if self.store is not None:
@@ -89,6 +89,14 @@ class TrainingData:
     def n(self) -> dict[str, int]:
         return {"train": len(self.y_train), "validation": len(self.y_val), "test": len(self.y_test),
                 "views": int(self.X_train.shape[1])}
+
+    def train_and_validation(self) -> tuple[Rows, np.ndarray]:
+        """Every view of train + validation (a refit's rows): arrays joined in memory, one view of
+        the store (its shuffle windows) when streamed."""
+        y = np.concatenate([self.y_train, self.y_val])
+        if isinstance(self.X_train, FeatureRows):
+            return self.X_train.concat(self.X_val_views), y
+        return np.concatenate([np.asarray(self.X_train), self.X_val_views]), y
 
 
 def _holdout(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -106,37 +114,25 @@ def _holdout(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 def load_training_data(store: str | Path, backbones: list[str], seed: int = 0,
                        memory_limit: str | int | None = None) -> TrainingData:
     """Read features of one or more backbone configs (concatenated along D) and check they can train
-    a head. Loaded into memory when they fit ``memory_limit`` (a size: "2GB"), else streamed: then
-    ``close()`` the result when done."""
+    a head. Loaded into memory when they fit ``memory_limit`` (a size: "2GB"), else read by the
+    heads from the store's view: then ``close()`` the result when done."""
     if not backbones:
         raise ParameterError("backbones", "give at least one backbone",
                              remedy=Remedy("{} lists them", Step.of("info", store=store)))
     limit = resolve_memory_limit(memory_limit)
     st = open_store(store)
     try:
-        manifest = st.manifest()
-        keys = [st.resolve_key(b) for b in backbones]
-        shapes = [st.backend.shape(f"features/{k}/{FEATURES}") for k in keys]
-        # what loading would hold: every manifest image's views as float32 (failed images are left out)
-        needed = len(manifest) * min(s[1] for s in shapes) * sum(s[2] for s in shapes) * 4
-        stats = {k: st.config_status(k, manifest).stats for k in keys}
+        rows = st.rows(list(backbones))  # verified, lazy: nothing read yet
+        keys, classes, labels = rows.keys, rows.classes, rows.labels
+        stats = {k: st.config_status(k, rows.manifest).stats for k in keys}
         path = str(Path(st.path).resolve())
-        if needed <= limit:
-            fs = st.load(list(backbones))
-            source, labels, splits = fs, fs.labels, fs.splits
-            plan = MemoryPlan(limit, needed, False)
-        else:
-            source = StoreRows(st, list(backbones))
-            labels, splits = source.labels, source.splits
-            chunk = source.keys[0].chunk_rows * source.views * source.dim * source.itemsize
-            plan = MemoryPlan(limit, needed, True, max(1, limit // WINDOW_SHARE // chunk))
-        classes, configs = manifest.classes, source.configs
+        plan = plan_memory(rows, limit)  # what loading holds: every usable image's views as float32
         if len(classes) < 2:
             raise FeatcacheError(f"{path} has {len(classes)} class ({', '.join(classes)}); a classifier "
                                  "needs at least two class folders")
         if len(labels) == 0:
             raise FeatcacheError(f"{path} has no usable images for {', '.join(keys)}")
-        train, val, test = (np.flatnonzero(splits == SPLITS.index(s)) for s in ("train", "validation", "test"))
+        train, val, test = (rows.positions(s) for s in ("train", "validation", "test"))
         empty = [c for i, c in enumerate(classes) if not np.any(labels[train] == i)]
         if empty:
             raise FeatcacheError(f"{len(empty)} class(es) have no training images: {shortlist(empty, 10)}. Add images, "
@@ -146,24 +142,31 @@ def load_training_data(store: str | Path, backbones: list[str], seed: int = 0,
             held = _holdout(labels[train], HOLDOUT_FRACTION, seed)
             val, train = train[held], train[~held]
             validation = ValidationSource.TRAIN_HOLDOUT if len(val) else ValidationSource.NONE
-        common = {"store_path": path, "data_root": manifest.data_root, "keys": keys, "configs": configs,
-                  "dims": [int(s[2]) for s in shapes],
-                  "classes": classes, "validation": validation, "seed": seed, "stats": stats, "memory": plan}
+        common = {"store_path": path, "data_root": rows.manifest.data_root, "keys": keys, "configs": rows.configs,
+                  "dims": rows.dims, "classes": classes, "validation": validation, "seed": seed, "stats": stats,
+                  "memory": plan, "y_train": labels[train], "y_val": labels[val], "y_test": labels[test]}
         if not plan.streamed:
+            X = rows.load()
             st.close()
-            X = fs.features
             X_val, X_test = X[val], X[test]
-            return TrainingData(X_train=X[train], y_train=labels[train], X_val=X_val[:, 0], y_val=labels[val],
-                                X_test=X_test[:, 0], y_test=labels[test], X_val_views=X_val, X_test_views=X_test,
-                                **common)
-        evals = [EvalStream(source, idx, cache=len(idx) * source.dim * source.itemsize <= limit // EVAL_SHARE)
-                 for idx in (val, test)]
-        return TrainingData(X_train=TrainStream(source, train, labels[train], plan.window_chunks),
-                            y_train=labels[train], X_val=evals[0], y_val=evals[0].labels, X_test=evals[1],
-                            y_test=evals[1].labels, store=st, **common)
+            return TrainingData(X_train=X[train], X_val=X_val[:, 0], X_test=X_test[:, 0], X_val_views=X_val,
+                                X_test_views=X_test, **common)
+        views = {name: rows.take(idx) for name, idx in (("validation", val), ("test", test))}
+        view0 = {name: _held_if_small(v.view(0), limit // EVAL_SHARE) for name, v in views.items()}
+        return TrainingData(X_train=rows.take(train).windowed(plan.window_chunks), X_val=view0["validation"],
+                            X_test=view0["test"], X_val_views=views["validation"], X_test_views=views["test"],
+                            store=st, **common)
     except BaseException:
         st.close()
         raise
+
+
+def _held_if_small(rows: FeatureRows, budget: int) -> Rows:
+    """View-0 rows read once and held (in the stored dtype) when they take at most ``budget``
+    bytes, else the view itself (read again at each pass)."""
+    if rows.nbytes(rows.itemsize) > budget or not len(rows):
+        return rows
+    return ArrayRows(rows.read(np.arange(len(rows))), rows.labels)
 
 
 @dataclass
@@ -235,29 +238,21 @@ def check_probe(data: TrainingData, probe: ProbeOptions) -> None:
         raise ParameterError("combine", "an ensemble needs features of two or more backbones",
                              remedy="give two or more with backbones", mentions=("backbones",))
     if probe.tta and data.n["views"] == 1:
-        raise ParameterError("tta", "the features have no augmented views (extract --augment 0): there is nothing "
-                                    "to average; extract with --augment K")
-    in_memory = {"tta": probe.tta, "refit": probe.refit, "combine": probe.combine == "ensemble"}
-    if any(in_memory.values()) and data.X_val_views is None:
-        flag = next(f for f, asked in in_memory.items() if asked)
-        raise ParameterError(flag, f"needs the features in memory: they take {data.memory.needed / 1e9:.1f} GB as "
-                                   f"float32, over the memory limit of {data.memory.limit / 1e9:.1f} GB; raise "
-                                   "the memory limit or leave it out")
+        raise ParameterError("tta", "the features have no augmented views (extracted with none): there is nothing "
+                                    "to average", remedy="extract them with augmented views")
 
 
 def split_proba(model: Head, data: TrainingData, split: str, tta: bool) -> np.ndarray:
     """A split's probabilities: of view 0, or (tta) the mean over every cached view."""
-    views = data.X_val_views if split == "validation" else data.X_test_views
-    if views is None:  # streamed: view 0 only (check_probe refused tta)
+    if not tta:  # view 0: held in memory when small enough
         return model.predict_proba(data.X_val if split == "validation" else data.X_test)
-    return view_proba(model, views, tta)
+    return view_proba(model, data.X_val_views if split == "validation" else data.X_test_views, tta)
 
 
 def refit_on_train_and_validation(model: Head, data: TrainingData) -> tuple[Head, dict]:
     """A new head with what validation chose (epochs, C) fixed, fitted on every view of train +
     validation without validation."""
-    X = np.concatenate([np.asarray(data.X_train), data.X_val_views])
-    y = np.concatenate([data.y_train, data.y_val])
+    X, y = data.train_and_validation()
     return model.refitted(X, y, len(data.classes)), {"params": model.refit_params(), "images": len(y)}
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from ..errors import ParameterError
 
 DEFAULT_FRACTION = 0.5  # of the memory available when the fit starts
+WINDOW_SHARE = 8  # of the budget, per shuffle window of a streamed epoch
 UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)(I?B)?\s*$", re.IGNORECASE)
 
@@ -61,3 +62,20 @@ class MemoryPlan:
 def resolve_memory_limit(value: str | int | None) -> int:
     """The budget in bytes: ``value`` parsed, or the default share of the available memory."""
     return parse_size(value) if value is not None else int(DEFAULT_FRACTION * available_memory())
+
+
+def plan_memory(rows, limit: int) -> MemoryPlan:
+    """In memory when ``rows`` (a store's view) take at most ``limit`` bytes as float32; else
+    streamed, a shuffle window taking 1/WINDOW_SHARE of the budget (the window training, the next
+    one read ahead and the one being read are in memory at once)."""
+    needed = rows.nbytes()
+    if needed <= limit:
+        return MemoryPlan(limit, needed, False)
+    return MemoryPlan(limit, needed, True, max(1, limit // WINDOW_SHARE // max(1, rows.chunk_bytes)))
+
+
+def rows_for(rows, plan: MemoryPlan):
+    """What heads read under ``plan``: the rows loaded (arrays), or the view itself, windowed."""
+    from ..heads.data import ArrayRows
+
+    return rows.windowed(plan.window_chunks) if plan.streamed else ArrayRows(rows.load(), rows.labels)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..errors import ParameterError
+from ..heads.data import as_rows
 
 COMBINES = ("concat", "ensemble")
 ECE_BINS = 15
@@ -77,11 +78,13 @@ def fit_temperature(proba: np.ndarray, y: np.ndarray) -> float:
     return float(np.exp(best.x))
 
 
-def mean_over_views(predict_proba, X: np.ndarray) -> np.ndarray:
-    """(m, V, D) views -> (m, C): the mean of the head's probabilities over the V views."""
-    return np.mean([predict_proba(X[:, v]) for v in range(X.shape[1])], axis=0)
+def mean_over_views(predict_proba, X) -> np.ndarray:
+    """(m, V, D) views (arrays or a store's view) -> (m, C): the mean of the head's probabilities
+    over the V views, one view at a time (a store's view is read once per view, block by block)."""
+    rows = as_rows(X)
+    return np.mean([predict_proba(rows.view(v)) for v in range(rows.shape[1])], axis=0)
 
 
-def view_proba(model, X: np.ndarray, tta: bool) -> np.ndarray:
+def view_proba(model, X, tta: bool) -> np.ndarray:
     """(m, V, D) views -> the head's probabilities of view 0, or (tta) their mean over the views."""
-    return mean_over_views(model.predict_proba, X) if tta else model.predict_proba(X[:, 0])
+    return mean_over_views(model.predict_proba, X) if tta else model.predict_proba(as_rows(X).view(0))
