@@ -1,8 +1,9 @@
 """Hyper-parameter sweep of one head on cached features: every combination of a grid.
 
 The features are read once (or streamed, when they do not fit the memory budget); the
-combinations are trained in groups that share each pass over the features (sweep_tasks.py: Keras
-heads in one graph, logreg's C values in one stacked solve) and scored on validation; the
+combinations are trained in groups that share each pass over the features, as the head's
+``group_key``/``fit_group`` say (sweep_tasks.py: Keras heads in one graph, logreg's C values in one
+stacked solve, knn heads on one bank, a plugin head as it declares) and scored on validation; the
 leaderboard is sorted by validation accuracy (ties: lower validation loss). The test split is
 touched once, by the chosen (best) configuration only, so the reported test accuracy stays an
 honest estimate. Times: each trial's ``fit_seconds`` is its share of its group's fit, and the
