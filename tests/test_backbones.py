@@ -135,18 +135,23 @@ def test_all_twelve_keras_applications_are_registered():
 
 @pytest.mark.parametrize("spec", KERAS_APPS, ids=lambda s: s.name)
 def test_every_keras_application_gives_its_feature_dim_at_its_declared_and_minimum_size(spec):
-    """One test per model, so test workers share them out (all twelve take about 60 s in one)."""
+    """One test per model, so test workers share them out (all twelve take about 60 s in one). The
+    count compare's cost column reads (declared, not built there) is the network's at both sizes."""
     for size in (spec.input_size, spec.min_input_size):
-        out = features(resolve_config(spec.name, size, weights="random"), random_images(1, size))
+        model = build_feature_extractor(resolve_config(spec.name, size, weights="random"))
+        out = np.asarray(model(random_images(1, size), training=False))
         assert out.shape == (1, spec.feature_dim), (spec.name, size)
         assert np.isfinite(out).all()
+        assert model.count_params() == spec.parameters, (spec.name, size)
 
 
 @pytest.mark.parametrize("name", LITE)
 def test_efficientnet_lite_feature_dim_at_its_size_and_another(name):
     spec = get_backbone(name)
     for size in (spec.input_size, 160):
-        assert features(resolve_config(name, size, weights="random"), random_images(1, size)).shape == (1, 1280)
+        model = build_feature_extractor(resolve_config(name, size, weights="random"))
+        assert np.asarray(model(random_images(1, size), training=False)).shape == (1, 1280)
+        assert model.count_params() == spec.parameters, (name, size)
 
 
 @pytest.mark.parametrize("name, size, grid", [("tiny_test", 32, 8), ("mobilenet", 96, 3), ("vgg16", 64, 2)])
