@@ -119,14 +119,41 @@ def _traced(pid: int) -> bool:
         return any(line.startswith("TracerPid:") and line.split()[1] != "0" for line in f)
 
 
+def run_fit(store, out):
+    """fit-head with a logreg head (scikit-learn: no TensorFlow) over the numpy backbone's features."""
+    from featcache.train.fit import fit_head
+
+    return fit_head(store, [NUMPY_NET], "logreg", out=out, progress=False)
+
+
+def run_fingerprint(run: Path) -> dict:
+    """What a reader of a run folder gets: its classes and its head's probabilities on fixed rows,
+    or the refusal; and what else lies beside it (a lock, a temporary folder: nothing, after a
+    finished fit)."""
+    from featcache.train.run import load_run
+
+    try:
+        loaded = load_run(run)
+    except FeatcacheError as exc:
+        return {"refused": str(exc)}
+    x = np.random.default_rng(0).standard_normal((4, loaded.config.input_dim)).astype(np.float32)
+    return {"classes": loaded.config.classes, "proba": loaded.head.predict_proba(x).round(6).tolist(),
+            "beside": sorted(p.name for p in run.parent.iterdir() if p != run)}
+
+
 def _child(go: int, report: int, cmd: dict) -> None:
     ctypes.CDLL(None).prctl(0x59616D61, ctypes.c_ulong(-1), 0, 0, 0)  # PR_SET_PTRACER_ANY: strace -p may attach
     os.read(go, 1)
     code, message = 0, b""
     try:
-        run_extract(cmd["data"], cmd["store"])
-        if cmd.get("fingerprint"):
-            message = json.dumps(fingerprint(Path(cmd["store"]))).encode()
+        if cmd.get("out"):  # a fit-head into the run folder "out"
+            run_fit(cmd["store"], cmd["out"])
+            if cmd.get("fingerprint"):
+                message = json.dumps(run_fingerprint(Path(cmd["out"]))).encode()
+        else:
+            run_extract(cmd["data"], cmd["store"])
+            if cmd.get("fingerprint"):
+                message = json.dumps(fingerprint(Path(cmd["store"]))).encode()
     except FeatcacheError as exc:
         code, message = 2, str(exc).encode()
     except BaseException:  # noqa: BLE001  (a traceback is a failure the test reports)
@@ -147,6 +174,19 @@ def _warm_up() -> None:
     for codec in ("bytes", "zstd", "crc32c", "vlen-utf8"):
         get_codec_class(codec)
     ExtractOptions(backbones=[NUMPY_NET], weights="random").feature_configs()
+    # fit-head's: the modules, and one confusion plot (matplotlib's font cache is written once, here)
+    import tempfile
+
+    import threadpoolctl  # noqa: F401
+
+    import featcache.train.fit  # noqa: F401
+    from featcache.heads import make_head
+    from featcache.train.metrics import evaluate, plot_confusion
+
+    make_head("logreg")
+    with tempfile.TemporaryDirectory() as tmp:
+        labels = np.array([0, 1])
+        plot_confusion(evaluate(labels, np.eye(2), ["a", "b"]), ["a", "b"], Path(tmp) / "c.png", "warm-up")
 
 
 def serve() -> None:
@@ -198,10 +238,13 @@ class ForkServer:
         self.proc = subprocess.Popen([sys.executable, str(Path(__file__)), "serve"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, env=env, cwd=str(Path(__file__).parent))
 
-    def run(self, data: Path, store: Path, strace: list[str] | None = None, fingerprint: bool = False) -> dict:
-        """One extract in a forked child: optionally under strace, optionally answering with the
-        store's fingerprint (as JSON, in "message") after a successful run."""
-        cmd = {"data": str(data), "store": str(store), "strace": strace, "fingerprint": fingerprint}
+    def run(self, data: Path | None, store: Path, strace: list[str] | None = None, fingerprint: bool = False,
+            out: Path | None = None) -> dict:
+        """One extract (or, with ``out``, one fit-head into the run folder ``out``) in a forked
+        child: optionally under strace, optionally answering with the store's (the run folder's)
+        fingerprint (as JSON, in "message") after a successful run."""
+        cmd = {"data": str(data), "store": str(store), "strace": strace, "fingerprint": fingerprint,
+               "out": str(out) if out else None}
         self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()

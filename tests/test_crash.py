@@ -71,10 +71,11 @@ class Sweep:
             (shutil.copytree if self.base.is_dir() else shutil.copy)(self.base, store)
         return store
 
-    def run(self, store: Path, strace: list[str] | None = None, fingerprint: bool = False) -> dict:
+    def run(self, store: Path, strace: list[str] | None = None, fingerprint: bool = False,
+            out: Path | None = None) -> dict:
         srv = self.free.get()
         try:
-            return srv.run(self.data, store, strace, fingerprint)
+            return srv.run(self.data, store, strace, fingerprint, out)
         finally:
             self.free.put(srv)
 
@@ -166,3 +167,71 @@ def test_a_full_disk_is_one_clear_error_and_the_next_run_loses_nothing_computed(
         assert not store.exists() and store.with_name(store.name + ".journal").is_dir()
     resumed = sweep.run(store, fingerprint=True)
     assert resumed["code"] == 0 and json.loads(resumed["message"]) == expected, resumed
+
+
+# -- fit-head over an existing run folder (issue 21, finding 1) ------------------------------------------------
+
+FIT_SYSCALLS = ("write", "pwrite64", "ftruncate", "mkdir", "rename", "renameat2", "unlink", "unlinkat", "rmdir")
+OTHER_COLOURS = {"cyan": (40, 200, 200), "magenta": (200, 40, 200), "yellow": (220, 220, 40)}
+
+
+def _per_thread_counts(trace: Path, calls) -> dict[str, int]:
+    pattern = re.compile(r"(\d+) +(\w+)\(")
+    per_thread = collections.Counter(m.groups() for m in map(pattern.match, trace.read_text().splitlines()) if m)
+    return {call: max((n for (_, c), n in per_thread.items() if c == call), default=0) for call in calls}
+
+
+def test_a_kill_at_any_write_of_fit_head_over_an_existing_run_leaves_the_old_run_or_the_new_one(servers, tmp_path):
+    """Kill `fit-head SECOND --out r` over r (a run of FIRST's classes) at each of its writes,
+    renames, removals and folder creations in turn: r must then load as the old run or as the new
+    one (never one run's head with the other's classes, never refused), and the next fit-head
+    must give the uninterrupted new run with nothing left beside it."""
+    from store_harness import run_extract, run_fingerprint
+
+    stores = {}
+    for name, colours in (("first", COLOURS), ("second", OTHER_COLOURS)):
+        stores[name] = tmp_path / f"{name}.zarr"
+        run_extract(make_tree(tmp_path / name, per_class=5, classes=colours), stores[name], split="60/20/20")
+    base = tmp_path / "base" / "r"
+    assert servers[0].run(None, stores["first"], out=base)["code"] == 0
+    old = run_fingerprint(base)
+    sweep = Sweep(servers, tmp_path, None, tmp_path, "")
+
+    def fresh(name: str) -> Path:
+        run = tmp_path / name / "r"
+        shutil.copytree(base, run)
+        return run
+
+    new = json.loads(sweep.run(stores["second"], fingerprint=True, out=fresh("reference"))["message"])
+    assert new["classes"] == sorted(OTHER_COLOURS) and new["beside"] == [] and old["classes"] == sorted(COLOURS)
+    trace = tmp_path / "trace.txt"
+    counted = sweep.run(stores["second"], ["-e", f"trace={','.join(FIT_SYSCALLS)}", "-o", str(trace)],
+                        out=fresh("count"))
+    assert counted["code"] == 0, counted
+    counts = {c: n for c, n in _per_thread_counts(trace, FIT_SYSCALLS).items() if n}
+    points = [(call, n) for call, total in counts.items() for n in range(1, total + 1)]
+
+    def kill_and_refit(point):
+        call, n = point
+        run = fresh(f"{call}-{n}")
+        killed = sweep.run(stores["second"], ["-e", f"trace={call}", "-e", f"inject={call}:signal=KILL:when={n}",
+                                              "-o", "/dev/null"], out=run)
+        if killed["signal"] != 9:
+            return "not killed", killed
+        state = {k: v for k, v in run_fingerprint(run).items() if k != "beside"}
+        seen = "old" if state == {k: v for k, v in old.items() if k != "beside"} else \
+            "new" if state == {k: v for k, v in new.items() if k != "beside"} else None
+        if seen is None:
+            return "mixed or refused", state
+        again = sweep.run(stores["second"], fingerprint=True, out=run)
+        if again["code"] != 0 or json.loads(again["message"]) != new:
+            return f"{seen}, then the next fit differs", again
+        return seen, None
+
+    with ThreadPoolExecutor(sweep.free.qsize()) as pool:
+        results = list(pool.map(lambda p: (p, kill_and_refit(p)), points))
+    outcomes = collections.Counter(kind for _, (kind, _) in results)
+    print(f"\nfit-head over an existing run: {len(points)} kill points {counts}: {dict(outcomes)}")
+    failures = [(p, kind, detail) for p, (kind, detail) in results if kind not in ("old", "new")]
+    assert not failures, failures[:5]
+    assert outcomes["old"] > 0 and outcomes["new"] > 0

@@ -216,7 +216,7 @@ def test_format_follows_a_tflite_out_and_text_output(tiny_run, tmp_path):
     result = _cli("export", run_dir, "--out", tmp_path / "m.tflite", "--quantize", "int8",
                   "--calibration-images", run_dir.parent / "data", "--calibration-size", "5")
     assert result.exit_code == 0, result.output
-    assert "exported tflite int8 model" in result.output and "m.labels.json" in result.output
+    assert "exported tflite int8 model" in result.output and "m.tflite.labels.json" in result.output
     assert "int8 calibrated on 5 images from" in result.output
 
 
@@ -246,11 +246,10 @@ def test_export_refuses_bad_format_options(tiny_run, tmp_path, args, message):
 
 def test_int8_without_the_store_says_what_to_do(tiny_run, tmp_path):
     run_dir, _ = tiny_run
-    moved = tmp_path / "run"
-    shutil.copytree(run_dir, moved)
-    cfg = json.loads((moved / "config.json").read_text())
-    cfg["store"]["path"] = str(tmp_path / "gone.zarr")
-    (moved / "config.json").write_text(json.dumps(cfg))
+    store = tmp_path / "gone.zarr"  # a copy of the store, fitted on, then deleted (config.json is bound by its digest)
+    shutil.copytree(load_run(run_dir).config.store_path, store)
+    moved = Path(fit_head(store, [TINY], "logreg", tmp_path / "run", progress=False).run_dir)
+    shutil.rmtree(store)
     result = _cli("export", moved, "--out", tmp_path / "m.tflite", "--quantize", "int8")
     assert result.exit_code == 2 and "gone.zarr does not exist" in result.output
     assert "--calibration-images DIR" in result.output
@@ -294,3 +293,75 @@ def test_a_featcache_0_1_export_still_loads(tmp_path):
     keras.Model(inputs, probs).save(tmp_path / "old.keras")
     clf = load_classifier(tmp_path / "old.keras")
     assert clf.classes == ["cat", "dog"]
+
+
+# -- exports replaced in one step, one sidecar per model, bounded archives (issue 21, findings 4 and 7) ----
+
+def _tree_bytes(path: Path) -> dict[str, bytes]:
+    if path.is_file():
+        return {path.name: path.read_bytes()}
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("name", ["clf.keras", "clf_savedmodel"])
+def test_a_killed_export_leaves_the_previous_export_whole(tiny_run, tmp_path, monkeypatch, name):
+    """Finding 4: Keras wrote the path in place, so a kill left a 0-byte .keras where a good one was."""
+    import keras
+
+    from featcache.serve.formats import keras_file
+
+    run_dir, photos = tiny_run
+    out, fmt = tmp_path / name, "keras" if name.endswith(".keras") else "savedmodel"
+    assert _cli("export", run_dir, "--out", out, "--format", fmt).exit_code == 0
+    before, sidecar = _tree_bytes(out), (tmp_path / f"{name}.labels.json").read_bytes()
+    expected = _predicted(out, photos)
+
+    def kill(*args, **kwargs):
+        raise KeyboardInterrupt  # as a kill once the new model's bytes are (partly) written
+
+    if name.endswith(".keras"):
+        monkeypatch.setattr(keras_file, "_add_metadata", kill)
+    else:
+        archive = type(keras.export.ExportArchive())  # the backend's class, which ExportArchive() makes
+        write_out = archive.write_out
+
+        def killed_midway(self, path, **kwargs):  # saved_model.pb written, the variables not yet
+            write_out(self, path, **kwargs)
+            shutil.rmtree(Path(path) / "variables")
+            kill()
+
+        monkeypatch.setattr(archive, "write_out", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        from featcache.serve.export import export
+        export(run_dir, out, format=fmt)
+    monkeypatch.undo()
+    assert _tree_bytes(out) == before and (tmp_path / f"{name}.labels.json").read_bytes() == sidecar
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, f"{name}.labels.json"]), "no temporary left"
+    assert np.array_equal(_predicted(out, photos), expected)
+
+
+def test_each_model_has_its_own_sidecar_and_a_sidecar_of_another_model_is_refused(tiny_run, tmp_path):
+    """Exporting tux.keras then tux.tflite wrote one shared tux.labels.json: the second export
+    relabelled the first model."""
+    run_dir, photos = tiny_run
+    for name in ("tux.keras", "tux.tflite"):
+        assert _cli("export", run_dir, "--out", tmp_path / name).exit_code == 0
+    sidecars = sorted(p.name for p in tmp_path.glob("*.labels.json"))
+    assert sidecars == ["tux.keras.labels.json", "tux.tflite.labels.json"]
+    for name in sidecars:
+        assert json.loads((tmp_path / name).read_text())["classes"] == ["blue", "green", "red"]
+    (tmp_path / "tux.tflite.labels.json").write_bytes((tmp_path / "tux.keras.labels.json").read_bytes())
+    result = _cli("predict", tmp_path / "tux.tflite", photos)
+    assert result.exit_code == 2 and "was written for another version of" in result.output, result.output
+
+
+def test_a_keras_archive_whose_member_would_inflate_far_beyond_its_size_is_refused_unread(tmp_path):
+    """Finding 7: a 2 MB .keras inflating to 2 GiB took 120 s before it was refused."""
+    import zipfile
+
+    bomb = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("model.weights.h5", bytes(80 << 20))  # 80 MiB of zeros: about 80 KB stored
+    assert bomb.stat().st_size < 1 << 20
+    result = _cli("predict", bomb, tmp_path)
+    assert result.exit_code == 2 and "would inflate" in result.output and "Traceback" not in result.output

@@ -67,7 +67,7 @@ def test_exported_model_reproduces_fit_head_probabilities(store, tmp_path, head)
     assert np.abs(from_run - expected).max() <= 1e-4
 
     exported = export(tmp_path / "run", tmp_path / "clf.keras")
-    assert json.loads(exported.with_suffix(".labels.json").read_text())["classes"] == ["blue", "green", "red"]
+    assert json.loads((tmp_path / "clf.keras.labels.json").read_text())["classes"] == ["blue", "green", "red"]
     reloaded = load_classifier(exported)
     assert reloaded.classes == ["blue", "green", "red"]
     assert np.abs(_probs(reloaded.predict(paths)) - expected).max() <= 1e-4

@@ -66,13 +66,16 @@ def test_fit_head_out_is_an_existing_file(runs, tmp_path):
 
 
 def _tampered(runs, tmp_path, head: str = "logreg", edit=None) -> Path:
-    """A copy of a run folder with its config.json passed through ``edit``."""
+    """A copy of a run folder with its config.json passed through ``edit``, and without its
+    integrity record (which refuses any edit: test_run_integrity.py), as a run folder written
+    before integrity records: these are the checks such a folder still gets."""
     run = tmp_path / f"{head}_run"
     shutil.copytree(runs[head], run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg.pop("integrity")
     if edit is not None:
-        cfg = json.loads((run / "config.json").read_text())
         edit(cfg)
-        (run / "config.json").write_text(json.dumps(cfg))
+    (run / "config.json").write_text(json.dumps(cfg))
     return run
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from ..config import FeatureConfig
 from ..heads import Head, KerasHead, LinearHead
 from ..train.fit import METRICS_FILE
 from ..train.metrics import SplitMetrics, evaluate, plot_confusion
-from ..train.run import CONFIG_FILE, RunConfig, TrainedRun, ValidationSource
+from ..train.run import RunConfig, TrainedRun, ValidationSource, commit_run, final_path
 from .blocks import Unfrozen
 from .data import ImageSet
 from .network import Network
@@ -78,18 +78,22 @@ def carried_head(head: Head, network: Network, options: FineTuneOptions) -> Head
 
 def write_fine_tuned_run(out: Path, source: TrainedRun, network: Network, images: ImageSet, training: Training,
                          options: FineTuneOptions) -> FineTuneResult:
-    weights = out / FINE_TUNED_FILE
+    weights = out / FINE_TUNED_FILE  # ``out`` is the folder begin_run gave: commit_run puts it in place
+    final = final_path(out)
     network.trunk.save_weights(str(weights))
     old = source.config.features[0]
     b = old.backbone
-    feature = FeatureConfig(resolve_config(b.name, b.input_size, b.pooling, str(weights)), old.augment, old.dtype)
+    # the record names the file where it will be once the folder is in place (its digest is the same)
+    resolved = replace(resolve_config(b.name, b.input_size, b.pooling, str(weights)), weights=str(final / FINE_TUNED_FILE))
+    feature = FeatureConfig(resolved, old.augment, old.dtype)
     head = carried_head(source.head, network, options)
     head.save(out)
     labels = {"validation": images.validation.labels, "test": images.test.labels}
     metrics = {when: {s: evaluate(labels[s], p, images.classes) for s, p in training.probabilities[when].items()}
                for when in ("before", "after")}
     result = FineTuneResult(
-        run_dir=str(out), source_run=str(source.path), backbone=b.name, key=feature.key, weights=str(weights),
+        run_dir=str(final), source_run=str(source.path), backbone=b.name, key=feature.key,
+        weights=str(final / FINE_TUNED_FILE),
         unfrozen=network.unfrozen, n=images.n, validation_source=images.validation_source,
         before=metrics["before"], after=metrics["after"], best_epoch=training.best_epoch,
         epochs_trained=training.epochs_trained, fit_seconds=training.seconds, history=training.history,
@@ -103,10 +107,10 @@ def write_fine_tuned_run(out: Path, source: TrainedRun, network: Network, images
         input_dim=source.config.input_dim, seed=options.seed, validation=images.validation_source, files=files,
         created=datetime.now(UTC).isoformat(timespec="seconds"))
     # a section RunConfig does not read: where this run came from, for people and reports
-    record = {**config.to_dict(), "fine_tune": {"from_run": str(source.path), "from_key": source.config.keys[0],
-                                                 "unfrozen_blocks": list(network.unfrozen.blocks),
-                                                 "options": options.to_dict()}}
-    (out / CONFIG_FILE).write_text(json.dumps(record, indent=2))
+    config.write(out, extra={"fine_tune": {"from_run": str(source.path), "from_key": source.config.keys[0],
+                                           "unfrozen_blocks": list(network.unfrozen.blocks),
+                                           "options": options.to_dict()}})
+    commit_run(out)
     return result
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import ParameterError
 from ..train.fit import prepare_run_dir
-from ..train.run import load_run
+from ..train.run import abandon_run, load_run
 from .data import BatchReader, load_image_set
 from .network import build_network
 from .options import FineTuneOptions
@@ -37,11 +37,16 @@ def fine_tune(run: str | Path, out: str | Path, data: str | Path | None = None,
     images = load_image_set(source.config, data)
     if not len(images.train):
         raise ParameterError("run", f"store {source.config.store_path} has no training images to fine-tune on")
-    out_dir = prepare_run_dir(out_dir)
-    network = build_network(feature, source.head, options.unfreeze, options.seed)
-    reader = BatchReader(feature.backbone.input_size, feature.backbone.preprocess, feature.augment, options.threads)
+    out_dir = prepare_run_dir(out_dir)  # written beside ``out``, put in place when complete
     try:
-        training = train(network, images, reader, options)
-    finally:
-        reader.close()
-    return write_fine_tuned_run(out_dir, source, network, images, training, options)
+        network = build_network(feature, source.head, options.unfreeze, options.seed)
+        reader = BatchReader(feature.backbone.input_size, feature.backbone.preprocess, feature.augment,
+                             options.threads)
+        try:
+            training = train(network, images, reader, options)
+        finally:
+            reader.close()
+        return write_fine_tuned_run(out_dir, source, network, images, training, options)
+    except BaseException:
+        abandon_run(out_dir)  # ``out`` stays as it was
+        raise

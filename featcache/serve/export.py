@@ -6,13 +6,18 @@ backbone's preprocessing in the graph, with the numbers recorded in the run's fe
 ones extraction used). With several backbones of different input sizes it has one input per size,
 named ``image_<S>``, in ascending size order. It is made of Keras' own layers only, so every
 format loads without featcache. The class names travel inside the model where the format allows
-and in a sidecar ``<model>.labels.json``.
+and in a sidecar ``<model name>.labels.json`` (labels.py).
+
+An export is written under a temporary name beside ``out`` and renamed over it when complete (a
+folder swapped in one step, featcache/atomic.py): a killed export leaves the previous one whole.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+from .. import atomic
 from ..config import FeatureConfig
 from ..errors import FeatcacheError, ParameterError, describe_error
 from ..train.probe import TINY
@@ -20,7 +25,8 @@ from ..train.run import CONFIG_FILE, TrainedRun, load_run, make_folder
 from .calibration import CalibrationOptions, choose
 from .checks import check_model
 from .formats import FORMATS, ExportFormat, ExportJob, ExportResult
-from .labels import check_sidecar_path
+from .formats.base import INPUT_NOTE
+from .labels import check_sidecar_path, write_sidecar
 
 
 def build_end_to_end(features: list[FeatureConfig], head_model, classes: list[str], temperature: float = 1.0):
@@ -117,7 +123,14 @@ def export_model(run_dir: str | Path, out: str | Path, format: str | None = None
     images = choose(calibration or CalibrationOptions(), run) if quantize == "int8" else None
     model = build_run_model(run)
     check_model(model, run.config.classes, f"run folder {run.path}", str(run.path / CONFIG_FILE))
-    return fmt.write(ExportJob(model, run.config.classes, f"run folder {run.path}", images), out, quantize)
+    job = ExportJob(model, run.config.classes, f"run folder {run.path}", images)
+    try:
+        with atomic.replaced(out) as tmp:  # the previous export at ``out`` stays whole until this one is
+            result = fmt.write(job, tmp, quantize)
+    except OSError as exc:  # no permission, disk full
+        raise ParameterError("out", f"cannot write {out} ({exc.strerror})") from exc
+    sidecar = write_sidecar(out, job.classes, job.input_sizes, INPUT_NOTE)
+    return replace(result, path=out, sidecar=sidecar)
 
 
 def export(run_dir: str | Path, out: str | Path, **options) -> Path:

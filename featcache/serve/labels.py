@@ -1,27 +1,59 @@
 """The ``.labels.json`` sidecar every exported model gets: its class names (one per output, in
-order) and what its inputs take, readable by anyone with a JSON parser."""
+order) and what its inputs take, readable by anyone with a JSON parser.
+
+One sidecar per model name: ``clf.keras`` -> ``clf.keras.labels.json``, ``clf.tflite`` ->
+``clf.tflite.labels.json``, a SavedModel folder ``clf`` -> ``clf.labels.json``, so exporting
+``clf.keras`` and then ``clf.tflite`` never relabels the first. The sidecar records the SHA-256 of
+the model it was written with (``model_sha256``): a sidecar beside another model (a copy, a
+killed export) is refused, not believed. ``clf.labels.json`` beside ``clf.keras`` or
+``clf.tflite`` (featcache 0.1's name, or one a user wrote for a foreign model) is still read.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, atomic
 from ..errors import FeatcacheError, ParameterError, describe_error
 
 MODEL_SUFFIXES = (".keras", ".tflite")
 EXPECTED = '{"classes": ["name of output 0", "name of output 1", ...]}'
+SAVED_MODEL_FILE = "saved_model.pb"  # what a SavedModel folder's digest is taken of
 
 
 def sidecar_path(model: Path) -> Path:
-    """clf.keras / clf.tflite -> clf.labels.json; a SavedModel folder clf -> clf.labels.json beside it."""
+    """The sidecar a model is read with: its own (clf.keras.labels.json), else the shared name an
+    older export or a user wrote (clf.labels.json)."""
+    own = own_sidecar_path(model)
+    legacy = _legacy_sidecar_path(Path(model))
+    return legacy if not own.exists() and legacy is not None and legacy.exists() else own
+
+
+def own_sidecar_path(model: Path) -> Path:
+    """The sidecar export writes: <model name>.labels.json beside the model file or folder."""
     model = Path(model)
-    return model.with_suffix(".labels.json") if model.suffix in MODEL_SUFFIXES else \
-        model.parent / f"{model.name}.labels.json"
+    return model.parent / f"{model.name}.labels.json"
+
+
+def _legacy_sidecar_path(model: Path) -> Path | None:
+    return model.with_suffix(".labels.json") if model.suffix in MODEL_SUFFIXES else None
+
+
+def model_digest(model: Path) -> str:
+    """SHA-256 of a model file, or of a SavedModel folder's saved_model.pb."""
+    path = Path(model) / SAVED_MODEL_FILE if Path(model).is_dir() else Path(model)
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 def check_sidecar_path(model: Path) -> Path:
-    sidecar = sidecar_path(model)
+    sidecar = own_sidecar_path(model)
     if sidecar.is_dir():
         raise ParameterError("out", f"{sidecar} is a folder, where the model's class names would be written; "
                                     "choose another model file name")
@@ -29,11 +61,13 @@ def check_sidecar_path(model: Path) -> Path:
 
 
 def write_sidecar(model: Path, classes: list[str], input_sizes: list[int], input_note: str) -> Path:
-    sidecar = sidecar_path(model)
+    """The model's own sidecar, replaced in one step, bound to the model (in place already) by its digest."""
+    sidecar = own_sidecar_path(model)
     labels = {"classes": list(classes), "input_sizes": list(input_sizes), "input": input_note,
-              "featcache_version": __version__}
+              "featcache_version": __version__, "model_sha256": model_digest(model)}
     try:
-        sidecar.write_text(json.dumps(labels, indent=2))
+        with atomic.replaced(sidecar) as tmp, os.fdopen(atomic.create_exclusive(tmp), "w") as f:
+            f.write(json.dumps(labels, indent=2))
     except OSError as exc:  # no permission, disk full
         raise ParameterError("out", f"cannot write {sidecar} ({exc.strerror})") from exc
     return sidecar
@@ -56,4 +90,9 @@ def read_sidecar(model: Path) -> list[str]:
     classes = d["classes"]
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
         raise FeatcacheError(f'{sidecar}: "classes" must be a list of class names (strings), as in {EXPECTED}')
+    recorded = d.get("model_sha256")
+    if recorded is not None and recorded != model_digest(model):
+        raise FeatcacheError(f"{sidecar} was written for another version of {model} (its model_sha256 does not "
+                             "match the model)", remedy="export the model again, or restore the sidecar that came "
+                                                        "with it")
     return classes

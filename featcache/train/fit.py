@@ -25,6 +25,7 @@ on train + validation with what validation chose; in memory or streamed alike.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,7 +42,16 @@ from ..stores import FeatureRows, FeatureStore, open_store
 from .memory import MemoryPlan, plan_memory, resolve_memory_limit
 from .metrics import SplitMetrics, evaluate, plot_confusion
 from .probe import PLAIN, ProbeOptions, apply_temperature, fit_temperature, view_proba
-from .run import CONFIG_FILE, RunConfig, ValidationSource, make_folder
+from .run import (
+    CONFIG_FILE,
+    RunConfig,
+    ValidationSource,
+    abandon_run,
+    begin_run,
+    commit_run,
+    final_path,
+    is_pending,
+)
 
 HOLDOUT_FRACTION = 0.1
 METRICS_FILE = "metrics.json"
@@ -225,6 +235,17 @@ def fit_on_data(data: TrainingData, model: Head, out: str | Path | None = None,
     if probe.combine == "ensemble":
         model = EnsembleHead.of(model, data.dims)
     run_dir = prepare_run_dir(out) if out is not None else None
+    try:
+        return _fit_and_write(data, model, run_dir, tensorboard_dir, progress, evaluate_test,
+                              checkpoint_every_epoch, probe)
+    except BaseException:
+        if run_dir is not None:
+            abandon_run(run_dir)  # the run folder stays as it was
+        raise
+
+
+def _fit_and_write(data: TrainingData, model: Head, run_dir: Path | None, tensorboard_dir, progress: bool,
+                   evaluate_test: bool, checkpoint_every_epoch: bool, probe: ProbeOptions) -> FitResult:
     has_val = len(data.y_val) > 0
     start = time.perf_counter()
     model.fit(data.X_train, data.y_train, validation=(data.X_val, data.y_val) if has_val else None,
@@ -291,15 +312,32 @@ def evaluate_on_test(result: FitResult, data: TrainingData) -> FitResult:
 
 
 def prepare_run_dir(out: str | Path) -> Path:
-    run_dir = Path(out).expanduser().resolve()
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / CONFIG_FILE).exists():
-        raise ParameterError("out", f"{run_dir} exists and is not a featcache run folder; choose another folder")
-    return make_folder(run_dir, "out")
+    """The folder a new version of the run folder ``out`` is written in (the head's fit may put
+    its history there), beside ``out`` and under its lock; ``write_run`` puts it in place."""
+    return begin_run(out, "out")
 
 
 def write_run(result: FitResult, data: TrainingData, out: str | Path) -> Path:
-    """Head files, config.json, metrics.json and a confusion-matrix PNG per evaluated split."""
-    run_dir = make_folder(Path(out).expanduser().resolve(), "out")
+    """Head files, config.json, metrics.json and a confusion-matrix PNG per evaluated split, in
+    the folder ``prepare_run_dir`` gave, then put in place of the run folder in one step. ``out``
+    may also be a finished run folder (a sweep's best trial, now with its test metrics): it is
+    then rewritten the same way, keeping what its head's fit left there (history)."""
+    if not is_pending(out):
+        finished = final_path(out)
+        out = prepare_run_dir(finished)
+        if finished.is_dir():
+            shutil.copytree(finished, out, dirs_exist_ok=True, symlinks=True)
+            (out / CONFIG_FILE).unlink(missing_ok=True)
+    run_dir = Path(out)
+    try:
+        result.run_dir = str(_write_files(result, data, run_dir))
+    except BaseException:
+        abandon_run(run_dir)
+        raise
+    return commit_run(run_dir)
+
+
+def _write_files(result: FitResult, data: TrainingData, run_dir: Path) -> Path:
     result.head.save(run_dir)
     pngs = []
     for split, m in (("validation", result.val), ("test", result.test)):
@@ -318,8 +356,7 @@ def write_run(result: FitResult, data: TrainingData, out: str | Path) -> Path:
         files=files, created=datetime.now(UTC).isoformat(timespec="seconds"), probe=result.probe,
         temperature=result.temperature,
     ).write(run_dir)
-    result.run_dir = str(run_dir)
-    return run_dir
+    return final_path(run_dir)
 
 
 def fit_head(store_path: str | Path, backbones: list[str], head: Head | str = "mlp",

@@ -3,7 +3,7 @@
 config.json::
 
     {
-      "featcache_version": "0.1.0",
+      "featcache_version": "0.2.0",
       "head": {"type": "mlp", "params": {...}},
       "features": [FeatureConfig.to_dict(), ...],   # in concatenation order
       "keys": ["efficientnet_lite0-224-avg-v3-e09750ec", ...],
@@ -15,24 +15,45 @@ config.json::
       "probe": {"tta": false, "calibrate": false, "refit": false, "combine": "concat"},  # ProbeOptions
       "temperature": 1.0,   # divides the head's log-probabilities (calibration; 1.0: none)
       "files": {"head": ["head.keras"], "metrics": "metrics.json", ...},
-      "created": "2025-01-01T12:00:00+00:00"
+      "created": "2025-01-01T12:00:00+00:00",
+      "integrity": {"algorithm": "sha256", "record": "<digest of every other key>",
+                    "files": {"head.keras": "<digest>", ...}}
     }
+
+A run folder is replaced in one step (``begin_run`` -> write into the folder it returns ->
+``commit_run``): it is written beside its final name and renamed into place (featcache/atomic.py),
+under ``<run>.lock``, so a killed or concurrent fit never leaves one run's head with another's
+config.json. ``integrity`` binds config.json (classes, temperature, features, ...) and the files
+that make predictions (the head's, a fine-tuned backbone) by their SHA-256: ``load_run`` refuses a
+folder where any of them changed. A record without it (written before it existed) is read as before.
+Every number of the record that sizes an allocation is bounded before anything is built.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import zipfile
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from .. import atomic
+from ..backbones.model import MAX_INPUT_SIZE
 from ..config import FeatureConfig
 from ..errors import FeatcacheError, ParameterError, Remedy, Step, describe_error
 from ..heads import Head, get_head_class
+from ..stores.lock import RunLock
 from .probe import ProbeOptions
 
 CONFIG_FILE = "config.json"
+INTEGRITY = "integrity"
+# Bounds on what a record may claim, checked before anything is allocated from it (a hand-edited
+# input size of 100000 would otherwise ask for a 120 GB input batch).
+MAX_INPUT_DIM = 1 << 20  # concatenated feature size: the widest backbones give a few thousand per tap
+MAX_CLASSES = 1 << 16
+MAX_FEATURES = 64  # backbone configurations concatenated in one run
 
 
 class ValidationSource(StrEnum):
@@ -60,6 +81,7 @@ class RunConfig:
     created: str = ""
     probe: ProbeOptions = ProbeOptions()
     temperature: float = 1.0
+    integrity: dict | None = None  # as read: the digests load_run checks the folder's files against
 
     def to_dict(self) -> dict:
         return {
@@ -76,6 +98,7 @@ class RunConfig:
             "temperature": self.temperature,
             "files": self.files,
             "created": self.created,
+            **({INTEGRITY: self.integrity} if self.integrity is not None else {}),  # as read; write() makes a new one
         }
 
     @classmethod
@@ -90,23 +113,41 @@ class RunConfig:
         classes = _get(d, "classes", list, str)
         if len(set(classes)) != len(classes):
             raise InvalidRunConfig("'classes' names a class twice")
+        if not 2 <= len(classes) <= MAX_CLASSES:
+            raise InvalidRunConfig(f"'classes' must list 2 to {MAX_CLASSES} classes, not {len(classes)}")
+        if len(features) > MAX_FEATURES:
+            raise InvalidRunConfig(f"'features' lists {len(features)} backbones, more than the {MAX_FEATURES} "
+                                   "a run can concatenate")
+        input_dim = _get(d, "input_dim", int)
+        if not 1 <= input_dim <= MAX_INPUT_DIM:
+            raise InvalidRunConfig(f"'input_dim' must be 1 to {MAX_INPUT_DIM}, not {input_dim}")
         return cls(
             featcache_version=_get(d, "featcache_version", str), head_type=_get(head, "type", str, where="head"),
             head_params=dict(_get(head, "params", dict, where="head", default={})),
             features=[_feature(f, i) for i, f in enumerate(features)], keys=_get(d, "keys", list, str),
             classes=classes, store_path=_get(store, "path", str, where="store"),
             data_root=_get(store, "data_root", str, where="store", default=""),
-            input_dim=_get(d, "input_dim", int), seed=_get(d, "seed", int, default=0),
+            input_dim=input_dim, seed=_get(d, "seed", int, default=0),
             validation=ValidationSource(_get(d, "validation", str, default="store")),
             files=dict(_get(d, "files", dict, default={})), created=_get(d, "created", str, default=""),
             probe=ProbeOptions(**{k: v for k, v in _get(d, "probe", dict, default={}).items()
                                   if k in ProbeOptions.__dataclass_fields__}),
             temperature=_temperature(d),
+            integrity=_integrity(d),
         )
 
-    def write(self, folder: Path) -> Path:
-        path = Path(folder) / CONFIG_FILE
-        path.write_text(json.dumps(self.to_dict(), indent=2))
+    def write(self, folder: Path, extra: dict | None = None) -> Path:
+        """config.json (with ``extra`` sections RunConfig does not read), its integrity record over
+        the head files (and a fine-tuned backbone) already in ``folder``."""
+        folder = Path(folder)
+        record = {**self.to_dict(), **(extra or {})}
+        bound = [*self.files.get("head", []), *([self.files["backbone"]] if "backbone" in self.files else [])]
+        record[INTEGRITY] = {"algorithm": "sha256", "record": _record_digest(record),
+                             "files": {name: _file_digest(folder / name) for name in bound}}
+        path = folder / CONFIG_FILE
+        fd = atomic.create_exclusive(path)  # a new file in a new folder: nothing there to follow
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(record, indent=2))
         return path
 
     @classmethod
@@ -157,6 +198,35 @@ def _get(d: dict, key: str, kind: type, item: type | None = None, where: str = "
     return value
 
 
+def _record_digest(d: dict) -> str:
+    """SHA-256 of every key of config.json but the integrity record, in one canonical form."""
+    rest = {k: v for k, v in d.items() if k != INTEGRITY}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _integrity(d: dict) -> dict | None:
+    """The integrity record, checked against the rest of config.json (an edit of any field)."""
+    if INTEGRITY not in d:
+        return None  # a run folder written before integrity records
+    rec = d[INTEGRITY]
+    files = rec.get("files") if isinstance(rec, dict) else None
+    if (not isinstance(files, dict) or rec.get("algorithm") != "sha256"
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())):
+        raise InvalidRunConfig(f"its {INTEGRITY!r} record is damaged")
+    if rec.get("record") != _record_digest(d):
+        raise InvalidRunConfig("it was changed after the run was written (its content does not match its "
+                               f"{INTEGRITY!r} digest)")
+    return rec
+
+
 def _temperature(d: dict) -> float:
     t = d.get("temperature", 1.0)
     if isinstance(t, bool) or not isinstance(t, int | float) or not t > 0:
@@ -168,11 +238,16 @@ def _feature(d, i: int) -> FeatureConfig:
     if not isinstance(d, dict):
         raise InvalidRunConfig(f"'features[{i}]' must be an object, not {d!r:.60}")
     try:
-        return FeatureConfig.from_dict(d)
+        config = FeatureConfig.from_dict(d)
     except KeyError as exc:
         raise InvalidRunConfig(f"'features[{i}]' misses {exc}") from exc
     except (AttributeError, TypeError, ValueError) as exc:
         raise InvalidRunConfig(f"'features[{i}]': {describe_error(exc)}") from exc
+    size = config.backbone.input_size
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_INPUT_SIZE:
+        raise InvalidRunConfig(f"'features[{i}].backbone.input_size' must be a whole number from 1 to "
+                               f"{MAX_INPUT_SIZE} (as extract allows), not {size!r:.60}")
+    return config
 
 
 def make_folder(path: Path, param: str) -> Path:
@@ -193,12 +268,122 @@ def make_folder(path: Path, param: str) -> Path:
 ARCHIVES = {".keras": "Keras zip archive", ".npz": "NumPy .npz (zip) archive"}
 
 
+# A zip member is inflated by its readers (Keras, NumPy) up to the size it declares: bounded here
+# before anything is read. Weights barely compress, so a real archive is far from these.
+MAX_MEMBER_RATIO = 200  # declared size / stored size, for a member declaring over MAX_SMALL_MEMBER
+MAX_SMALL_MEMBER = 64 << 20
+MAX_ARCHIVE_SIZE = 16 << 30  # every member together, inflated
+
+
 def check_archive(path: Path, fix: str) -> None:
     """Keras reports a file that is no zip as "File not found", NumPy as a bare BadZipFile: say
-    what the file is instead (a truncated copy, another format renamed), and ``fix``."""
+    what the file is instead (a truncated copy, another format renamed), and ``fix``. An archive
+    whose members would inflate far beyond their stored size (a zip bomb) is refused unread."""
     kind = ARCHIVES.get(path.suffix)
-    if kind and path.is_file() and not zipfile.is_zipfile(path):
+    if not kind or not path.is_file():
+        return
+    if not zipfile.is_zipfile(path):
         raise FeatcacheError(f"{path} is not a {kind}: it is truncated, damaged or another kind of file; {fix}")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise FeatcacheError(f"{path} is a damaged {kind} ({describe_error(exc)}); {fix}") from exc
+    bomb = next((m for m in members if m.file_size > MAX_SMALL_MEMBER
+                 and m.file_size > MAX_MEMBER_RATIO * max(m.compress_size, 1)), None)
+    total = sum(m.file_size for m in members)
+    if bomb is not None or total > MAX_ARCHIVE_SIZE:
+        what = (f"its member {bomb.filename!r} would inflate from {bomb.compress_size} bytes to {bomb.file_size}"
+                if bomb is not None else f"its members would inflate to {total} bytes")
+        raise FeatcacheError(f"{path} is not a {kind} featcache reads: {what} (over the bounds a model file "
+                             f"keeps); {fix}")
+
+
+def check_integrity(run_dir: Path, config: RunConfig, head_files: tuple[str, ...]) -> None:
+    """The head files (and a fine-tuned backbone) are the ones config.json was written with."""
+    if config.integrity is None:
+        return
+    digests = config.integrity["files"]
+    bound = [*head_files, *([config.files["backbone"]] if "backbone" in config.files else [])]
+    unbound = [f for f in bound if f not in digests]
+    changed = [f for f, digest in digests.items()
+               if not (run_dir / f).is_file() or (run_dir / f).is_symlink() or _file_digest(run_dir / f) != digest]
+    if unbound or changed:
+        raise FeatcacheError(f"run folder {run_dir}: {', '.join(changed or unbound)} "
+                             f"{'is not' if len(changed or unbound) == 1 else 'are not'} the file(s) its "
+                             f"{CONFIG_FILE} was written with (replaced, edited or from another run)",
+                             remedy="restore the folder from a copy or re-run fit-head")
+
+
+# -- writing a run folder in one step ---------------------------------------------------------------
+
+@dataclass
+class _Pending:
+    final: Path
+    lock: RunLock
+
+
+_PENDING: dict[Path, _Pending] = {}  # folder being written -> where it goes, and the lock held meanwhile
+
+
+def begin_run(out: str | Path, param: str = "out") -> Path:
+    """Start a new version of the run folder ``out``: take its lock (another writer: refused),
+    clear what a killed writer left, and return a new empty folder beside it to write into.
+    ``commit_run`` puts it in place; until then ``out`` stays as it was."""
+    final = Path(out).expanduser().resolve()
+    for staging, pending in list(_PENDING.items()):
+        if pending.final == final:  # this process gave up an earlier try (an exception) without cleaning up
+            abandon_run(staging)
+    if final.is_dir() and any(final.iterdir()) and not (final / CONFIG_FILE).exists():
+        raise ParameterError(param, f"{final} exists and is not a featcache run folder; choose another folder")
+    if final.exists() and not final.is_dir():
+        raise ParameterError(param, f"{final} is a file, not a folder; choose another path")
+    make_folder(final.parent, param)
+    try:
+        lock = RunLock.acquire(final)
+    except PermissionError as exc:
+        raise ParameterError(param, f"cannot write in {final.parent} ({exc.strerror})") from exc
+    try:
+        atomic.remove_leftovers(final)
+        staging = atomic.new_folder(final)
+    except OSError as exc:
+        lock.release()
+        raise ParameterError(param, f"cannot create a folder beside {final} ({exc.strerror})") from exc
+    except BaseException:
+        lock.release()
+        raise
+    _PENDING[staging] = _Pending(final, lock)
+    return staging
+
+
+def is_pending(folder: str | Path) -> bool:
+    """Whether ``folder`` is a run folder begun here and not yet committed."""
+    return Path(folder) in _PENDING
+
+
+def final_path(folder: str | Path) -> Path:
+    """Where the pending ``folder`` goes (itself, for any other folder)."""
+    pending = _PENDING.get(Path(folder))
+    return pending.final if pending else Path(folder).expanduser().resolve()
+
+
+def commit_run(staging: Path) -> Path:
+    """Put the complete folder ``staging`` in place of its run folder (the old one deleted) and
+    release the lock. Returns the run folder."""
+    pending = _PENDING.pop(Path(staging))
+    try:
+        atomic.replace_folder(Path(staging), pending.final)
+    finally:
+        pending.lock.release()
+    return pending.final
+
+
+def abandon_run(staging: Path) -> None:
+    """Give up a pending version: delete it, release the lock; the run folder stays as it was."""
+    pending = _PENDING.pop(Path(staging), None)
+    if pending is not None:
+        atomic.remove_path(Path(staging))
+        pending.lock.release()
 
 
 @dataclass
@@ -222,8 +407,9 @@ def load_run(run_dir: str | Path) -> TrainedRun:
     missing = [f for f in cls.files if not (run_dir / f).exists()]
     if missing:
         raise FeatcacheError(f"run folder {run_dir} is missing {', '.join(missing)}; re-run fit-head")
-    for f in cls.files:
+    for f in cls.files:  # first: "truncated" says more than "changed"
         check_archive(run_dir / f, "re-run fit-head")
+    check_integrity(run_dir, config, cls.files)
     try:
         head = cls.load(run_dir, config.head_params)
     except Exception as exc:  # a head's loader meets whatever a damaged file holds

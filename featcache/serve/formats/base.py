@@ -50,7 +50,7 @@ class ExportResult:
     path: Path
     format: str
     quantize: str
-    sidecar: Path
+    sidecar: Path | None  # filled in by export, which writes it once the model is in place
     size_bytes: int
     calibration: dict | None = None  # int8: the images it was calibrated on and its top-1 agreement
 
@@ -63,7 +63,10 @@ class ExportResult:
 class ExportFormat:
     """A way to write a trained model (``write``) and to read one back for predict (``holds``,
     ``load``). ``quantizations``: what ``--quantize`` accepts, the default first. ``suffix``: the
-    ending ``--out`` must have ("" for a folder)."""
+    ending ``--out`` must have ("" for a folder). ``write(job, path, quantize)`` writes the model
+    only, at ``path``: a new temporary name beside ``--out`` (with its suffix) that export renames
+    into place once complete, so a killed export leaves the previous model whole; export then
+    writes the sidecar."""
 
     name: str
     suffix: str

@@ -9,9 +9,10 @@ import os
 import zipfile
 from pathlib import Path
 
+from ...atomic import temporary_sibling
 from ...errors import FeatcacheError, ParameterError, describe_error
 from ...train.run import check_archive
-from ..labels import read_sidecar, sidecar_path, write_sidecar
+from ..labels import read_sidecar, sidecar_path
 from .base import INPUT_NOTE, ExportFormat, ExportJob, ExportResult, size_of
 
 METADATA = "metadata.json"  # Keras' own small JSON member of the archive (version, date)
@@ -23,8 +24,7 @@ def write(job: ExportJob, out: Path, quantize: str) -> ExportResult:
         _add_metadata(out, {"class_names": list(job.classes), "input": INPUT_NOTE})
     except OSError as exc:  # no permission, disk full
         raise ParameterError("out", f"cannot write {out} ({exc.strerror})") from exc
-    sidecar = write_sidecar(out, job.classes, job.input_sizes, INPUT_NOTE)
-    return ExportResult(out, "keras", quantize, sidecar, size_of(out))
+    return ExportResult(out, "keras", quantize, None, size_of(out))
 
 
 def _add_metadata(path: Path, extra: dict) -> None:
@@ -32,8 +32,8 @@ def _add_metadata(path: Path, extra: dict) -> None:
     keys from it, and a zip member cannot be replaced in place)."""
     with zipfile.ZipFile(path) as zf:
         members = [(info, zf.read(info)) for info in zf.infolist()]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with zipfile.ZipFile(tmp, "w") as zf:
+    tmp = temporary_sibling(path)
+    with zipfile.ZipFile(tmp, "x") as zf:  # "x": a new file, nothing at the name followed
         for info, data in members:
             if info.filename == METADATA:
                 data = json.dumps({**json.loads(data), **extra}).encode()

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import FeatcacheError, describe_error
-from ..labels import read_sidecar, sidecar_path, write_sidecar
-from .base import INPUT_NOTE, ExportFormat, ExportJob, ExportResult, TensorInfo, size_of
+from ..labels import read_sidecar, sidecar_path
+from .base import ExportFormat, ExportJob, ExportResult, TensorInfo, size_of
 
 SIGNATURE = "serving_default"
 BYTES_SIGNATURE = "serving_bytes"
@@ -30,8 +30,7 @@ def write(job: ExportJob, out: Path, quantize: str) -> ExportResult:
     archive.add_endpoint(BYTES_SIGNATURE, graph.from_bytes,
                          input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")])
     archive.write_out(str(out), verbose=False)
-    sidecar = write_sidecar(out, job.classes, job.input_sizes, INPUT_NOTE)
-    return ExportResult(out, "savedmodel", quantize, sidecar, size_of(out))
+    return ExportResult(out, "savedmodel", quantize, None, size_of(out))
 
 
 def holds(path: Path) -> bool:

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ...atomic import create_exclusive
 from ...errors import FeatcacheError, ParameterError, describe_error
-from ..labels import read_sidecar, sidecar_path, write_sidecar
-from .base import INPUT_NOTE, ExportFormat, ExportJob, ExportResult, TensorInfo, size_of
+from ..labels import read_sidecar, sidecar_path
+from .base import ExportFormat, ExportJob, ExportResult, TensorInfo, size_of
 
 QUANTIZATIONS = ("none", "float16", "int8")
 
@@ -67,12 +68,12 @@ def write(job: ExportJob, out: Path, quantize: str) -> ExportResult:
         samples = job.calibration.decode(job.input_sizes)
     data = convert(job, quantize, samples)
     try:
-        out.write_bytes(data)
+        with os.fdopen(create_exclusive(out), "wb") as f:  # a new temporary name: nothing there followed
+            f.write(data)
     except OSError as exc:
         raise ParameterError("out", f"cannot write {out} ({exc.strerror})") from exc
-    sidecar = write_sidecar(out, job.classes, job.input_sizes, INPUT_NOTE)
     report = None if samples is None else _agreement(job, TFLiteRunner(out), samples)
-    return ExportResult(out, "tflite", quantize, sidecar, size_of(out), report)
+    return ExportResult(out, "tflite", quantize, None, size_of(out), report)
 
 
 def _agreement(job: ExportJob, runner: TFLiteRunner, samples: list[list[np.ndarray]]) -> dict:
