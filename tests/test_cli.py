@@ -170,3 +170,43 @@ def test_usage_errors_are_featcache_lines_not_clicks():
     assert result.exit_code == 2 and result.stderr.startswith("error: Missing argument") and "Usage:" not in result.stderr
     assert "featcache info --help" in result.stderr or "cli info --help" in result.stderr
     assert result.stdout == ""  # no --json: nothing on stdout
+
+
+# Renamed flags: the old spelling is hidden from --help but still accepted for one release.
+OLD_SPELLINGS = [
+    ("extract", "--dask", ["{data}", "--store", "{tmp}/s.h5", "-b", "tiny_test", "--dask", "local:1"]),
+    ("extract", "--plan-only", ["{missing}", "--store", "{tmp}/s.zarr", "-b", "tiny_test", "--plan-only"]),
+    ("extract", "--shard", ["{missing}", "--store", "{tmp}/s.zarr", "-b", "tiny_test", "--shard", "0/2"]),
+    ("sweep", "--dask", ["{missing}", "-b", "tiny_test", "--dask", "local:1"]),
+    ("classify", "--top", ["{missing}", "-b", "no_such_net", "--top", "3"]),
+    ("audit", "--top", ["{missing}", "-b", "tiny_test", "--top", "3"]),
+    ("audit", "--C", ["{missing}", "-b", "tiny_test", "--C", "0.5"]),
+    ("fit-head", "--C", ["{missing}", "-b", "tiny_test", "--head", "logreg", "--out", "{tmp}/r", "--C", "0.5"]),
+    ("fit-head", "--temperature", ["{missing}", "-b", "tiny_test", "--head", "knn", "--out", "{tmp}/r",
+                                   "--temperature", "0.5"]),
+    ("sweep", "--views", ["{missing}", "-b", "tiny_test", "--head", "knn", "--views", "first"]),
+]
+
+
+@pytest.mark.parametrize("name, old, args", OLD_SPELLINGS, ids=lambda v: v if isinstance(v, str) else None)
+def test_old_flag_spellings_are_hidden_and_still_accepted(name, old, args, image_tree, tmp_path):
+    import re
+
+    assert not re.search(rf"(?<![\w-]){old}(?![\w-])", invoke(name, "--help").output)
+    args = [a.format(missing=tmp_path / "none.zarr", tmp=tmp_path, data=image_tree) for a in args]
+    result = CliRunner().invoke(cli, [name, *args])
+    assert result.exit_code == 2 and "No such option" not in result.output, result.output
+    assert "does not exist" in result.output or "unknown backbone" in result.output or "single writer" in \
+        result.output, result.output
+
+
+def test_old_and_new_spelling_together_is_refused():
+    result = CliRunner().invoke(cli, ["classify", "x.jpg", "--top", "3", "--top-k", "3"])
+    assert result.exit_code == 2 and "--top and --top-k set the same thing" in result.stderr, result.output
+
+
+def test_a_remedy_is_worded_as_the_command_that_does_it(tmp_path):
+    result = CliRunner().invoke(cli, ["info", str(tmp_path / "none.zarr"), "--json"])
+    error = json.loads(result.stdout)
+    assert error["error"] == f"store {tmp_path / 'none.zarr'} does not exist"
+    assert error["remedy"] == f"create it with featcache extract DATA_DIR --store {tmp_path / 'none.zarr'}"

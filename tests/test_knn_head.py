@@ -106,20 +106,29 @@ def test_keras_form_gives_predict_probas_numbers(weighting):
 
 def test_parameters_clone_and_bad_values():
     head = KNNHead()
-    assert head.get_params() == {"k": 20, "temperature": 0.07, "weighting": "softmax", "views": "all"}
-    assert all(KNNHead.param(n).sweepable for n in ("k", "temperature"))
-    head.set_params(k=5, views="first")
+    assert head.get_params() == {"k": 20, "vote_temperature": 0.07, "weighting": "softmax", "bank_views": "all"}
+    assert all(KNNHead.param(n).sweepable for n in ("k", "vote_temperature"))
+    head.set_params(k=5, bank_views="first")
     copy = clone(head.fit(*_features()[:2], context=FitContext(n_classes=4)))
     assert copy.get_params() == head.get_params() and not hasattr(copy, "bank_")
-    assert repr(copy) == "KNNHead(k=5, views='first')"
-    for bad in ({"k": 0}, {"k": 2.5}, {"temperature": 0}, {"temperature": -1.0}, {"weighting": "distance"},
-                {"views": "some"}, {"n_neighbors": 5}):
+    assert repr(copy) == "KNNHead(k=5, bank_views='first')"
+    for bad in ({"k": 0}, {"k": 2.5}, {"vote_temperature": 0}, {"vote_temperature": -1.0}, {"weighting": "distance"},
+                {"bank_views": "some"}, {"n_neighbors": 5}):
         with pytest.raises(ParameterError) as err:
             make_head("knn", bad)
         assert err.value.param == next(iter(bad))
     with pytest.raises(ParameterError):  # all or nothing: k stays 5
-        head.set_params(k=3, temperature=0)
+        head.set_params(k=3, vote_temperature=0)
     assert head.k == 5
+
+
+def test_the_old_parameter_names_still_work():
+    """featcache 0.1 called them temperature and views (run folders record them so)."""
+    old = make_head("knn", {"temperature": 0.5, "views": "first"})
+    assert old.get_params() == {"k": 20, "vote_temperature": 0.5, "weighting": "softmax", "bank_views": "first"}
+    with pytest.raises(ParameterError) as err:
+        old.set_params(temperature=0)
+    assert err.value.param == "vote_temperature"
 
 
 def test_streamed_fit_builds_the_in_memory_bank(tmp_path):
@@ -151,9 +160,11 @@ def test_cli_fit_head_predict_and_export(tmp_path):
     head's Keras form) and a TFLite export give the numbers of the head on the cached test features."""
     rows = [r for r in json.loads(_cli("heads", "--json").stdout) if r["head"] == "knn"]
     assert {r["flag"]: r["allowed"] for r in rows} == {
-        "--k": ">= 1", "--temperature": "> 0", "--weighting": "one of softmax, uniform", "--views": "one of all, first"}
+        "--k": ">= 1", "--vote-temperature": "> 0", "--weighting": "one of softmax, uniform",
+        "--bank-views": "one of all, first"}
     help_text = _cli("fit-head", "--help").stdout
-    assert all(f in help_text for f in ("--k ", "--temperature", "--weighting", "--views"))
+    assert all(f in help_text for f in ("--k ", "--vote-temperature", "--weighting", "--bank-views"))
+    assert "--temperature" not in help_text and "--views" not in help_text  # the old spellings: hidden
 
     data = make_tree(tmp_path / "data", per_class=6)
     store, run = tmp_path / "s.zarr", tmp_path / "run"
@@ -163,8 +174,12 @@ def test_cli_fit_head_predict_and_export(tmp_path):
     r = _cli("fit-head", store, "-b", TINY, "--head", "knn", "--k", 3, "--out", run, "--json")
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
-    assert out["head"] == {"type": "knn", "params": {"k": 3, "temperature": 0.07, "weighting": "softmax",
-                                                     "views": "all"}}
+    assert out["head"] == {"type": "knn", "params": {"k": 3, "vote_temperature": 0.07, "weighting": "softmax",
+                                                     "bank_views": "all"}}
+    old = _cli("fit-head", store, "-b", TINY, "--head", "knn", "--k", 3, "--temperature", 0.5, "--views", "first",
+               "--out", tmp_path / "old", "--json", "-q")  # the old flags, kept hidden for one release
+    assert json.loads(old.stdout)["head"]["params"] == {"k": 3, "vote_temperature": 0.5, "weighting": "softmax",
+                                                        "bank_views": "first"}, old.output
     assert out["training"]["k"] == 3 and out["training"]["bank_rows"] == 2 * out["n"]["train"]
 
     with open_store(store) as st:

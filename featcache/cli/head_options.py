@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import click
 
-from ..errors import RegistryError
-from .common import FeatcacheCommand
+from ..errors import ParameterError, RegistryError
+from .common import AliasOption, FeatcacheCommand
 
 METAVARS = {int: "INTEGER", float: "NUMBER", str: "TEXT", bool: "BOOLEAN"}
 
 
 def flag(name: str) -> str:
+    """A head parameter's flag: lower case like every other flag (logreg's C is --c)."""
+    return _spelled(name).lower()
+
+
+def _spelled(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
@@ -48,6 +53,22 @@ def head_options(grid: bool, taken: set[str]) -> list[click.Option]:
         p = decls[0][1]
         metavar = "V1,V2,..." if grid or p.multiple else METAVARS[p.type]
         out.append(click.Option([flag(name), name], default=None, metavar=metavar, help=_help(decls)))
+        if _spelled(name) != flag(name):  # featcache 0.1 spelled it with its capitals (--C): kept, hidden
+            out.append(AliasOption([_spelled(name), f"alias_{name}_as_declared"], target=name))
+    return out + _renamed_options(grid, taken, {o.name for o in out})
+
+
+def _renamed_options(grid: bool, taken: set[str], generated: set[str]) -> list[click.Option]:
+    """Hidden options for the parameters heads renamed (a head's RENAMED: old name -> new name),
+    under their old flags, unless another head declares that name as its own."""
+    from ..heads import HEADS
+
+    declared = {p.name for cls in HEADS for p in cls.parameters}
+    out = []
+    for cls in HEADS:
+        for old, new in getattr(cls, "RENAMED", {}).items():
+            if new in generated and old not in declared | taken | {o.name for o in out}:
+                out.append(click.Option([flag(old), old], default=None, hidden=True))
     return out
 
 
@@ -70,9 +91,14 @@ class HeadParamsCommand(FeatcacheCommand):
 def parse_head_values(head_cls, raw: dict[str, str | None], grid: bool) -> dict:
     """{name: text} from the command line -> typed values for ``head_cls`` (lists when ``grid``)."""
     out = {}
+    renamed = getattr(head_cls, "RENAMED", {})
     for name, text in raw.items():
         if text is None:
             continue
+        if name in renamed and name not in head_cls.param_names():  # its old name: the same parameter
+            if raw.get(renamed[name]) is not None:
+                raise ParameterError(name, f"is the old name of {renamed[name]}: give one of them")
+            name = renamed[name]
         p = head_cls.param(name)  # a parameter this head does not have: ParameterError naming it
         out[name] = [p.parse(t) for t in text.split(",") if t.strip()] if grid else p.parse(text)
     return out

@@ -2,7 +2,7 @@
 
 Fitting only keeps a bank: the L2-normalised training rows (every cached view, or view 0 only)
 and their labels. A query's k most similar bank rows vote for their classes, each with weight
-exp(cosine / temperature) (``weighting="softmax"``) or 1 (``"uniform"``, a plain majority vote);
+exp(cosine / vote_temperature) (``weighting="softmax"``) or 1 (``"uniform"``, a plain majority vote);
 its probabilities are each class's share of the votes. Validation chooses nothing (k and the
 temperature are parameters: a sweep picks them), so it is accepted and ignored.
 
@@ -55,13 +55,19 @@ class KNNHead(Head):
 
     parameters = (
         Param("k", int, 20, "Neighbours that vote (the whole bank when it holds fewer rows).", low=1),
-        Param("temperature", float, 0.07, "Softmax temperature (knn, softmax weighting): a neighbour's vote "
-              "weighs exp(cosine / temperature).", low=0, low_open=True),
+        Param("vote_temperature", float, 0.07, "Softmax temperature of the votes (softmax weighting): a "
+              "neighbour's vote weighs exp(cosine / vote_temperature).", low=0, low_open=True),
         Param("weighting", str, "softmax", "softmax: votes weighted by similarity; uniform: a plain majority vote.",
               choices=("softmax", "uniform")),
-        Param("views", str, "all", "Training rows in the neighbour bank: every cached view of each image, or "
-              "the first (un-augmented) one.", choices=("all", "first")),
+        Param("bank_views", str, "all", "Training rows in the neighbour bank: every cached view of each image, "
+              "or the first (un-augmented) one.", choices=("all", "first")),
     )
+    # featcache 0.1's names, which collided with calibration's temperature and with views = 1 + K:
+    # run folders and code that use them keep working
+    RENAMED: ClassVar[dict[str, str]] = {"temperature": "vote_temperature", "views": "bank_views"}
+
+    def set_params(self, **params) -> KNNHead:
+        return super().set_params(**{self.RENAMED.get(k, k): v for k, v in params.items()})
 
     # -- training ----------------------------------------------------------------------------------
     def fit(self, X, y, *, validation=None, context: FitContext | None = None) -> KNNHead:
@@ -69,7 +75,7 @@ class KNNHead(Head):
         X_train = as_rows(X_train, y_train)  # arrays or a store's view, read a block at a time
         if len(X_train.shape) != 3:
             raise ValueError("X_train must be (n, V, D): the cached views of each training image")
-        view = 0 if self.views == "first" else None
+        view = 0 if self.bank_views == "first" else None
         parts = [_flat_rows(X, y) for X, y in X_train.blocks(view=view)]  # each block with its labels
         if sum(len(y) for _, y in parts) == 0:
             raise FeatcacheError("knn needs at least one training image")
@@ -88,9 +94,9 @@ class KNNHead(Head):
 
     # -- grouped training: one bank for every head that keeps the same rows ------------------------
     def group_key(self) -> tuple:
-        """k, the temperature and the weighting only change how the bank votes; ``views`` changes
+        """k, the temperature and the weighting only change how the bank votes; ``bank_views`` changes
         the bank."""
-        return (self.views,)
+        return (self.bank_views,)
 
     @classmethod
     def fit_group(cls, heads, X, y, *, validation=None, contexts=None) -> list[KNNHead]:
@@ -116,7 +122,7 @@ class KNNHead(Head):
             else np.broadcast_to(np.arange(sims.shape[1]), sims.shape)
         s = np.take_along_axis(sims, top, axis=1).astype(np.float64)
         # minus the row's best similarity: exp never overflows, and it cancels in the normalisation
-        w = np.exp((s - s.max(axis=1, keepdims=True)) / self.temperature) if self.weighting == "softmax" \
+        w = np.exp((s - s.max(axis=1, keepdims=True)) / self.vote_temperature) if self.weighting == "softmax" \
             else np.ones_like(s)
         C = self.n_classes_
         cells = np.arange(len(X))[:, None] * C + self.labels_[top]  # (query, class) of each vote
@@ -148,7 +154,7 @@ class KNNHead(Head):
         similarity = keras.layers.Dense(n, use_bias=False, trainable=False, name="bank")
         sims, top = ops.top_k(similarity(x), self.k_used())  # sorted: column 0 is the best
         if self.weighting == "softmax":
-            w = ops.exp((sims - sims[:, :1]) / self.temperature)
+            w = ops.exp((sims - sims[:, :1]) / self.vote_temperature)
         else:
             w = ops.ones_like(sims)
         # labels as a frozen float Embedding (exact below 2**24 classes): a Keras layer, so it is saved
