@@ -123,3 +123,100 @@ def test_the_checker_finds_what_it_is_meant_to(tmp_path):
     problems = broken_links(page, root=tmp_path)
     assert len(problems) == 3, problems
     assert "missing.md" in problems[0] and "#nope" in problems[1] and "#nope" in problems[2]
+
+
+# --- the flags the docs show are the CLI's current spellings -------------------------------------
+
+FLAG = re.compile(r"^(--?[A-Za-z][\w-]*)")
+
+
+def invocations(path: Path) -> list[tuple[int, str, list[str]]]:
+    """(line, command, words after it) for each `featcache COMMAND ...` in code blocks and inline
+    code, and for inline code that starts with a command's name (`sweep --dask ...`)."""
+    from featcache.cli import cli
+
+    found = []
+    fenced, pending = False, ""
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if FENCE.match(line):
+            fenced = not fenced
+            continue
+        if fenced:
+            pending += line.rstrip("\\") + " "
+            if line.endswith("\\"):
+                continue  # a shell line continued on the next
+            spans, pending = [pending.split("#", 1)[0]], ""
+        else:
+            spans = [m.group(0).strip("`") for m in INLINE_CODE.finditer(line)]
+        for span in spans:
+            for piece in re.split(r"\||;|&&|\$\(", span):
+                words = piece.split()
+                if words[:1] == ["featcache"]:
+                    words = words[1:]
+                elif not fenced and words[:1] and words[0] in cli.commands and len(words) > 1:
+                    pass
+                else:
+                    continue
+                if words and words[0] in cli.commands:
+                    found.append((number, words[0], words[1:]))
+    return found
+
+
+def flags_in(words: list[str]) -> list[str]:
+    return [m.group(1) for w in words if (m := FLAG.match(w.lstrip("[(")))]
+
+
+def visible_flags(command) -> set[str]:
+    """What --help shows: hidden options (the old spellings of renamed flags) left out."""
+    import click
+
+    params = command.get_params(click.Context(command))  # fit-head's and sweep's head options too
+    return {"--help", "-h"} | {o for p in params if isinstance(p, click.Option) and not p.hidden
+                               for o in (*p.opts, *p.secondary_opts)}
+
+
+USER_DOCS = [p for p in DOCS if p.name != "ARCHITECTURE.md" and p.parent.name != "benchmarks"]
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_featcache_command_in_the_docs_uses_flags_it_has(path):
+    from featcache.cli import cli
+
+    wrong = [f"{path.relative_to(ROOT)}:{n}: featcache {name} {flag}"
+             for n, name, words in invocations(path) for flag in flags_in(words)
+             if flag not in visible_flags(cli.commands[name])]
+    assert wrong == [], "flags that are not (or no longer) the command's spelling"
+
+
+@pytest.mark.parametrize("path", USER_DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_flag_named_alone_belongs_to_some_command(path):
+    """`--memory-limit SIZE` in running text: some command has it under that spelling."""
+    from featcache.cli import cli
+
+    known = set().union(*(visible_flags(c) for c in cli.commands.values()))
+    wrong = []
+    for number, line in enumerate(prose_lines_with_code(path), start=1):
+        for span in (m.group(0).strip("`") for m in INLINE_CODE.finditer(line)):
+            words = span.split()
+            if words and FLAG.match(words[0]) and words[0].startswith("--"):
+                wrong += [f"{path.relative_to(ROOT)}:{number}: {f}" for f in flags_in(words) if f not in known]
+    assert wrong == []
+
+
+def prose_lines_with_code(path: Path) -> list[str]:
+    """The lines outside fenced blocks, inline code kept (fenced lines blanked, numbering kept)."""
+    lines, fenced = [], False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if FENCE.match(line):
+            fenced = not fenced
+            lines.append("")
+            continue
+        lines.append("" if fenced else line)
+    return lines
+
+
+def test_an_old_spelling_kept_as_a_hidden_alias_is_not_a_current_flag():
+    from featcache.cli import cli
+
+    extract = visible_flags(cli.commands["extract"])
+    assert "--executor" in extract and "--dask" not in extract
