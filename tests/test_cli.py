@@ -210,3 +210,24 @@ def test_a_remedy_is_worded_as_the_command_that_does_it(tmp_path):
     error = json.loads(result.stdout)
     assert error["error"] == f"store {tmp_path / 'none.zarr'} does not exist"
     assert error["remedy"] == f"create it with featcache extract DATA_DIR --store {tmp_path / 'none.zarr'}"
+
+
+def test_a_refused_system_call_exits_2_and_a_bug_exits_70_each_with_one_json_object(monkeypatch, tmp_path):
+    import featcache.stores.info
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(featcache.stores.info, "store_info", denied)
+    result = CliRunner().invoke(cli, ["info", str(tmp_path / "s.zarr"), "--json"])
+    assert result.exit_code == 2 and json.loads(result.stdout)["error"].startswith("PermissionError: ")
+    assert result.stderr.startswith("error: PermissionError") and "Traceback" not in result.stderr
+
+    def bug(path):
+        return {}["no such key"]
+
+    monkeypatch.setattr(featcache.stores.info, "store_info", bug)
+    result = CliRunner().invoke(cli, ["info", str(tmp_path / "s.zarr"), "--json"])
+    error = json.loads(result.stdout)
+    assert result.exit_code == error["exit_code"] == 70 and error["error"].startswith("internal error (KeyError")
+    assert "Traceback" in result.stderr and result.stderr.splitlines()[-1].startswith("error: internal error")

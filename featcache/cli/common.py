@@ -7,10 +7,13 @@ import os
 import re
 import shlex
 import sys
+import traceback
 
 import click
 
-from ..errors import FeatcacheError, ParameterError, Remedy, Step
+from ..errors import FeatcacheError, ParameterError, Remedy, Step, describe_error
+
+INTERNAL_ERROR = 70  # sysexits' EX_SOFTWARE: a featcache bug, never mistaken for 1 (some inputs failed) or 2
 
 
 def import_tensorflow_quietly() -> None:
@@ -174,6 +177,15 @@ class FeatcacheGroup(click.Group):
             fail(ctx, f"{message} ({remedy})", message, remedy, exc.exit_code, as_json)
         except click.ClickException as exc:
             fail(ctx, exc.format_message(), exc.format_message(), None, exc.exit_code, as_json)
+        except (click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except OSError as exc:  # the system refused (permissions, a full disk, a path that is not there)
+            fail(ctx, describe_error(exc), describe_error(exc), None, 2, as_json)
+        except Exception as exc:  # a bug: said as one, with its traceback for the report; never exit 1 or 2
+            traceback.print_exc()
+            problem = f"internal error ({describe_error(exc)})"
+            fail(ctx, f"{problem}; please report it with the command and the traceback above", problem,
+                 "please report it with the command and the traceback on stderr", INTERNAL_ERROR, as_json)
         except KeyboardInterrupt:
             message = "interrupted: everything finished so far is saved"
             remedy = "re-run the same command to resume"
