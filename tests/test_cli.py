@@ -231,3 +231,23 @@ def test_a_refused_system_call_exits_2_and_a_bug_exits_70_each_with_one_json_obj
     error = json.loads(result.stdout)
     assert result.exit_code == error["exit_code"] == 70 and error["error"].startswith("internal error (KeyError")
     assert "Traceback" in result.stderr and result.stderr.splitlines()[-1].startswith("error: internal error")
+
+
+def test_a_shared_option_has_one_spelling_and_one_help_text_everywhere():
+    import click
+
+    helps: dict[str, set[str]] = {}
+    for name in COMMANDS:
+        command = cli.commands[name]
+        for p in command.get_params(click.Context(command)):
+            if isinstance(p, click.Option) and not p.hidden:
+                for opt in p.opts:
+                    helps.setdefault(opt, set()).add(p.help or "")
+    for opt in ("--json", "--quiet", "--memory-limit", "--workers"):
+        assert len(helps[opt]) == 1, (opt, helps[opt])
+    assert helps["-q"] == helps["--quiet"] and all(h.startswith("Seed of ") for h in helps["--seed"])
+    assert all(h.startswith("Backbone (see `featcache backbones`); ") for h in helps["--backbone"])
+    assert all(h.startswith("Images per ") for h in helps["--batch-size"] if "auto" not in h)
+    # one name per concept: neighbours are -k/--k, classes shown are --top-k, output is -o/--out
+    assert "--top" not in helps and "--dest" not in helps and "--C" not in helps and "-k" in helps
+    assert {o for o in helps if o.lower() != o} == set(), "flags are lower case"

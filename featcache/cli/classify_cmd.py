@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .common import command, emit_json
-from .options import TOP_K_HELP, alias, backbones_option, json_option, quiet_option
+from .options import TOP_K_HELP, alias, backbones_option, batch_size_option, json_option, quiet_option
 
 
 @command("classify", uses_tensorflow=True)
@@ -16,7 +16,7 @@ from .options import TOP_K_HELP, alias, backbones_option, json_option, quiet_opt
               help=f"{TOP_K_HELP}.")
 @alias("--top", "top_k", type=click.IntRange(1, 1000))
 @click.option("--weights", default="imagenet", show_default=True, help="imagenet, or a local weights file (with top).")
-@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1))
+@batch_size_option(16, type=click.IntRange(1))
 @quiet_option
 @json_option
 def classify_cmd(inputs, backbones, top_k, weights, batch_size, quiet, as_json):

@@ -9,7 +9,7 @@ import click
 from ..backbones.spec import POOLINGS
 from ..config import DTYPES
 from .common import command, emit_json
-from .options import alias, aliases, backbones_option, json_option, quiet_option, seed_option
+from .options import alias, aliases, backbones_option, json_option, quiet_option, seed_option, workers_option
 
 
 @command("extract", uses_tensorflow=True,
@@ -35,7 +35,7 @@ from .options import alias, aliases, backbones_option, json_option, quiet_option
               help="Images per forward pass; auto: the largest that fits the GPU (32 on a CPU). Recorded: "
                    "a resume keeps it.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float16", show_default=True)
-@click.option("--workers", type=int, default=None, help="Image decoding threads (default: up to 4).")
+@workers_option
 @click.option("--rotation", type=float, default=15.0, show_default=True, help="Augmentation: max rotation, degrees.")
 @click.option("--shift", type=float, default=0.15, show_default=True, help="Augmentation: max width/height shift.")
 @click.option("--shear", type=float, default=0.15, show_default=True, help="Augmentation: max shear, degrees.")

@@ -6,7 +6,7 @@ import click
 
 from ..heads.keras_heads import OPTIMIZERS
 from .common import command, emit_json
-from .options import json_option, out_option, quiet_option, seed_option
+from .options import batch_size_option, json_option, out_option, quiet_option, seed_option, workers_option
 
 
 @command("fine-tune", uses_tensorflow=True)
@@ -19,11 +19,11 @@ from .options import json_option, out_option, quiet_option, seed_option
 @click.option("--lr", type=float, default=1e-5, show_default=True, help="Learning rate.")
 @click.option("--optimizer", type=click.Choice(list(OPTIMIZERS)), default="adam", show_default=True)
 @click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@batch_size_option(32, "training step")
 @click.option("--patience", type=int, default=3, show_default=True,
               help="Early stopping: epochs without a better validation score before stopping.")
 @seed_option("the batch order and dropout")
-@click.option("--workers", type=int, default=None, help="Image decoding threads (default: up to 4).")
+@workers_option
 @out_option("Run folder to write.", required=True)
 @quiet_option
 @json_option

@@ -7,7 +7,7 @@ import sys
 import click
 
 from .common import command, echo_table, emit_json
-from .options import backbone_option, json_option, k_option, quiet_option, store_argument
+from .options import backbone_option, batch_size_option, json_option, k_option, quiet_option, store_argument
 
 
 @command("neighbors", uses_tensorflow=True)
@@ -15,7 +15,7 @@ from .options import backbone_option, json_option, k_option, quiet_option, store
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @backbone_option("a name, NAME.BLOCK for a tap, or a feature key of STORE.", required=True)
 @k_option("shown per image", 10)
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@batch_size_option(32)
 @quiet_option
 @json_option
 def neighbors_cmd(store, images, backbone, k, batch_size, quiet, as_json):

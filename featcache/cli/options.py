@@ -74,6 +74,14 @@ def top_k_option(default: int, note: str = ""):
                         help=f"{TOP_K_HELP}{note}.")
 
 
+def batch_size_option(default: int, per: str = "forward pass", type=int):
+    return click.option("--batch-size", type=type, default=default, show_default=True, help=f"Images per {per}.")
+
+
+def workers_option(f):
+    return click.option("--workers", type=int, default=None, help="Image decoding threads (default: up to 4).")(f)
+
+
 def alias(old: str, target: str, *, flag: bool = False, convert=None, conflict: str | None = None, **kwargs):
     """The old spelling ``old`` of the option whose parameter is ``target``, hidden from --help."""
     name = "alias_" + old.lstrip("-").replace("-", "_").lower() + ("_upper" if old != old.lower() else "")

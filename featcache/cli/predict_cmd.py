@@ -9,14 +9,14 @@ from pathlib import Path
 import click
 
 from .common import command, emit_json
-from .options import JSON_HELP, quiet_option, top_k_option
+from .options import JSON_HELP, batch_size_option, quiet_option, top_k_option
 
 
 @command("predict", uses_tensorflow=True)
 @click.argument("model", type=click.Path())
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @top_k_option(3, "; 0 shows every class")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@batch_size_option(32, type=click.IntRange(1))
 @click.option("--json", "fmt", flag_value="json", help=JSON_HELP)
 @click.option("--csv", "fmt", flag_value="csv", help="Print CSV rows.")
 @click.option("--folder-labels", is_flag=True,

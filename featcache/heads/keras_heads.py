@@ -58,7 +58,7 @@ def keras_head_params(dropout: float, optimizer: str, batch_size: int) -> tuple[
         Param("optimizer", str, optimizer, "Optimizer.", choices=tuple(OPTIMIZERS)),
         Param("momentum", float, 0.0, "SGD momentum.", low=0, high=1, high_open=True),
         Param("epochs", int, 100, "Maximum epochs.", low=1),
-        Param("batch_size", int, batch_size, "Batch size.", low=1),
+        Param("batch_size", int, batch_size, "Images per training step.", low=1),
         Param("patience", int, 10, "Early-stopping patience in epochs.", low=1),
         Param("seed", int, 0, "Seed of the weights, dropout masks and view draws.", sweep=False),
     )
