@@ -202,11 +202,6 @@ def test_library_messages_do_not_speak_cli():
 
 # -- the records between stages are frozen --------------------------------------------------------
 
-# Still mutable, and why: evaluate_on_test and write_run fill in a FitResult's test metrics and run
-# folder after the fit (sweep relies on it).
-NOT_YET_FROZEN = {"FitResult"}
-
-
 def test_the_records_architecture_md_lists_are_frozen_dataclasses():
     import dataclasses
     import importlib
@@ -225,8 +220,7 @@ def test_the_records_architecture_md_lists_are_frozen_dataclasses():
             cls = next((getattr(m, name) for m in modules if hasattr(m, name)), None)
             assert cls is not None, f"ARCHITECTURE.md: {name} is not in {', '.join(where)}"
             assert dataclasses.is_dataclass(cls), name
-            if name not in NOT_YET_FROZEN:
-                assert cls.__dataclass_params__.frozen, f"{name} is listed as a frozen record but is mutable"
+            assert cls.__dataclass_params__.frozen, f"{name} is listed as a frozen record but is mutable"
             checked.append(name)
     assert len(checked) >= 15, checked  # the table parsed
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -179,7 +179,7 @@ def _held_if_small(rows: FeatureRows, budget: int) -> Rows:
     return ArrayRows(rows.read(np.arange(len(rows))), rows.labels)
 
 
-@dataclass
+@dataclass(frozen=True)
 class FitResult:
     head_type: str
     params: dict
@@ -298,17 +298,18 @@ def fitted_result(data: TrainingData, model: Head, fit_seconds: float, run_dir: 
         temperature=temperature, refit=refit,
     )
     if evaluate_test:
-        evaluate_on_test(result, data)
+        result = evaluate_on_test(result, data)
     if run_dir is not None:
-        write_run(result, data, run_dir)
+        result = replace(result, run_dir=str(write_run(result, data, run_dir)))
     return result
 
 
 def evaluate_on_test(result: FitResult, data: TrainingData) -> FitResult:
-    if len(data.y_test):
-        proba = split_proba(result.head, data, "test", result.probe.tta)
-        result.test = evaluate(data.y_test, apply_temperature(proba, result.temperature), data.classes)
-    return result
+    """``result`` with its test metrics (itself when there are no test images)."""
+    if not len(data.y_test):
+        return result
+    proba = split_proba(result.head, data, "test", result.probe.tta)
+    return replace(result, test=evaluate(data.y_test, apply_temperature(proba, result.temperature), data.classes))
 
 
 def prepare_run_dir(out: str | Path) -> Path:
@@ -321,7 +322,8 @@ def write_run(result: FitResult, data: TrainingData, out: str | Path) -> Path:
     """Head files, config.json, metrics.json and a confusion-matrix PNG per evaluated split, in
     the folder ``prepare_run_dir`` gave, then put in place of the run folder in one step. ``out``
     may also be a finished run folder (a sweep's best trial, now with its test metrics): it is
-    then rewritten the same way, keeping what its head's fit left there (history)."""
+    then rewritten the same way, keeping what its head's fit left there (history). Returns the
+    run folder (``result`` is a frozen record: the caller keeps the path)."""
     if not is_pending(out):
         finished = final_path(out)
         out = prepare_run_dir(finished)
@@ -330,7 +332,7 @@ def write_run(result: FitResult, data: TrainingData, out: str | Path) -> Path:
             (out / CONFIG_FILE).unlink(missing_ok=True)
     run_dir = Path(out)
     try:
-        result.run_dir = str(_write_files(result, data, run_dir))
+        _write_files(result, data, run_dir)
     except BaseException:
         abandon_run(run_dir)
         raise

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import time
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import FeatcacheError, ParameterError
@@ -123,8 +123,8 @@ def sweep(store: str | Path, backbones: list[str], head: Head | str = "mlp", gri
         finally:
             bar.close()
         trials.sort(key=lambda t: (-t.val.accuracy, t.val.log_loss, t.index))
-        best = trials[0].result
-        evaluate_on_test(best, data)
+        best = evaluate_on_test(trials[0].result, data)
+        trials[0] = replace(trials[0], result=best)
         result = SweepResult(base.name, data.keys, grid, trials, best.test, str(out_dir) if out_dir else None,
                              fit_seconds=sum(t.result.fit_seconds for t in trials))
         if out_dir is not None:
