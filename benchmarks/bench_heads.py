@@ -60,7 +60,7 @@ def ensure_store(data: Path, store: Path, views: int) -> float:
     """Extract (or resume: a complete store is reused); return the one-off extraction seconds."""
     extract(data, store, ExtractOptions(backbones=[BACKBONE], augment=AugmentParams(augmented_views=views), progress=True))
     with open_store(store) as st:
-        return float(st.config_status(st.resolve_key(BACKBONE)).stats.get("seconds") or 0.0)
+        return float(st.config_status(st.resolve_key(BACKBONE)).stats.seconds)
 
 
 def bench_cached_mlp(store: Path, epochs: int, classic_epochs: int) -> dict:

@@ -107,7 +107,7 @@ def extraction_speed(*stores: Path) -> dict[str, float | None]:
     for store in stores:
         with open_store(store) as st:
             m = st.manifest()
-            out |= {k: st.config_status(k, m).stats.get("images_per_s") for k in st.keys()}
+            out |= {k: st.config_status(k, m).stats.images_per_s for k in st.keys()}
     return out
 
 

@@ -131,7 +131,7 @@ def test_two_concurrent_shards_one_killed_then_the_finishing_run_equal_one_proce
         assert not st.backend.groups("shards"), "the shards' records were folded in"
         # every decodable row counted once, but for a unit the kill may have caught between its write
         # and the shard's record of it
-        assert 18 - CHUNK <= st.config_status(key).stats["rows"] <= 18
+        assert 18 - CHUNK <= st.config_status(key).stats.rows <= 18
         assert [p for p, _ in st.failed_images(st.manifest().paths, st.manifest().digests)] == ["red/broken.png"]
     assert not list(tmp_path.glob("s.zarr.shard-*.lock"))
 
@@ -260,7 +260,7 @@ def test_a_dask_worker_killed_mid_run_leaves_a_store_identical_to_one_process(tm
     assert_identical(tmp_path / "one.zarr", store)
     with open_store(store) as st:
         status = st.config_status(cfg.key)
-        assert status.done == 24 and status.stats["rows"] == 24
+        assert status.done == 24 and status.stats.rows == 24
 
 
 def test_dask_local_2_from_the_cli_with_a_plugin_backbone_and_k2_views_equals_one_process(tmp_path):

@@ -31,7 +31,7 @@ def info_cmd(store, as_json):
     click.echo("\nfeature configurations:")
     echo_table([{"key": c.key, "views": c.views, "dim": c.dim, "dtype": c.dtype,
                  "done": f"{c.done}/{c.rows}", "failed": c.failed, "complete": c.complete, "orphans": c.orphans,
-                 "MB": round(c.nbytes / 1e6, 2), "img/s": c.stats.get("images_per_s"),
+                 "MB": round(c.nbytes / 1e6, 2), "img/s": c.stats.images_per_s,
                  "checksums": "yes" if c.verifiable else "no (next extract adds them)"} for c in info.configs])
 
 

@@ -63,7 +63,7 @@ class ExtractStats:
         return cls(int(d.get("rows", 0)), int(d.get("images", 0)), float(d.get("seconds", 0.0)))
 
 
-@dataclass
+@dataclass(frozen=True)
 class ConfigStatus:
     key: str
     config: FeatureConfig
@@ -75,7 +75,7 @@ class ConfigStatus:
     dim: int
     dtype: str
     nbytes: int
-    stats: dict = field(default_factory=dict)  # ExtractStats.to_dict() ({} before any extraction)
+    stats: ExtractStats = field(default_factory=lambda: ExtractStats())  # what extraction recorded
     orphans: int = 0  # stored rows no current image maps to (removed or changed files)
     verifiable: bool = True  # False: written before checksums (schema 1) and not extracted since
 
@@ -199,7 +199,7 @@ class ConfigGroup:
         return ConfigStatus(
             key=self.key, config=cfg, rows=len(manifest), done=int((st == DONE).sum()),
             failed=int((st == FAILED).sum()), pending=int((st == PENDING).sum()), views=views, dim=dim,
-            dtype=cfg.dtype, nbytes=self.backend.nbytes_on_disk(self.name), stats=self.attrs().get("stats", {}),
+            dtype=cfg.dtype, nbytes=self.backend.nbytes_on_disk(self.name), stats=self.stats(),
             orphans=sum(1 for d in row_digests if d and d not in current), verifiable=self.verifiable(),
         )
 

@@ -113,6 +113,7 @@ class FeatureStore:
         # lock) write only their units' rows (and a shard its own record): never what others share
         self.role = role
         self._new = False  # nothing on disk yet: the first write creates the store
+        self._closed = False
         self.manifests = ManifestLog(self)
         self.shards = ShardRecords(self)
 
@@ -123,6 +124,9 @@ class FeatureStore:
         return self.lock.token if isinstance(self.lock, StoreLock) else None
 
     def close(self) -> None:
+        if self._closed:  # a second close (a TrainingData closed twice) does nothing
+            return
+        self._closed = True
         try:
             if self.lock is not None:
                 with write_errors(self.path):

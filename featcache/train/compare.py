@@ -109,7 +109,7 @@ def compare(store: str | Path, heads: tuple[str, ...] | list[str] = ("logreg",),
                         key=key, backbone=data.configs[0].backbone.name, head=head,
                         val_accuracy=r.val_accuracy, val_loss=r.val.log_loss if r.val else None,
                         test_accuracy=r.test_accuracy, fit_seconds=round(r.fit_seconds, 3),
-                        images_per_s=data.stats.get(key, {}).get("images_per_s"), feature_dim=data.input_dim,
+                        images_per_s=data.stats[key].images_per_s, feature_dim=data.input_dim,
                         run_dir=r.run_dir))
                     bar.update(1)
             finally:

@@ -181,7 +181,7 @@ def _cross_validate(st, heads, folds, repeats, backbones, seed, shots, progress,
                     scores={m: _interval([getattr(f, m) for f in folds_scored], plan, m) for m in METRICS},
                     fold_accuracy=[round(f.accuracy, 6) for f in folds_scored],
                     fit_seconds=round(float(np.mean([f.fit_seconds for f in folds_scored])), 4),
-                    images_per_s=stats[key].get("images_per_s"), feature_dim=int(X.shape[-1]),
+                    images_per_s=stats[key].images_per_s, feature_dim=int(X.shape[-1]),
                     backbone_params=n_params, shots=curve))
     finally:
         bar.close()

@@ -38,7 +38,7 @@ from ..config import FeatureConfig
 from ..errors import FeatcacheError, ParameterError, Remedy, Step, shortlist
 from ..heads import EnsembleHead, FitContext, Head, make_head
 from ..heads.data import ArrayRows
-from ..stores import FeatureRows, FeatureStore, open_store
+from ..stores import ExtractStats, FeatureRows, FeatureStore, open_store
 from .memory import MemoryPlan, plan_memory, resolve_memory_limit
 from .metrics import SplitMetrics, evaluate, plot_confusion
 from .probe import PLAIN, ProbeOptions, apply_temperature, fit_temperature, view_proba
@@ -60,7 +60,7 @@ EVAL_SHARE = 8  # streamed: validation or test view 0 is held in memory when it 
 Rows = np.ndarray | FeatureRows | ArrayRows  # what heads read (heads/data.py as_rows)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainingData:
     """The splits of a fit, each a selection of one view of the store's usable rows: arrays when
     they fit in memory, else the store's view itself (read chunk by chunk by the head)."""
@@ -79,7 +79,7 @@ class TrainingData:
     y_test: np.ndarray
     validation: ValidationSource
     seed: int = 0  # of the validation holdout
-    stats: dict[str, dict] = field(default_factory=dict)  # extraction stats per key
+    stats: dict[str, ExtractStats] = field(default_factory=dict)  # extraction stats per key
     memory: MemoryPlan | None = None
     store: FeatureStore | None = field(default=None, repr=False)  # open while views read from it
     # every view of the validation and test images (m, V, D), for TTA and refit
@@ -87,9 +87,9 @@ class TrainingData:
     X_test_views: Rows | None = field(default=None, repr=False)
 
     def close(self) -> None:
+        """Close the store the views read from (streamed; a second close does nothing)."""
         if self.store is not None:
             self.store.close()
-            self.store = None
 
     @property
     def input_dim(self) -> int:
