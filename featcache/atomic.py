@@ -35,7 +35,10 @@ def temporary_sibling(final: Path, tag: str = PARTIAL) -> Path:
 
 
 def _siblings(final: Path, tag: str) -> list[Path]:
-    return sorted(final.parent.glob(f".{final.stem}.????????????{tag}{final.suffix}"))
+    """The temporary siblings of ``final``, and theirs (a file rewritten under a second one)."""
+    one = f"{final.stem}.????????????{tag}"
+    return sorted([*final.parent.glob(f".{one}{final.suffix}"), *final.parent.glob(f"..{one}.????????????{tag}"
+                                                                                    f"{final.suffix}")])
 
 
 def new_folder(final: Path) -> Path:

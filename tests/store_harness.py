@@ -146,7 +146,19 @@ def _child(go: int, report: int, cmd: dict) -> None:
     os.read(go, 1)
     code, message = 0, b""
     try:
-        if cmd.get("out"):  # a fit-head into the run folder "out"
+        if cmd.get("op") == "tiny_run":  # a keras server: the tiny Keras backbone's store, a logreg run on it
+            from conftest import TINY
+
+            from featcache.train.fit import fit_head
+
+            extract(cmd["data"], cmd["store"], ExtractOptions(backbones=[TINY], weights="random", dtype="float32",
+                                                              split="60/20/20", progress=False, workers=1))
+            fit_head(cmd["store"], [TINY], "logreg", out=cmd["out"], progress=False)
+        elif cmd.get("op") == "export":  # a keras server: export run folder "store" as the model "out"
+            from featcache.serve.export import export
+
+            export(cmd["store"], cmd["out"])
+        elif cmd.get("out"):  # a fit-head into the run folder "out"
             run_fit(cmd["store"], cmd["out"])
             if cmd.get("fingerprint"):
                 message = json.dumps(run_fingerprint(Path(cmd["out"]))).encode()
@@ -189,10 +201,23 @@ def _warm_up() -> None:
         plot_confusion(evaluate(labels, np.eye(2), ["a", "b"]), ["a", "b"], Path(tmp) / "c.png", "warm-up")
 
 
-def serve() -> None:
+def _warm_up_keras() -> None:
+    """A keras server's: TensorFlow, Keras and the tiny Keras backbone (conftest), imported only:
+    no TensorFlow op runs before a fork, so each child starts TensorFlow's runtime afresh."""
+    import conftest  # noqa: F401  (registers the tiny backbone)
+    import keras  # noqa: F401
+    import tensorflow  # noqa: F401
+
+    import featcache.serve.export  # noqa: F401
+    import featcache.serve.formats  # noqa: F401
+
+
+def serve(kind: str = "numpy") -> None:
     import subprocess
 
     _warm_up()
+    if kind == "keras":
+        _warm_up_keras()
 
     for line in sys.stdin:
         cmd = json.loads(line)
@@ -230,27 +255,31 @@ def serve() -> None:
 class ForkServer:
     """The test side of ``store_harness.py serve``."""
 
-    def __init__(self):
+    def __init__(self, kind: str = "numpy"):
+        """``kind`` "keras": the children can also build Keras models (TensorFlow imported once)."""
         import subprocess
 
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
-               "FEATCACHE_FSYNC": "0"}  # kills, not power cuts: fsync changes nothing here but the time
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__)), "serve"], stdin=subprocess.PIPE,
+               "FEATCACHE_FSYNC": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}  # kills, not power cuts: fsync changes
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__)), "serve", kind], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, env=env, cwd=str(Path(__file__).parent))
+
+    def request(self, cmd: dict) -> dict:
+        """One command of any kind (``op``: "tiny_run", "export"; see _child) in a forked child."""
+        self.proc.stdin.write(json.dumps({"data": None, "strace": None, "fingerprint": False, **cmd}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the fork server died")
+        return json.loads(line)
 
     def run(self, data: Path | None, store: Path, strace: list[str] | None = None, fingerprint: bool = False,
             out: Path | None = None) -> dict:
         """One extract (or, with ``out``, one fit-head into the run folder ``out``) in a forked
         child: optionally under strace, optionally answering with the store's (the run folder's)
         fingerprint (as JSON, in "message") after a successful run."""
-        cmd = {"data": str(data), "store": str(store), "strace": strace, "fingerprint": fingerprint,
-               "out": str(out) if out else None}
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("the fork server died")
-        return json.loads(line)
+        return self.request({"data": str(data), "store": str(store), "strace": strace, "fingerprint": fingerprint,
+                             "out": str(out) if out else None})
 
     def close(self) -> None:
         self.proc.stdin.close()

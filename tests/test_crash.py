@@ -235,3 +235,105 @@ def test_a_kill_at_any_write_of_fit_head_over_an_existing_run_leaves_the_old_run
     failures = [(p, kind, detail) for p, (kind, detail) in results if kind not in ("old", "new")]
     assert not failures, failures[:5]
     assert outcomes["old"] > 0 and outcomes["new"] > 0
+
+
+# -- export over an existing model (issue 21, finding 4) --------------------------------------------------------
+
+EXPORT_SYSCALLS = ("write", "rename", "renameat2", "unlink", "unlinkat", "mkdir", "rmdir")
+
+
+@pytest.fixture(scope="module")
+def keras_servers():
+    pool = [ForkServer("keras") for _ in range(min(2, os.cpu_count() or 1))]
+    yield pool
+    for srv in pool:
+        srv.close()
+
+
+def _model_state(model: Path) -> dict:
+    """What a reader of an exported .keras finds: its bytes' digest, the class names inside it, and
+    whether its sidecar is the one written with it (a stale sidecar is refused by its readers)."""
+    import hashlib
+    import zipfile
+
+    if not model.is_file():
+        return {"model": "missing"}
+    data = model.read_bytes()
+    try:
+        with zipfile.ZipFile(model) as zf:
+            classes = json.loads(zf.read("metadata.json")).get("class_names") if zf.testzip() is None else "damaged"
+    except (zipfile.BadZipFile, KeyError, ValueError):
+        classes = "damaged"
+    sidecar = model.with_name(model.name + ".labels.json")
+    recorded = json.loads(sidecar.read_text()).get("model_sha256") if sidecar.is_file() else None
+    digest = hashlib.sha256(data).hexdigest()
+    return {"sha256": digest, "classes": classes, "sidecar": "bound" if recorded == digest else "stale or missing"}
+
+
+def test_a_kill_at_any_write_of_export_over_an_existing_model_leaves_the_old_model_or_the_new_one(keras_servers,
+                                                                                                  tmp_path):
+    """Kill `export SECOND --out m.keras` over m.keras (an export of FIRST) at each of its
+    writes, renames, removals and folder creations: m.keras must then be the old model, or the
+    new one whole (its classes inside; its sidecar bound to it, or refused as stale), and the next
+    export must give the new model with its sidecar and nothing left beside it. The children are
+    real exports of a real Keras model (the tiny backbone + a logreg head)."""
+    runs = {}
+    for name, colours in (("first", COLOURS), ("second", OTHER_COLOURS)):
+        runs[name] = tmp_path / f"run-{name}"
+        made = keras_servers[0].request({"op": "tiny_run", "data": str(make_tree(tmp_path / name, per_class=4,
+                                                                                   classes=colours)),
+                                         "store": str(tmp_path / f"{name}.zarr"), "out": str(runs[name])})
+        assert made["code"] == 0, made
+    sweep = Sweep(keras_servers, tmp_path, None, tmp_path, "")
+    base = tmp_path / "base" / "m.keras"
+    assert sweep.free.queue[0].request({"op": "export", "store": str(runs["first"]), "out": str(base)})["code"] == 0
+    old = _model_state(base)
+    assert old["classes"] == sorted(COLOURS) and old["sidecar"] == "bound"
+
+    def fresh(name: str) -> Path:
+        shutil.copytree(base.parent, tmp_path / name)
+        return tmp_path / name / base.name
+
+    def export(model: Path, strace=None) -> dict:
+        srv = sweep.free.get()
+        try:
+            return srv.request({"op": "export", "store": str(runs["second"]), "out": str(model), "strace": strace})
+        finally:
+            sweep.free.put(srv)
+
+    trace = tmp_path / "trace.txt"
+    assert export(fresh("count"), ["-e", f"trace={','.join(EXPORT_SYSCALLS)}", "-o", str(trace)])["code"] == 0
+    counts = {c: n for c, n in _per_thread_counts(trace, EXPORT_SYSCALLS).items() if n}
+    points = [(call, n) for call, total in counts.items() for n in range(1, total + 1)]
+
+    def kill_and_export_again(point):
+        call, n = point
+        model = fresh(f"{call}-{n}")
+        killed = export(model, ["-e", f"trace={call}", "-e", f"inject={call}:signal=KILL:when={n}", "-o", "/dev/null"])
+        if killed["signal"] != 9:
+            return "not killed", killed
+        state = _model_state(model)
+        if state == old:
+            seen = "old"
+        elif state.get("classes") == sorted(OTHER_COLOURS):
+            seen = "new" if state["sidecar"] == "bound" else "new, stale sidecar refused"
+        elif state.get("sha256") == old["sha256"]:
+            seen = "old, stale sidecar refused"
+        else:
+            return "mixed or damaged", state
+        again = export(model)
+        state = _model_state(model)
+        if again["code"] != 0 or state["classes"] != sorted(OTHER_COLOURS) or state["sidecar"] != "bound":
+            return f"{seen}, then the next export failed", (again, state)
+        if sorted(p.name for p in model.parent.iterdir()) != [model.name, f"{model.name}.labels.json"]:
+            return f"{seen}, then left files beside", sorted(p.name for p in model.parent.iterdir())
+        return seen, None
+
+    with ThreadPoolExecutor(sweep.free.qsize()) as pool:
+        results = list(pool.map(lambda p: (p, kill_and_export_again(p)), points))
+    outcomes = collections.Counter(kind for _, (kind, _) in results)
+    print(f"\nexport over an existing model: {len(points)} kill points {counts}: {dict(outcomes)}")
+    failures = [(p, kind, detail) for p, (kind, detail) in results if kind.split(",")[0] not in ("old", "new")
+                or "then" in kind]
+    assert not failures, failures[:5]
+    assert outcomes["old"] > 0 and outcomes["new"] > 0

@@ -20,13 +20,14 @@ from pathlib import Path
 from .. import atomic
 from ..config import FeatureConfig
 from ..errors import FeatcacheError, ParameterError, describe_error
+from ..stores.lock import RunLock
 from ..train.probe import TINY
 from ..train.run import CONFIG_FILE, TrainedRun, load_run, make_folder
 from .calibration import CalibrationOptions, choose
 from .checks import check_model
 from .formats import FORMATS, ExportFormat, ExportJob, ExportResult
 from .formats.base import INPUT_NOTE
-from .labels import check_sidecar_path, write_sidecar
+from .labels import check_sidecar_path, own_sidecar_path, write_sidecar
 
 
 def build_end_to_end(features: list[FeatureConfig], head_model, classes: list[str], temperature: float = 1.0):
@@ -66,7 +67,7 @@ def build_run_model(run: TrainedRun):
     except Exception as exc:
         reason = str(exc) if isinstance(exc, FeatcacheError) else describe_error(exc)
         raise FeatcacheError(f"run folder {run.path}: cannot rebuild its model from {CONFIG_FILE} and its head "
-                             f"({reason}); restore the folder or re-run fit-head") from exc
+                             f"({reason}); restore the folder or fit the head again") from exc
 
 
 def resolve_format(name: str | None, out: str | Path) -> ExportFormat:
@@ -124,12 +125,17 @@ def export_model(run_dir: str | Path, out: str | Path, format: str | None = None
     model = build_run_model(run)
     check_model(model, run.config.classes, f"run folder {run.path}", str(run.path / CONFIG_FILE))
     job = ExportJob(model, run.config.classes, f"run folder {run.path}", images)
+    lock = RunLock.acquire(out)  # one export to a name at a time: each clears what a killed one left
     try:
+        for leftover in (out, own_sidecar_path(out)):
+            atomic.remove_leftovers(leftover)
         with atomic.replaced(out) as tmp:  # the previous export at ``out`` stays whole until this one is
             result = fmt.write(job, tmp, quantize)
+        sidecar = write_sidecar(out, job.classes, job.input_sizes, INPUT_NOTE)
     except OSError as exc:  # no permission, disk full
         raise ParameterError("out", f"cannot write {out} ({exc.strerror})") from exc
-    sidecar = write_sidecar(out, job.classes, job.input_sizes, INPUT_NOTE)
+    finally:
+        lock.release()
     return replace(result, path=out, sidecar=sidecar)
 
 
