@@ -13,7 +13,7 @@ import featcache
 
 ROOT = Path(featcache.__file__).parent
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*|(?<![\w-])-[a-zA-Z] ")
-COMMAND = re.compile(r"`featcache [a-z]")
+COMMAND = re.compile(r"`featcache [a-z]|\bfit-head\b")  # the library says "fit the head", fit_head()
 ARGV = re.compile(r"--?[\w-]+")  # one command-line token on its own: an argument list for a subprocess (pip)
 
 
@@ -50,4 +50,5 @@ def test_the_scan_sees_messages():
     texts = [t for _, t in library_strings()]
     assert len(texts) > 500 and any("does not exist" in t for t in texts)
     assert FLAG.search("use --device cpu") and FLAG.search("(repeat -b NAME)") and COMMAND.search("`featcache info`")
+    assert COMMAND.search("restore it or re-run fit-head") and not COMMAND.search("fit the head again")
     assert not FLAG.search("efficientnet_lite0-224-avg-v3") and ARGV.fullmatch("--no-deps")

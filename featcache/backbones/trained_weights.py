@@ -45,7 +45,7 @@ def fine_tuned_weights(folder: Path, name: str, input_size: int | None) -> tuple
         trained, size = str(backbone["name"]), int(backbone["input_size"])
     except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
         raise ParameterError("weights", f"{folder}/config.json cannot be read as a run config "
-                                        f"({describe_error(exc)}); restore it or re-run fine-tune") from exc
+                                        f"({describe_error(exc)}); restore it or fine-tune again") from exc
     if trained != name:
         raise ParameterError("weights", f"{folder} fine-tuned {trained}, not {name}; extract it as backbone {trained}")
     return str(path), size if input_size is None else input_size

@@ -59,7 +59,7 @@ def load_image_set(run: RunConfig, data: str | Path | None) -> ImageSet:
         failed = {p for p, _ in st.failed_images(manifest.paths, manifest.digests)}
     if manifest.classes != run.classes:
         raise FeatcacheError(f"the classes of store {run.store_path} are no longer those the run was trained on; "
-                             "re-run fit-head on the store before fine-tuning")
+                             "fit the head on the store again before fine-tuning")
     root = Path(data if data is not None else manifest.data_root).expanduser().resolve()
     if not root.is_dir():
         raise ParameterError("data", f"{printable_path(root)} is not a folder; give the image folder the store "

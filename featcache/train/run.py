@@ -163,15 +163,15 @@ class RunConfig:
         try:
             d = json.loads(text)
         except ValueError as exc:  # UnicodeDecodeError included
-            raise FeatcacheError(f"{path} is not valid JSON ({describe_error(exc)}); restore it or re-run fit-head") from exc
+            raise FeatcacheError(f"{path} is not valid JSON ({describe_error(exc)}); restore it or fit the head again") from exc
         try:
             return cls.from_dict(d)
         except FeatcacheError as exc:
             raise FeatcacheError(f"{path}: {exc}") from exc
         except (KeyError, TypeError, ValueError) as exc:
             reason = str(exc) if isinstance(exc, InvalidRunConfig) else describe_error(exc)
-            raise FeatcacheError(f"{path} is not a valid run config: {reason}; restore it or re-run "
-                                 "fit-head") from exc
+            raise FeatcacheError(f"{path} is not a valid run config: {reason}; restore it or fit the "
+                                 "head again") from exc
 
 
 class InvalidRunConfig(ValueError):
@@ -312,7 +312,7 @@ def check_integrity(run_dir: Path, config: RunConfig, head_files: tuple[str, ...
         raise FeatcacheError(f"run folder {run_dir}: {', '.join(changed or unbound)} "
                              f"{'is not' if len(changed or unbound) == 1 else 'are not'} the file(s) its "
                              f"{CONFIG_FILE} was written with (replaced, edited or from another run)",
-                             remedy="restore the folder from a copy or re-run fit-head")
+                             remedy="restore the folder from a copy or fit the head again")
 
 
 # -- writing a run folder in one step ---------------------------------------------------------------
@@ -403,20 +403,20 @@ def load_run(run_dir: str | Path) -> TrainedRun:
         cls = get_head_class(config.head_type)
         cls(**config.head_params)  # a ParameterError here must not be worded as a flag of the command
     except FeatcacheError as exc:
-        raise FeatcacheError(f"{where}: {exc}; restore it or re-run fit-head") from exc
+        raise FeatcacheError(f"{where}: {exc}; restore it or fit the head again") from exc
     missing = [f for f in cls.files if not (run_dir / f).exists()]
     if missing:
-        raise FeatcacheError(f"run folder {run_dir} is missing {', '.join(missing)}; re-run fit-head")
+        raise FeatcacheError(f"run folder {run_dir} is missing {', '.join(missing)}; fit the head again")
     for f in cls.files:  # first: "truncated" says more than "changed"
-        check_archive(run_dir / f, "re-run fit-head")
+        check_archive(run_dir / f, "fit the head again")
     check_integrity(run_dir, config, cls.files)
     try:
         head = cls.load(run_dir, config.head_params)
     except Exception as exc:  # a head's loader meets whatever a damaged file holds
         raise FeatcacheError(f"run folder {run_dir}: cannot load the {config.head_type} head from "
-                             f"{', '.join(cls.files)} ({describe_error(exc)}); re-run fit-head") from exc
+                             f"{', '.join(cls.files)} ({describe_error(exc)}); fit the head again") from exc
     n_classes = getattr(head, "n_classes_", len(config.classes))
     if n_classes != len(config.classes):
         raise FeatcacheError(f"{where} lists {len(config.classes)} classes but the {config.head_type} head in "
-                             f"{run_dir} has {n_classes} outputs; restore config.json or re-run fit-head")
+                             f"{run_dir} has {n_classes} outputs; restore config.json or fit the head again")
     return TrainedRun(run_dir, config, head)
