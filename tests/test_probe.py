@@ -213,6 +213,11 @@ def test_cross_validated_compare_streams_under_a_memory_limit_with_the_numbers_o
         assert streamed[key].fold_accuracy == mem[key].fold_accuracy
         assert streamed[key].scores["log_loss"].mean == pytest.approx(mem[key].scores["log_loss"].mean, abs=1e-6)
     assert runs[1].winner_test == runs[0].winner_test is not None
+    # the command line says the same
+    r = _run("compare", store, "-b", small, "--head", "knn", "--folds", "5", "--tta", "--memory-limit", STREAMED,
+             "--json", "-q")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["leaderboard"][0]["fold_accuracy"] == streamed[small].fold_accuracy
 
 
 def test_compare_scores_held_out_images_over_their_views_with_tta(store):

@@ -8,6 +8,7 @@ from .common import command, echo_table, emit_json
 from .options import (
     backbones_option,
     json_option,
+    memory_limit_option,
     out_option,
     quiet_option,
     seed_option,
@@ -69,9 +70,10 @@ def _echo_cv(result) -> None:
 @seed_option("the folds and the heads")
 @click.option("--tta", is_flag=True, help="Score held-out images on the mean probabilities over their cached views "
                                           "(configurations extracted with --augment K).")
+@memory_limit_option
 @quiet_option
 @json_option
-def compare_cmd(store, heads, backbones, folds, repeats, shots, out, seed, tta, quiet, as_json):
+def compare_cmd(store, heads, backbones, folds, repeats, shots, out, seed, tta, memory_limit, quiet, as_json):
     """Leaderboard of every backbone configuration in STORE x each head.
 
     With --folds: mean accuracy, macro-F1, balanced accuracy and log-loss with 95% intervals over
@@ -81,7 +83,7 @@ def compare_cmd(store, heads, backbones, folds, repeats, shots, out, seed, tta, 
     from ..train.compare import compare
 
     result = compare(store, list(heads), out=out, backbones=list(backbones) or None, seed=seed, progress=not quiet,
-                     folds=folds, repeats=repeats, shots=_parse_shots(shots), tta=tta)
+                     folds=folds, repeats=repeats, shots=_parse_shots(shots), tta=tta, memory_limit=memory_limit)
     if as_json:
         emit_json(result.to_dict())
         return
