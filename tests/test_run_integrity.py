@@ -168,3 +168,19 @@ def test_a_record_without_integrity_is_read_as_before(stores, tmp_path):
     _edit(run, lambda d: d.pop("integrity"))
     x = np.ones((2, result.input_dim), np.float32)
     assert np.array_equal(load_run(run).head.predict_proba(x), result.head.predict_proba(x))
+
+
+def test_a_second_sweep_on_one_out_is_refused(stores, tmp_path):
+    from featcache.train.sweep import sweep
+
+    out = tmp_path / "sw"
+    holder = RunLock.acquire(out)  # another sweep writing it
+    try:
+        with pytest.raises(FeatcacheError, match="being written by another featcache process"):
+            sweep(stores["first"], [NUMPY_NET], "logreg", {"C": [0.1, 1.0]}, out=out, progress=False)
+    finally:
+        holder.release()
+    result = sweep(stores["first"], [NUMPY_NET], "logreg", {"C": [0.1, 1.0]}, out=out, progress=False)
+    assert len(result.trials) == 2 and beside(out) == [] and sorted(p.name for p in (out / "trials").iterdir()) == \
+        sorted(Path(t.result.run_dir).name for t in result.trials)
+    assert load_run(result.trials[0].result.run_dir).config.classes == sorted(FIRST)

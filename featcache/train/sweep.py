@@ -21,9 +21,10 @@ from pathlib import Path
 from ..errors import FeatcacheError, ParameterError
 from ..heads import Head, clone, make_head
 from ..progress import progress_bar
+from ..stores.lock import RunLock
 from .fit import FitResult, evaluate_on_test, load_training_data, write_run
 from .metrics import SplitMetrics, write_leaderboard
-from .run import ValidationSource
+from .run import ValidationSource, make_folder
 from .sweep_tasks import plan_tasks, run_task
 
 
@@ -106,11 +107,14 @@ def sweep(store: str | Path, backbones: list[str], head: Head | str = "mlp", gri
     combos = expand_grid(grid)
     models = [clone(base).set_params(**combo) for combo in combos]  # bad names or values: fail before training
     data = load_training_data(store, backbones, seed, memory_limit)
+    lock = None
     try:
         if data.validation == ValidationSource.NONE:
             raise FeatcacheError("a sweep ranks configurations on validation images, and this store has none "
                                  "(and too few training images to hold some out); re-extract with a validation split")
         out_dir = Path(out).expanduser().resolve() if out is not None else None
+        if out_dir is not None:  # a second sweep on one out is refused (each trial's folder has its own lock too)
+            lock = RunLock.acquire(make_folder(out_dir.parent, "out") / out_dir.name)
         runs = [str(out_dir / "trials" / f"{i:03d}-{_slug(c)}") if out_dir else None for i, c in enumerate(combos)]
         tasks = plan_tasks(base, combos, models, runs, data.store_path, list(backbones), seed, memory_limit)
         trials = []
@@ -134,6 +138,8 @@ def sweep(store: str | Path, backbones: list[str], head: Head | str = "mlp", gri
             _write_outputs(result, out_dir)
         return result
     finally:
+        if lock is not None:
+            lock.release()
         data.close()
 
 
