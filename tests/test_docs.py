@@ -153,6 +153,8 @@ def invocations(path: Path) -> list[tuple[int, str, list[str]]]:
                 words = piece.split()
                 if words[:1] == ["featcache"]:
                     words = words[1:]
+                    if words and not words[0].startswith("-") and words[0] not in cli.commands:
+                        found.append((number, None, words))  # no such command
                 elif not fenced and words[:1] and words[0] in cli.commands and len(words) > 1:
                     pass
                 else:
@@ -182,8 +184,11 @@ USER_DOCS = [p for p in DOCS if p.name != "ARCHITECTURE.md" and p.parent.name !=
 def test_every_featcache_command_in_the_docs_uses_flags_it_has(path):
     from featcache.cli import cli
 
+    found = invocations(path)
+    assert [f"{path.relative_to(ROOT)}:{n}: featcache {words[0]}" for n, name, words in found if name is None] == [], \
+        "no such command"
     wrong = [f"{path.relative_to(ROOT)}:{n}: featcache {name} {flag}"
-             for n, name, words in invocations(path) for flag in flags_in(words)
+             for n, name, words in found if name for flag in flags_in(words)
              if flag not in visible_flags(cli.commands[name])]
     assert wrong == [], "flags that are not (or no longer) the command's spelling"
 
