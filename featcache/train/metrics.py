@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .. import atomic
 from .probe import expected_calibration_error
 
 
@@ -94,8 +96,10 @@ def plot_confusion(metrics: SplitMetrics, classes: list[str], path: str | Path, 
 def write_leaderboard(rows: list[dict], csv_path: Path, json_path: Path, payload: dict) -> None:
     """A leaderboard as CSV (one row per entry) plus the full result as JSON, side by side."""
     csv_path.parent.mkdir(parents=True, exist_ok=True)
-    with csv_path.open("w", newline="") as f:
+    # each replaced in one step (a killed writer leaves the previous file whole, never a truncated one)
+    with atomic.replaced(csv_path) as tmp, os.fdopen(atomic.create_exclusive(tmp), "w", newline="") as f:
         writer = csv.DictWriter(f, list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    json_path.write_text(json.dumps(payload, indent=2, default=str))
+    with atomic.replaced(json_path) as tmp, os.fdopen(atomic.create_exclusive(tmp), "w") as f:
+        f.write(json.dumps(payload, indent=2, default=str))
