@@ -63,8 +63,15 @@ def plugin_run(tmp_path_factory):
         ["predict", run, data, "--json", "-q"],
         *(["fit-head", store, "-b", "odd_net", "--head", "centroid", "--shrink", shrink, "--temperature", t, "--json",
            "-q", "--out", root / f"alone-{shrink}-{t}"] for shrink in ("0", "0.5") for t in ("1", "10")),  # each alone
+        ["fit-head", "--help"], ["sweep", "--help"], ["heads", "--json"],
     )
     return {"data": data, "store": store, "run": run, "root": root, "results": results}
+
+
+@pytest.fixture(scope="module")
+def without_plugin(plugin_run) -> list[dict]:
+    """Process 3, where the plugin package is not installed at all: predict with its run, fit-head --help."""
+    return featcache(["predict", plugin_run["run"], plugin_run["data"]], ["fit-head", "--help"], path=())
 
 
 def test_plugin_preprocessing_is_unlike_every_builtin():
@@ -99,22 +106,22 @@ def test_plugin_backbone_exports_and_predicts_what_fit_head_computed(plugin_run)
         np.testing.assert_allclose([probs[c] for c in trained.config.classes], p, atol=1e-4)
 
 
-def test_a_process_without_the_entry_point_rebuilds_the_backbone_from_the_record(plugin_run):
+def test_a_process_without_the_entry_point_rebuilds_the_backbone_from_the_record(plugin_run, without_plugin):
     """The run's record names the builder: a process that only has the module importable (no
     .dist-info, so no entry point) still predicts; without the package it is a clear error."""
     data, run = plugin_run["data"], plugin_run["run"]
     with_ep = json.loads(ok(plugin_run["results"][7])["stdout"])
     without = json.loads(ok(featcache(["predict", run, data, "--json", "-q"], path=(SRC,))[0])["stdout"])
     assert [r["label"] for r in with_ep] == [r["label"] for r in without]
-    (gone,) = featcache(["predict", run, data], path=())  # the package is not installed at all
+    gone = without_plugin[0]  # the package is not installed at all
     assert gone["exit_code"] == 2 and "featcache_test_plugin" in gone["stderr"]
     assert "Traceback" not in gone["stderr"]
 
 
-def test_plugin_head_gets_cli_options_and_trains(plugin_run):
-    helps = featcache(["fit-head", "--help"], ["sweep", "--help"], ["heads", "--json"])
+def test_plugin_head_gets_cli_options_and_trains(plugin_run, without_plugin):
+    helps = plugin_run["results"][12:15]
     assert all("--shrink" in ok(h)["stdout"] for h in helps[:2])
-    assert "--shrink" not in ok(featcache(["fit-head", "--help"], path=())[0])["stdout"]  # not installed
+    assert "--shrink" not in ok(without_plugin[1])["stdout"]  # not installed
     shrink = next(r for r in json.loads(helps[2]["stdout"]) if r["parameter"] == "shrink")
     assert (shrink["head"], shrink["default"], shrink["allowed"]) == ("centroid", 0.0, ">= 0 and <= 1")
     fit, sweep, bad, export = plugin_run["results"][3:7]
