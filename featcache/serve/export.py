@@ -125,8 +125,9 @@ def export_model(run_dir: str | Path, out: str | Path, format: str | None = None
     model = build_run_model(run)
     check_model(model, run.config.classes, f"run folder {run.path}", str(run.path / CONFIG_FILE))
     job = ExportJob(model, run.config.classes, f"run folder {run.path}", images)
-    lock = RunLock.acquire(out)  # one export to a name at a time: each clears what a killed one left
+    lock = None
     try:
+        lock = RunLock.acquire(out)  # one export to a name at a time: each clears what a killed one left
         for leftover in (out, own_sidecar_path(out)):
             atomic.remove_leftovers(leftover)
         with atomic.replaced(out) as tmp:  # the previous export at ``out`` stays whole until this one is
@@ -135,7 +136,8 @@ def export_model(run_dir: str | Path, out: str | Path, format: str | None = None
     except OSError as exc:  # no permission, disk full
         raise ParameterError("out", f"cannot write {out} ({exc.strerror})") from exc
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
     return replace(result, path=out, sidecar=sidecar)
 
 

@@ -341,7 +341,7 @@ def begin_run(out: str | Path, param: str = "out") -> Path:
     make_folder(final.parent, param)
     try:
         lock = RunLock.acquire(final)
-    except PermissionError as exc:
+    except OSError as exc:  # a read-only folder, no permission
         raise ParameterError(param, f"cannot write in {final.parent} ({exc.strerror})") from exc
     try:
         atomic.remove_leftovers(final)
