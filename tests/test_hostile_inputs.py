@@ -293,10 +293,11 @@ def test_predict_names_a_non_utf8_file_printably(tmp_path):
 def test_augmented_views_are_capped_with_the_reason():
     from featcache.ingest.augment import MAX_AUGMENTED_VIEWS, AugmentParams
 
-    assert AugmentParams(augmented_views=MAX_AUGMENTED_VIEWS).views == MAX_AUGMENTED_VIEWS + 1
-    with pytest.raises(ParameterError, match="forward pass") as info:
-        AugmentParams(augmented_views=10000)  # was accepted, and ran for minutes on 40 images
+    ExtractOptions(backbones=[TINY], augment=AugmentParams(augmented_views=MAX_AUGMENTED_VIEWS))
+    with pytest.raises(ParameterError, match="forward pass") as info:  # was accepted, and ran for minutes
+        ExtractOptions(backbones=[TINY], augment=AugmentParams(augmented_views=10000))
     assert info.value.param == "augmented_views" and str(MAX_AUGMENTED_VIEWS) in str(info.value)
+    assert AugmentParams.from_dict({"augmented_views": 100}).views == 101, "a record made before the cap reads"
 
 
 @pytest.mark.parametrize("size", [0, -1])

@@ -141,7 +141,8 @@ def test_a_head_file_from_another_run_is_refused(stores, tmp_path):
 
 
 @pytest.mark.parametrize(("field", "value", "named"), [
-    ("input_size", 100000, "input_size"), ("input_size", 0, "input_size"), ("input_dim", 10**9, "input_dim")])
+    ("input_size", 100000, "input_size"), ("input_size", 0, "input_size"), ("input_dim", 10**9, "input_dim"),
+    ("augmented_views", 10**6, "augmented_views")])
 def test_numbers_that_size_allocations_are_bounded_even_in_a_record_without_integrity(stores, tmp_path, field,
                                                                                         value, named):
     """Finding 5: input_size 100000 was OOM-killed at 21.8 GB inside predict. A record written
@@ -153,6 +154,8 @@ def test_numbers_that_size_allocations_are_bounded_even_in_a_record_without_inte
         del d["integrity"]
         if field == "input_size":
             d["features"][0]["backbone"]["input_size"] = value
+        elif field == "augmented_views":  # test-time augmentation would compute every one
+            d["features"][0]["augment"]["augmented_views"] = value
         else:
             d[field] = value
 

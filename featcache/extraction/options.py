@@ -9,7 +9,7 @@ from ..backbones.devices import resolve_device, resolve_precision
 from ..backbones.model import resolve_config, tap_configs
 from ..config import Compute, FeatureConfig
 from ..errors import ParameterError
-from ..ingest.augment import AugmentParams
+from ..ingest.augment import AugmentParams, check_augmented_views
 from ..ingest.scan import SplitFractions
 
 MAX_BATCH_SIZE = 4096
@@ -50,6 +50,7 @@ class ExtractOptions:
         for name in ("workers", "chunk_rows"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ParameterError(name, f"must be at least 1, got {getattr(self, name)}")
+        check_augmented_views(self.augment.augmented_views)  # bounded work (augment.py says why)
         if self.weights not in ("imagenet", "random") and len(self.backbones) > 1:
             raise ParameterError("weights", "a weights file applies to a single backbone; extract one at a time")
 

@@ -15,10 +15,19 @@ import numpy as np
 
 from ..errors import ParameterError
 
-# K is capped: every view is one more forward pass per image and one more stored row (K = 64 makes
-# extraction 65 times as long and the store 65 times as large), and beyond a few dozen the views
-# repeat the same small rotations, shifts, zooms and flips, adding little a head can learn from.
+# K is capped for a new extraction (ExtractOptions): every view is one more forward pass per image
+# and one more stored row (K = 64 makes extraction 65 times as long and the store 65 times as
+# large), and beyond a few dozen the views repeat the same small rotations, shifts, zooms and
+# flips, adding little a head can learn from. A record (a store's, a run's) written before the cap
+# stays readable; check_augmented_views says why a larger K is refused.
 MAX_AUGMENTED_VIEWS = 64
+
+
+def check_augmented_views(k: int) -> None:
+    if k > MAX_AUGMENTED_VIEWS:
+        raise ParameterError("augmented_views", f"at most {MAX_AUGMENTED_VIEWS} views per image, got {k}: each view "
+                                                "is another forward pass and another stored row per image, and more "
+                                                "repeat the same transformations")
 
 
 @dataclass(frozen=True)
@@ -39,11 +48,6 @@ class AugmentParams:
     def __post_init__(self):
         if int(self.augmented_views) != self.augmented_views or self.augmented_views < 0:
             raise ParameterError("augmented_views", f"must be a whole number, 0 or more, got {self.augmented_views}")
-        if self.augmented_views > MAX_AUGMENTED_VIEWS:
-            raise ParameterError("augmented_views", f"at most {MAX_AUGMENTED_VIEWS} views per image, got "
-                                                    f"{self.augmented_views}: each view is another forward pass and "
-                                                    "another stored row per image, and more repeat the same "
-                                                    "transformations")
         for name in ("rotation", "width_shift", "height_shift", "shear", "zoom", "channel_shift"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):

@@ -54,6 +54,7 @@ INTEGRITY = "integrity"
 MAX_INPUT_DIM = 1 << 20  # concatenated feature size: the widest backbones give a few thousand per tap
 MAX_CLASSES = 1 << 16
 MAX_FEATURES = 64  # backbone configurations concatenated in one run
+MAX_RECORDED_VIEWS = 1024  # augmented views a record may claim (test-time augmentation computes each)
 
 
 class ValidationSource(StrEnum):
@@ -247,6 +248,9 @@ def _feature(d, i: int) -> FeatureConfig:
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_INPUT_SIZE:
         raise InvalidRunConfig(f"'features[{i}].backbone.input_size' must be a whole number from 1 to "
                                f"{MAX_INPUT_SIZE} (as extract allows), not {size!r:.60}")
+    if not config.augment.augmented_views <= MAX_RECORDED_VIEWS:
+        raise InvalidRunConfig(f"'features[{i}].augment.augmented_views' must be at most {MAX_RECORDED_VIEWS}, not "
+                               f"{config.augment.augmented_views}")
     return config
 
 
