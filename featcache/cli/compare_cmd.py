@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import click
 
+from . import options as opt
 from .common import command, echo_table, emit_json
-from .options import (
-    backbones_option,
-    json_option,
-    memory_limit_option,
-    out_option,
-    quiet_option,
-    seed_option,
-    store_argument,
-)
 
 
 def _interval_text(row: dict, metric: str) -> str:
@@ -54,10 +46,10 @@ def _echo_cv(result) -> None:
 
 
 @command("compare", uses_tensorflow=True)
-@store_argument
+@opt.store_argument
 @click.option("--head", "heads", multiple=True, default=["logreg"], show_default=True,
               help="Head to fit on each backbone (repeatable).")
-@backbones_option("only these (default: every feature configuration in STORE); a name, NAME.BLOCK or a "
+@opt.backbones_option("only these (default: every feature configuration in STORE); a name, NAME.BLOCK or a "
                   "feature key.")
 @click.option("--folds", type=int, default=None,
               help="Cross-validate on K stratified folds of the train+validation images (capped at the smallest "
@@ -65,14 +57,14 @@ def _echo_cv(result) -> None:
 @click.option("--repeats", type=int, default=1, show_default=True, help="Repeat the K folds R times (with --folds).")
 @click.option("--shots", default=None, metavar="LIST",
               help="Few-shot learning curves (with --folds): labelled images per class, e.g. 1,5,10,all.")
-@out_option("Write report.html, compare.csv, compare.json, the charts (and run folders without --folds) here.",
+@opt.out_option("Write report.html, compare.csv, compare.json, the charts (and run folders without --folds) here.",
             default=None)
-@seed_option("the folds and the heads")
+@opt.seed_option("the folds and the heads")
 @click.option("--tta", is_flag=True, help="Score held-out images on the mean probabilities over their cached views "
                                           "(configurations extracted with --augment K).")
-@memory_limit_option
-@quiet_option
-@json_option
+@opt.memory_limit_option
+@opt.quiet_option
+@opt.json_option
 def compare_cmd(store, heads, backbones, folds, repeats, shots, out, seed, tta, memory_limit, quiet, as_json):
     """Leaderboard of every backbone configuration in STORE x each head.
 

@@ -4,19 +4,9 @@ from __future__ import annotations
 
 import click
 
+from . import options as opt
 from .common import command, emit_json
 from .head_options import HeadParamsCommand, parse_head_values
-from .options import (
-    KEY_NOTE,
-    backbones_option,
-    head_option,
-    json_option,
-    memory_limit_option,
-    out_option,
-    quiet_option,
-    seed_option,
-    store_argument,
-)
 
 
 def _probe_options(f):
@@ -43,18 +33,18 @@ def _probe(tta, calibrate, refit, combine):
 
 
 @command("fit-head", cls=HeadParamsCommand, uses_tensorflow=True)
-@store_argument
-@backbones_option(KEY_NOTE, required=True)
-@head_option
-@out_option("Run folder to write.", required=True)
-@seed_option("the head and of the validation holdout (when the store has no validation split)")
+@opt.store_argument
+@opt.backbones_option(opt.KEY_NOTE, required=True)
+@opt.head_option
+@opt.out_option("Run folder to write.", required=True)
+@opt.seed_option("the head and of the validation holdout (when the store has no validation split)")
 @click.option("--tensorboard-dir", type=click.Path(), default=None, help="Write TensorBoard logs here.")
 @click.option("--checkpoint-every-epoch", is_flag=True,
               help="Keras heads: also keep weights.{epoch:02d}.weights.h5 for every epoch (Innolitics recipe).")
-@memory_limit_option
+@opt.memory_limit_option
 @_probe_options
-@quiet_option
-@json_option
+@opt.quiet_option
+@opt.json_option
 def fit_head_cmd(store, backbones, head, out, seed, tensorboard_dir, checkpoint_every_epoch, memory_limit, tta,
                  calibrate, refit, combine, quiet, as_json, **head_values):
     """Train a head on the cached features of STORE and write a run folder.

@@ -4,35 +4,24 @@ from __future__ import annotations
 
 import click
 
+from . import options as opt
 from .common import command, echo_table, emit_json
 from .head_options import HeadParamsCommand, parse_head_values
-from .options import (
-    KEY_NOTE,
-    alias,
-    backbones_option,
-    head_option,
-    json_option,
-    memory_limit_option,
-    out_option,
-    quiet_option,
-    seed_option,
-    store_argument,
-)
 
 
 @command("sweep", cls=HeadParamsCommand, grid=True, uses_tensorflow=True)
-@store_argument
-@backbones_option(KEY_NOTE, required=True)
-@head_option
-@out_option("Write leaderboard.csv, sweep.json and one run folder per trial here.", default=None)
-@seed_option("the heads and of the validation holdout (when the store has no validation split)")
-@memory_limit_option
+@opt.store_argument
+@opt.backbones_option(opt.KEY_NOTE, required=True)
+@opt.head_option
+@opt.out_option("Write leaderboard.csv, sweep.json and one run folder per trial here.", default=None)
+@opt.seed_option("the heads and of the validation holdout (when the store has no validation split)")
+@opt.memory_limit_option
 @click.option("--executor", default=None, metavar="process|local:N|tcp://HOST:PORT",
               help="Who trains: process (this one, the default), or a Dask cluster as in extract: each group of "
                    "trials trained in one pass is one task, every worker reading the store, and --out, itself.")
-@alias("--dask", "executor")
-@quiet_option
-@json_option
+@opt.alias("--dask", "executor")
+@opt.quiet_option
+@opt.json_option
 def sweep_cmd(store, backbones, head, out, seed, memory_limit, executor, quiet, as_json, **head_values):
     """Train a head for every combination of the given values; rank them on validation.
 
