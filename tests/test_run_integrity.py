@@ -187,3 +187,12 @@ def test_a_second_sweep_on_one_out_is_refused(stores, tmp_path):
     assert len(result.trials) == 2 and beside(out) == [] and sorted(p.name for p in (out / "trials").iterdir()) == \
         sorted(Path(t.result.run_dir).name for t in result.trials)
     assert load_run(result.trials[0].result.run_dir).config.classes == sorted(FIRST)
+
+
+def test_a_config_json_far_larger_than_a_record_is_refused_unparsed(stores, tmp_path):
+    run = tmp_path / "r"
+    fit(stores["first"], run)
+    with (run / CONFIG_FILE).open("w") as f:
+        f.write('{"classes": [' + '"x", ' * (4 << 20) + '"y"]}')  # 20 MB
+    with pytest.raises(FeatcacheError, match="larger than a run config can be"):
+        load_run(run)

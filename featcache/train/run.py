@@ -54,6 +54,7 @@ INTEGRITY = "integrity"
 MAX_INPUT_DIM = 1 << 20  # concatenated feature size: the widest backbones give a few thousand per tap
 MAX_CLASSES = 1 << 16
 MAX_FEATURES = 64  # backbone configurations concatenated in one run
+MAX_CONFIG_BYTES = 16 << 20  # config.json: a few KB, a few MB with thousands of class names
 MAX_RECORDED_VIEWS = 1024  # augmented views a record may claim (test-time augmentation computes each)
 
 
@@ -158,9 +159,14 @@ class RunConfig:
             raise FeatcacheError(f"{folder} is not a featcache run folder (no {CONFIG_FILE})", remedy=Remedy(
                 "create one with {}", Step.of("fit_head", store="STORE", backbones="BACKBONE", out="DIR")))
         try:
-            text = path.read_bytes()  # json.loads decodes; a binary file is then a ValueError there
+            with path.open("rb") as f:
+                text = f.read(MAX_CONFIG_BYTES + 1)  # json.loads decodes; a binary file is then a ValueError there
         except OSError as exc:
             raise FeatcacheError(f"{path} cannot be read ({exc.strerror})") from exc
+        if len(text) > MAX_CONFIG_BYTES:
+            raise FeatcacheError(f"{path} is larger than a run config can be ({MAX_CONFIG_BYTES >> 20} MiB): it is "
+                                 "another file or was damaged", remedy="restore the folder from a copy or fit the "
+                                                                       "head again")
         try:
             d = json.loads(text)
         except ValueError as exc:  # UnicodeDecodeError included
