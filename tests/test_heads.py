@@ -256,7 +256,7 @@ def test_incomplete_features_say_how_to_resume(tmp_path):
     make_image(data_dir / "red" / "new.png", (210, 30, 30), 999)
     with open_store(store, mode="a") as st:  # the manifest knows the new image, its features don't exist
         st.write_manifest(scan(data_dir))
-    with pytest.raises(FeatcacheError, match="incomplete.*Resume"):
+    with pytest.raises(FeatcacheError, match="incomplete.*[Rr]esume"):
         fit_head(store, [TINY], "logreg", tmp_path / "run", progress=False)
 
 

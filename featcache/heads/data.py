@@ -3,7 +3,7 @@
 A head normalises its input once: ``rows = as_rows(X, y)``. A numpy array becomes an ``ArrayRows``
 (rows in memory); a store's view (``featcache.stores.FeatureRows``, read chunk by chunk and
 verified) already is one. Both give ``shape`` ((n, V, D) views or (n, D) rows), ``len``,
-``in_memory``, ``labels``, ``view(v)``, ``columns(s)``, ``take(positions)``, ``load()`` (float32),
+``in_memory``, ``labels``, ``view(v)``, ``columns(s)``, ``take(positions)``, ``concat(other)``, ``load()`` (float32),
 ``blocks(every, view)`` ((rows, labels) a block at a time), ``indexed_blocks()`` ((rows, their
 positions)) and ``epoch(seed, epoch, batch_size)`` (the views drawn for a training epoch and its
 (float32 batch, labels) batches). Heads only use this interface, so heads do not depend on stores.
@@ -61,6 +61,11 @@ class ArrayRows:
 
     def with_labels(self, y) -> ArrayRows:
         return self._with(self.X, y)
+
+    def concat(self, other: ArrayRows) -> ArrayRows:
+        """These rows, then ``other``'s."""
+        labels = None if self.labels is None or other.labels is None else np.concatenate([self.labels, other.labels])
+        return self._with(np.concatenate([self.X, other.X]), labels)
 
     def load(self) -> np.ndarray:
         return np.asarray(self.X, np.float32)

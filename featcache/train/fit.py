@@ -37,7 +37,7 @@ from .. import __version__
 from ..config import FeatureConfig
 from ..errors import FeatcacheError, ParameterError, Remedy, Step, shortlist
 from ..heads import EnsembleHead, FitContext, Head, make_head
-from ..heads.data import ArrayRows
+from ..heads.data import ArrayRows, as_rows
 from ..stores import ExtractStats, FeatureRows, FeatureStore, open_store
 from .memory import MemoryPlan, plan_memory, resolve_memory_limit
 from .metrics import SplitMetrics, evaluate, plot_confusion
@@ -101,12 +101,9 @@ class TrainingData:
                 "views": int(self.X_train.shape[1])}
 
     def train_and_validation(self) -> tuple[Rows, np.ndarray]:
-        """Every view of train + validation (a refit's rows): arrays joined in memory, one view of
-        the store (its shuffle windows) when streamed."""
-        y = np.concatenate([self.y_train, self.y_val])
-        if isinstance(self.X_train, FeatureRows):
-            return self.X_train.concat(self.X_val_views), y
-        return np.concatenate([np.asarray(self.X_train), self.X_val_views]), y
+        """Every view of train + validation (a refit's rows): arrays joined in memory, one
+        selection of the store's view (with its shuffle windows) when streamed."""
+        return as_rows(self.X_train).concat(as_rows(self.X_val_views)), np.concatenate([self.y_train, self.y_val])
 
 
 def _holdout(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
