@@ -132,6 +132,7 @@ JSON_FAILURES = {
     "backbones": ["--blocks", "no_such_net"],
     "classify": ["{missing}", "-b", "no_such_net"],
     "compare": ["{missing}"],
+    "data": ["no-such-set"],
     "export": ["{missing}", "--out", "{tmp}/m.keras"],
     "extract": ["{missing}", "--store", "{tmp}/s.zarr", "-b", "tiny_test"],
     "fine-tune": ["{missing}", "--out", "{tmp}/r"],
