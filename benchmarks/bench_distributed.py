@@ -1,7 +1,7 @@
 """Benchmark extraction on a Dask cluster against one process.
 
 (a) overhead: the real EfficientNet-Lite0 on the same images (default: 360 of the 400 ORL photos,
-    one augmented view each, units of 64 rows) into a fresh Zarr store, in this process and with ``--dask local:1`` and ``local:2``. Timed warm (the
+    one augmented view each, units of 64 rows) into a fresh Zarr store, in this process and with ``--executor local:1`` and ``local:2``. Timed warm (the
     cluster up and each worker's model built by a first run on other images: the steady state of
     a long extraction) and cold (cluster start-up and model builds included, what one short
     command pays). Target: warm Dask throughput at least 0.9x one process's.
