@@ -78,7 +78,7 @@ def open_store(path: str | Path, mode: str = "r", *, token: str | None = None, s
         elif shard is not None:
             if not path.exists():
                 raise FeatcacheError(f"{path} does not exist: plan it first (with the shards' options)",
-                                     remedy=Remedy("{}", Step.of("extract", data_dir="DATA_DIR", store=path,
+                                     remedy=Remedy("run {}", Step.of("extract", data_dir="DATA_DIR", store=path,
                                                                  executor="plan-only")))
             lock, role = ShardLock(path, shard), "shard"
         elif (lock := StoreLock.acquire(path)) is None:
