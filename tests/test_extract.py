@@ -408,7 +408,7 @@ def test_bad_files_are_skipped_with_a_reason_and_the_rest_extracted(image_tree, 
         assert "blue/notes.txt" in manifest.ignored
     assert {status[d] for d in bad_digests} == {FAILED}
     assert sum(s == DONE for s in status.values()) == N_IMAGES
-    assert {recorded[d]["path"] for d in bad_digests} == {str(image_tree / p) for p in BAD_FILES}
+    assert {recorded[d].path for d in bad_digests} == {str(image_tree / p) for p in BAD_FILES}
     assert len(fs.paths) == N_IMAGES and not set(fs.paths) & set(BAD_FILES)
     good = features_by_path(clean)  # the failures shifted no good row's views
     assert all(np.array_equal(good[p], f) for p, f in zip(fs.paths, fs.features, strict=True))

@@ -24,10 +24,10 @@ class UnitOutcome:
     start: int
     rows: int  # rows computed
     views: int
-    failures: dict[str, dict] = field(default_factory=dict)  # {digest: {"path", "reason"}} not decodable
+    failures: dict[str, SkippedImage] = field(default_factory=dict)  # {digest: why} not decodable
 
     def skipped(self) -> list[SkippedImage]:
-        return [SkippedImage(f["path"], f["reason"]) for f in self.failures.values()]
+        return list(self.failures.values())
 
 
 def compute_units(st: FeatureStore, cfg: FeatureConfig, units: Sequence[WorkUnit],

@@ -75,7 +75,7 @@ def compute_config(runs: list[ConfigRun], todo: int,
                 bar.update(len(out.failures) * run.views)
             if strict and out.failures:
                 first = next(iter(out.failures.values()))
-                raise FeatcacheError(f"{first['path']}: {first['reason']} (strict mode; the {run.extracted} images "
+                raise FeatcacheError(f"{first.path}: {first.reason} (strict mode; the {run.extracted} images "
                                      "extracted so far are saved)")
     finally:
         for run in runs:  # a shared pass's time is each tap's: together they took it

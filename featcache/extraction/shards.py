@@ -61,7 +61,7 @@ def run_shard(data_dir: str | Path, store: str | Path, options: ExtractOptions, 
         record = st.shards.get(shard.name)
         skipped, stats = record.get("skipped", {}), record.get("stats", {})
 
-        def keep_failures(failures: dict[str, dict]) -> None:  # before the unit's status: see UnitWriter
+        def keep_failures(failures: dict[str, SkippedImage]) -> None:  # before the unit's status: see UnitWriter
             skipped.update(failures)
             st.shards.record(shard.name, skipped, stats)
 
@@ -90,7 +90,7 @@ def run_shard(data_dir: str | Path, store: str | Path, options: ExtractOptions, 
                     yield out
 
             compute_config([run], plan.todo, recorded, options.strict, options.progress)
-        result.skipped = [SkippedImage(f["path"], f["reason"]) for f in skipped.values()]
+        result.skipped = list(skipped.values())
         return result
     finally:
         st.close()

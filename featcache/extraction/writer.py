@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from ..stores import FeatureStore
+from .reader import SkippedImage
 from .runner import UnitFeatures
 
-RecordFailures = Callable[[dict[str, dict]], None]  # {digest: {"path", "reason"}}
+RecordFailures = Callable[[dict[str, SkippedImage]], None]  # {digest: why it could not be decoded}
 
 
 class UnitWriter:
@@ -19,8 +20,8 @@ class UnitWriter:
         self.row_digests = row_digests
         self.record_failures = record_failures
 
-    def failures(self, done: UnitFeatures) -> dict[str, dict]:
-        return {self.row_digests[row]: {"path": s.path, "reason": s.reason} for row, s in done.failures.items()}
+    def failures(self, done: UnitFeatures) -> dict[str, SkippedImage]:
+        return {self.row_digests[row]: s for row, s in done.failures.items()}
 
     def write(self, done: UnitFeatures) -> None:
         """The unit's region is rewritten whole; rows of it computed earlier keep their values."""

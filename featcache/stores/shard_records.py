@@ -9,10 +9,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..ingest.scan import SkippedImage
 from .schema import SHARDS
 
 if TYPE_CHECKING:
     from .store import FeatureStore
+
+
+def skips_record(skips: dict[str, SkippedImage]) -> dict[str, dict]:
+    """{digest: SkippedImage} as a store records it (JSON attributes): {digest: {"path", "reason"}}."""
+    return {d: {"path": s.path, "reason": s.reason} for d, s in skips.items()}
+
+
+def skips_from_record(record: dict[str, dict]) -> dict[str, SkippedImage]:
+    return {d: SkippedImage(v["path"], v["reason"]) for d, v in record.items()}
 
 
 class ShardRecords:
@@ -31,15 +41,17 @@ class ShardRecords:
         return self.backend.get_attrs().get("plan")
 
     def get(self, shard: str) -> dict:
-        """What shard ``shard`` ("I-of-N") recorded so far (a re-run of a killed shard goes on from it)."""
+        """What shard ``shard`` ("I-of-N") recorded so far (a re-run of a killed shard goes on from
+        it): its "skipped" ({digest: SkippedImage}) and "stats"."""
         g = f"{SHARDS}/{shard}"
-        return self.backend.get_attrs(g) if self.backend.exists(g) else {}
+        record = dict(self.backend.get_attrs(g)) if self.backend.exists(g) else {}
+        return {**record, "skipped": skips_from_record(record.get("skipped", {}))}
 
-    def record(self, shard: str, skipped: dict[str, dict], stats: dict[str, dict]) -> None:
+    def record(self, shard: str, skipped: dict[str, SkippedImage], stats: dict[str, dict]) -> None:
         """A shard's own record, never shared: the images it could not decode and, per config, its
         rows, images and start/finish times. The next full run folds it in (merge)."""
         with self.store._writing(shared=False):
-            self.backend.set_attrs(f"{SHARDS}/{shard}", {"skipped": skipped, "stats": stats})
+            self.backend.set_attrs(f"{SHARDS}/{shard}", {"skipped": skips_record(skipped), "stats": stats})
             self.backend.flush()
 
     def merge(self) -> list[str]:
@@ -47,7 +59,7 @@ class ShardRecords:
         shard's start to the last one's finish), then delete them. The shards merged."""
         names = self.backend.groups(SHARDS)
         records = [self.backend.get_attrs(f"{SHARDS}/{n}") for n in names]
-        self.store.record_skipped({d: v for r in records for d, v in r.get("skipped", {}).items()})
+        self.store.record_skipped({d: s for r in records for d, s in skips_from_record(r.get("skipped", {})).items()})
         keys = set(self.store.keys())
         for key in sorted({k for r in records for k in r.get("stats", {})} & keys):
             runs = [r["stats"][key] for r in records if key in r.get("stats", {})]

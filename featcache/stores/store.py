@@ -62,14 +62,14 @@ import numpy as np
 from .. import __version__
 from ..config import FeatureConfig
 from ..errors import FeatcacheError, ParameterError, Remedy, Step
-from ..ingest.scan import SPLITS, Manifest
+from ..ingest.scan import SPLITS, Manifest, SkippedImage
 from .backend import Backend
 from .errors import write_errors
 from .group import GROUPS, ConfigGroup, ConfigStatus, ExtractStats, WorkUnit, choose_chunk_rows
 from .lock import ShardLock, StoreLock
 from .manifests import ManifestLog, StoredManifest
 from .schema import DONE, FAILED, PENDING, READABLE_SCHEMAS, SCHEMA_VERSION
-from .shard_records import ShardRecords
+from .shard_records import ShardRecords, skips_from_record, skips_record
 from .view import FeatureRows, open_rows
 
 __all__ = ["DONE", "FAILED", "PENDING", "SCHEMA_VERSION", "ConfigGroup", "ConfigStatus", "ExtractStats",
@@ -185,14 +185,14 @@ class FeatureStore:
         return self.manifests.write(m)
 
     # -- skipped images ------------------------------------------------------------------------------
-    def skipped(self) -> dict[str, dict]:
-        """{digest: {"path", "reason"}} of the images that could not be decoded."""
-        return dict(self.backend.get_attrs().get("skipped", {}))
+    def skipped(self) -> dict[str, SkippedImage]:
+        """{digest: why} of the images that could not be decoded."""
+        return skips_from_record(self.backend.get_attrs().get("skipped", {}))
 
-    def record_skipped(self, entries: dict[str, dict]) -> None:
+    def record_skipped(self, entries: dict[str, SkippedImage]) -> None:
         if entries:
             with self._writing():
-                self.backend.set_attrs("", {"skipped": {**self.skipped(), **entries}})
+                self.backend.set_attrs("", {"skipped": skips_record({**self.skipped(), **entries})})
 
     def failed_images(self, paths: list[str], digests: list[str]) -> list[tuple[str, str]]:
         """(path, reason) of the given images whose row failed to decode in any config (decoding
@@ -204,7 +204,7 @@ class FeatureStore:
             failed.update(d for d, s in zip(rows, group.status_tolerant(len(rows)).tolist(), strict=True)
                           if s == FAILED)
         reasons = self.skipped()
-        return [(p, reasons.get(d, {}).get("reason", "could not be decoded"))
+        return [(p, reasons[d].reason if d in reasons else "could not be decoded")
                 for p, d in zip(paths, digests, strict=True) if d in failed]
 
     # -- feature configs (group.py) ------------------------------------------------------------------
