@@ -139,3 +139,31 @@ def test_a_backbone_without_declared_blocks_has_a_block_per_layer_with_weights()
     unfrozen = unfreeze_top(trunk.layers, TINY_SPEC.block_pattern, "all", TINY)
     assert unfrozen.of_blocks == 2 and unfrozen.trainable_weights == sum(w.numpy().size for w in trunk.weights)
     assert [b.name for b in backbone_blocks(trunk.layers, "")] == [la.name for la in trunk.layers[1:]]
+
+
+def test_a_fine_tune_killed_over_an_existing_run_leaves_it_whole_and_its_backbone_is_bound(tuned, tmp_path,
+                                                                                            monkeypatch):
+    """Issue 21: the run folder is written beside --out and put in place when complete; its
+    config.json binds the fine-tuned backbone file by its digest."""
+    from featcache.errors import FeatcacheError
+    from featcache.finetune import output
+
+    out = tmp_path / "run2"
+    shutil.copytree(tuned["result"].run_dir, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # as a kill after the backbone and head files were written
+
+    monkeypatch.setattr(output, "_write_reports", killed)
+    with pytest.raises(KeyboardInterrupt):
+        fine_tune(tuned["root"] / "run", out, unfreeze=1, epochs=1, progress=False)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run2"]
+    weights = out / "backbone.weights.h5"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte of the weights changed
+    weights.write_bytes(bytes(data))
+    with pytest.raises(FeatcacheError, match="backbone.weights.h5 is not the file"):
+        load_run(out)

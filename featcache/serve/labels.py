@@ -21,6 +21,7 @@ from ..errors import FeatcacheError, ParameterError, describe_error
 
 MODEL_SUFFIXES = (".keras", ".tflite")
 EXPECTED = '{"classes": ["name of output 0", "name of output 1", ...]}'
+MAX_SIDECAR_BYTES = 16 << 20  # a few KB; a few MB with thousands of class names
 SAVED_MODEL_FILE = "saved_model.pb"  # what a SavedModel folder's digest is taken of
 
 
@@ -80,7 +81,12 @@ def read_sidecar(model: Path) -> list[str]:
         raise FeatcacheError(f"{model}: no class names inside and no {sidecar.name} beside it; write one "
                              f"holding {EXPECTED}")
     try:
-        d = json.loads(sidecar.read_bytes())
+        with sidecar.open("rb") as f:
+            text = f.read(MAX_SIDECAR_BYTES + 1)
+        if len(text) > MAX_SIDECAR_BYTES:
+            raise FeatcacheError(f"{sidecar} is larger than a class-names sidecar can be ({MAX_SIDECAR_BYTES >> 20} "
+                                 f"MiB); it must hold {EXPECTED}")
+        d = json.loads(text)
     except OSError as exc:
         raise FeatcacheError(f"{sidecar} cannot be read ({exc.strerror})") from exc
     except ValueError as exc:  # UnicodeDecodeError included
