@@ -1,4 +1,5 @@
-"""Registry of backbones. Built in: EfficientNet-Lite0/1/2 (packaged weights) and keras.applications.
+"""Registry of backbones. Built in: EfficientNet-Lite0/1/2 (packaged weights), keras.applications, and
+keras-hub's DINOv2/DINOv3/SigLIP/SigLIP 2/CLIP image towers (``keras_hub.py``).
 
 Add your own from a package, through the ``featcache.backbones`` entry-point group, so every
 featcache process (the CLI, predict, export, workers) finds it::
@@ -70,9 +71,9 @@ def spec_for(config: BackboneConfig) -> BackboneSpec:
 
 
 def _register_builtins() -> None:
-    from . import efficientnet_lite, keras_apps
+    from . import efficientnet_lite, keras_apps, keras_hub
 
-    for spec in (*efficientnet_lite.SPECS, *keras_apps.SPECS):
+    for spec in (*efficientnet_lite.SPECS, *keras_apps.SPECS, *keras_hub.SPECS):
         BACKBONES.register(spec, origin="featcache")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import FeatcacheError, ParameterError, shortlist
 from . import get_backbone, spec_for
 from .blocks import Block, backbone_blocks
-from .spec import POOLINGS, BackboneConfig, BackboneSpec, file_digest
+from .spec import BackboneConfig, BackboneSpec, file_digest, freeze_details
 from .trained_weights import fine_tuned_weights
 
 MAX_INPUT_SIZE = 2048  # a 2048x2048x3 float32 batch of 32 is 1.6 GB already
@@ -20,17 +20,28 @@ def resolve_config(name: str, input_size: int | None = None, pooling: str = "avg
                    weights: str = "imagenet") -> BackboneConfig:
     """Validate the options against the backbone's spec; record its preprocessing numbers, its
     builder and the identity of the weights that will load. ``weights`` may be a fine-tune run
-    folder: its backbone file, at the run's input size unless ``input_size`` is given."""
+    folder: its backbone file, at the run's input size unless ``input_size`` is given; for a
+    spec with ``record_weights`` (a keras-hub preset) a folder is what that spec says it is."""
     spec = get_backbone(name)
-    if weights not in ("imagenet", "random") and Path(weights).expanduser().is_dir():
+    if (weights not in ("imagenet", "random") and spec.record_weights is None
+            and Path(weights).expanduser().is_dir()):
         weights, input_size = fine_tuned_weights(Path(weights).expanduser(), name, input_size)
     size = spec.input_size if input_size is None else input_size  # 0 is a size (refused), not "the default"
-    if isinstance(size, bool) or size != int(size) or not spec.min_input_size <= size <= MAX_INPUT_SIZE:
-        raise ParameterError("image_size", f"{name} takes input sizes from {spec.min_input_size} to "
-                                           f"{MAX_INPUT_SIZE}, got {size}")
+    largest = spec.max_input_size or MAX_INPUT_SIZE
+    if isinstance(size, bool) or size != int(size) or not spec.min_input_size <= size <= largest:
+        sizes = f"only {largest}" if spec.min_input_size == largest else \
+            f"input sizes from {spec.min_input_size} to {largest}"
+        raise ParameterError("image_size", f"{name} takes {sizes}, got {size}")
     size = int(size)
-    if pooling not in POOLINGS:
-        raise ParameterError("pooling", f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+    if spec.patch_size and size % spec.patch_size:
+        raise ParameterError("image_size", f"{name} takes multiples of its patch size {spec.patch_size}, got {size}")
+    if pooling not in spec.poolings:
+        raise ParameterError("pooling", f"unknown pooling {pooling!r} for {name}; choose one of "
+                                        f"{', '.join(spec.poolings)} (its own first)")
+    if spec.record_weights is not None:
+        rec = spec.record_weights(weights, size)
+        return BackboneConfig(name, size, pooling, rec.weights, rec.weights_id, rec.preprocess, spec.reference,
+                              details=freeze_details(rec.details))
     if weights in ("imagenet", "random"):
         weights_id = spec.weights_identity(size) if weights == "imagenet" else "random"
     else:
@@ -46,6 +57,15 @@ def check_weights(config: BackboneConfig) -> None:
     if config.weights in ("imagenet", "random"):
         return
     path = Path(config.weights)
+    if path.is_dir() and config.details:  # a preset folder: its files' digest as recorded
+        spec = spec_for(config)
+        if spec.record_weights is not None:
+            now = spec.record_weights(config.weights, config.input_size).weights_id
+            if now != config.weights_id:
+                raise FeatcacheError(f"{config.name}: the preset folder {path} changed since the features were "
+                                     f"extracted (digest {now}, recorded {config.weights_id}); restore it, or "
+                                     "re-extract and re-fit with the new preset")
+            return
     if not path.is_file():
         raise FeatcacheError(f"{config.name}: weights file {path} (recorded when the features were extracted) "
                              "no longer exists; put it back, or re-extract with another weights file")
@@ -58,10 +78,11 @@ def check_weights(config: BackboneConfig) -> None:
 def known_feature_dim(config: BackboneConfig) -> int | None:
     """The feature size without loading weights: the spec's, or a tap's block's channels; None
     when only the network with its weights is asked (flatten of the final map)."""
+    spec = spec_for(config)
     if config.tap:
         shape = block_shapes(config)[config.tap]
-        return math.prod(shape) if config.pooling == "flatten" else shape[-1]
-    return None if config.pooling == "flatten" else spec_for(config).feature_dim
+        return math.prod(shape) if config.pooling == "flatten" else spec.pooled_dim(config.pooling, shape[-1])
+    return None if config.pooling == "flatten" else spec.pooled_dim(config.pooling)
 
 
 def _blocks(trunk, spec: BackboneSpec) -> dict[str, Block]:
@@ -98,6 +119,9 @@ def tap_configs(config: BackboneConfig, taps: tuple[str, ...]) -> list[BackboneC
     if not taps:
         return []
     names = list(block_shapes(config))
+    if config.pooling == "embedding":
+        raise ParameterError("pooling", f"{config.name}: the embedding pooling is the final layer's own; tap with "
+                                        f"another pooling ({', '.join(p for p in spec_for(config).poolings if p != 'embedding')})")
     for tap in taps:
         if tap not in names:
             raise _unknown_tap(config.name, tap, names)
@@ -133,14 +157,21 @@ def build_feature_extractor(config: BackboneConfig, precision: str = "float32",
     # the taps' outputs are found before freezing: blocks are told apart by their trainable weights
     outputs = [(c, _tap_output(trunk, c) if c.tap else trunk.output) for c in (config, *together)]
     trunk.trainable = False
-    pooled = [_pooled(c, x, f"_{c.tap or 'final'}" if together else "") for c, x in outputs]
+    spec = spec_for(config)
+    pooled = [_pooled(c, spec, x, f"_{c.tap or 'final'}" if together else "") for c, x in outputs]
     x = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name="features", dtype="float32")(pooled)
     return keras.Model(trunk.input, x, name=f"{config.name}_features")
 
 
-def _pooled(config: BackboneConfig, x, suffix: str):
+def _pooled(config: BackboneConfig, spec: BackboneSpec, x, suffix: str):
     import keras
 
+    if isinstance(x, list | tuple):  # a transformer's [tokens, its own pooled embedding]
+        x = x[1] if config.pooling == "embedding" else x[0]
+        if config.pooling == "embedding":
+            return _pooled(replace(config, pooling="avg"), spec, x, suffix)  # 2-D: as float32, as it is
+    if len(x.shape) == 3:  # tokens (B, T, D): the prefix tokens (CLS, registers), then the patches
+        return _pooled_tokens(config.pooling, spec.prefix_tokens, x, suffix)
     if len(x.shape) == 4:
         pool = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D,
                 "flatten": keras.layers.Flatten}[config.pooling]
@@ -148,3 +179,22 @@ def _pooled(config: BackboneConfig, x, suffix: str):
     if x.dtype != "float32":
         return keras.layers.Activation("linear", dtype="float32", name=f"float32_features{suffix}")(x)
     return x
+
+
+def _pooled_tokens(pooling: str, prefix: int, x, suffix: str):
+    """A token pooling of Keras' own layers (an export loads without featcache), in float32."""
+    import keras
+
+    layers = keras.layers
+    if pooling in ("cls", "cls_avg") and prefix == 0:
+        raise ParameterError("pooling", f"{pooling}: this network has no CLS token")
+    tokens = x.shape[1]
+    patches = layers.Cropping1D((prefix, 0), name=f"patch_tokens{suffix}", dtype="float32")(x) if prefix else x
+    if pooling == "max":
+        return layers.GlobalMaxPooling1D(name=f"max_tokens{suffix}", dtype="float32")(patches)
+    mean = layers.GlobalAveragePooling1D(name=f"avg_tokens{suffix}", dtype="float32")(patches)
+    if pooling == "avg":
+        return mean
+    cls = layers.Flatten(name=f"cls_token{suffix}", dtype="float32")(
+        layers.Cropping1D((0, tokens - 1), name=f"first_token{suffix}", dtype="float32")(x))
+    return cls if pooling == "cls" else layers.Concatenate(name=f"cls_avg{suffix}", dtype="float32")([cls, mean])

@@ -22,7 +22,12 @@ from ..errors import FeatcacheError, ParameterError
 if TYPE_CHECKING:  # keep TensorFlow out of `featcache --help`
     import keras
 
-POOLINGS = ("avg", "max", "flatten")
+MAP_POOLINGS = ("avg", "max", "flatten")
+# A transformer's tokens: avg/max over the patch tokens (what avg/max are on a feature map), the CLS
+# token, CLS and the patch mean concatenated (DINOv2's linear evaluation), or the model's own
+# pooled embedding (SigLIP's attention-pooling head, CLIP's projected image embedding).
+TOKEN_POOLINGS = ("avg", "max", "cls", "cls_avg", "embedding")
+POOLINGS = (*MAP_POOLINGS, "cls", "cls_avg", "embedding")
 CHANNEL_ORDERS = ("rgb", "bgr")
 
 
@@ -107,6 +112,18 @@ ClassifierBuilder = Callable[[int, str], "keras.Model"]
 
 
 @dataclass(frozen=True)
+class WeightsRecord:
+    """What a spec's ``record_weights`` says of the weights that will load: the weights as
+    recorded, their identity, the preprocessing numbers that go with them (a preset's own image
+    converter) and further facts the features depend on (``BackboneConfig.details``)."""
+
+    weights: str
+    weights_id: str
+    preprocess: Preprocess
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class BackboneSpec:
     name: str
     input_size: int
@@ -128,6 +145,26 @@ class BackboneSpec:
     # Weights of the (untapped) feature extractor, for compare's cost column: a convolutional
     # trunk has the same count at every input size. None: counted once by building it.
     parameters: int | None = None
+    max_input_size: int | None = None  # None: model.MAX_INPUT_SIZE
+    # The poolings it takes, its own first. A transformer (build_features gives tokens (B, T, D),
+    # or [tokens, its own pooled embedding]) takes TOKEN_POOLINGS; prefix_tokens (the CLS token and
+    # registers) come before the patch tokens; embedding_dim is the size of its own embedding.
+    poolings: tuple[str, ...] = MAP_POOLINGS
+    patch_size: int = 0  # a transformer's patch: its input size is a multiple of it
+    prefix_tokens: int = 0
+    embedding_dim: int = 0
+    family: str = ""  # for people: "dinov2", "clip", ... ("" for the CNNs)
+    # (weights, input_size) -> WeightsRecord, for a spec whose weights are more than a file (a
+    # preset folder: its digests, its converter's numbers). None: the file rules of resolve_config.
+    record_weights: Callable[[str, int], WeightsRecord] | None = None
+
+    def pooled_dim(self, pooling: str, width: int | None = None) -> int:
+        """Features per image for ``pooling`` of tokens (or channels) ``width`` wide (the final
+        layer's when None)."""
+        width = self.feature_dim if width is None else width
+        if pooling == "embedding":
+            return self.embedding_dim
+        return 2 * width if pooling == "cls_avg" else width
 
 
 @dataclass(frozen=True)
@@ -144,6 +181,13 @@ class BackboneConfig:
     # A block of the network (see backbones/blocks.py) whose output is pooled instead of the final
     # feature map: only the network up to it runs. "": the final feature map.
     tap: str = ""
+    # Further facts the features depend on, as (name, value) pairs: a keras-hub preset's handle,
+    # patch size, resize policy, weight-file digests, keras-hub version. Recorded only when set.
+    details: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def details_dict(self) -> dict[str, Any]:
+        return {k: _thaw(v) for k, v in self.details}
 
     @property
     def label(self) -> str:
@@ -153,14 +197,19 @@ class BackboneConfig:
     def to_dict(self) -> dict[str, Any]:
         """The record; ``tap`` only when set, so the records and keys of untapped configs stay
         what they were before taps existed."""
-        d = {**asdict(self), "preprocess": self.preprocess.to_dict()}
-        if not self.tap:
-            del d["tap"]
+        d = {**asdict(self), "preprocess": self.preprocess.to_dict(), "details": self.details_dict}
+        for optional in ("tap", "details"):
+            if not d[optional]:
+                del d[optional]
         return d
 
     def identity(self) -> dict[str, Any]:
-        """What the features depend on: not where the weights file or the builder code lives."""
-        return {k: v for k, v in self.to_dict().items() if k not in ("weights", "builder")}
+        """What the features depend on: not where the weights file or the builder code lives,
+        nor which preset handle or keras-hub version found the same weight files."""
+        d = {k: v for k, v in self.to_dict().items() if k not in ("weights", "builder")}
+        if "details" in d:
+            d["details"] = {k: v for k, v in d["details"].items() if k not in _LOCATION_DETAILS}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> BackboneConfig:
@@ -168,8 +217,29 @@ class BackboneConfig:
         if "backbone" in d:  # featcache 0.1
             d["name"] = d.pop("backbone")
         d["preprocess"] = Preprocess.from_dict(d.get("preprocess") or "none")
+        d["details"] = freeze_details(d.get("details") or {})
         return cls(**{k: d[k] for k in ("name", "input_size", "pooling", "weights", "weights_id", "preprocess",
-                                        "builder", "tap") if k in d})
+                                        "builder", "tap", "details") if k in d})
+
+
+_LOCATION_DETAILS = ("preset", "keras_hub_version")  # where the same weights came from, not what they are
+
+
+def _freeze(v):
+    if isinstance(v, dict):
+        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
+    return tuple(_freeze(x) for x in v) if isinstance(v, list | tuple) else v
+
+
+def _thaw(v):
+    if isinstance(v, tuple) and v and all(isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) for x in v):
+        return {k: _thaw(x) for k, x in v}
+    return [_thaw(x) for x in v] if isinstance(v, tuple) else v
+
+
+def freeze_details(details: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """Details as hashable (name, value) pairs, sorted: records are hashed as cache keys."""
+    return tuple(sorted((k, _freeze(v)) for k, v in details.items()))
 
 
 def file_digest(path: str | Path, algo: str = "sha256", block: int = 1 << 20) -> str:

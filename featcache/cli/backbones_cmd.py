@@ -20,14 +20,17 @@ def backbones_cmd(blocks, as_json):
     if blocks is not None:
         _echo_blocks(blocks, as_json)
         return
-    rows = [{"name": s.name, "input_size": s.input_size, "feature_dim": s.feature_dim,
+    rows = [{"name": s.name, "family": s.family or "cnn", "input_size": s.input_size, "patch_size": s.patch_size or None,
+             "feature_dim": s.feature_dim, "poolings": list(s.poolings), "own_pooling": s.poolings[0],
+             "own_pooling_dim": s.pooled_dim(s.poolings[0]), "parameters": s.parameters,
              "preprocess": s.preprocess.to_dict(), "weights_available": s.weights_available(),
              "weights_source": s.weights_source, "builder": s.reference} for s in list_backbones()]
     if as_json:
         emit_json(rows)
     else:
         echo_table([{**r, "preprocess": r["preprocess"]["name"]} for r in rows],
-                   ["name", "input_size", "feature_dim", "preprocess", "weights_available", "weights_source"])
+                   ["name", "input_size", "patch_size", "feature_dim", "own_pooling", "parameters", "preprocess",
+                    "weights_available", "weights_source"])
 
 
 def _echo_blocks(name: str, as_json: bool) -> None:
