@@ -120,7 +120,7 @@ def test_backbones_lists_blocks_with_their_output_shapes():
 def test_fine_tune_refuses_a_run_on_tapped_features(tiny):
     run = tiny["root"] / "tap_run"
     fit_head(tiny["store"], [f"{TINY}.conv1"], "logreg", run, progress=False)
-    with pytest.raises(ParameterError, match=r"fitted on the tapped features tiny_test\.conv1; .*-b tiny_test\)"):
+    with pytest.raises(ParameterError, match=r"fitted on the tapped features tiny_test\.conv1; .*a head fitted on tiny_test\)"):
         fine_tune(run, tiny["root"] / "tuned")
 
 
