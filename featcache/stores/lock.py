@@ -51,6 +51,16 @@ class LockHolder:
     def describe(self) -> str:
         return f"pid {self.pid} on {self.host}, running `{self.command}` since {self.started}"
 
+    @classmethod
+    def this_process(cls, token: str = "") -> LockHolder:
+        return cls(os.getpid(), socket.gethostname(), " ".join(sys.argv) or sys.executable,
+                   datetime.now(UTC).isoformat(timespec="seconds"), token)
+
+    def write_to(self, fd: int) -> None:
+        """Record this holder in the lock file ``fd`` (read by a refused second writer)."""
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(asdict(self)).encode(), 0)
+
 
 def lock_path(store: Path) -> Path:
     return store.with_name(store.name + ".lock")
@@ -188,20 +198,16 @@ class StoreLock:
             if not _is_current(fd, path):  # its holder removed the file between our open and flock
                 os.close(fd)
                 continue
-            holder = LockHolder(os.getpid(), socket.gethostname(), " ".join(sys.argv) or sys.executable,
-                                datetime.now(UTC).isoformat(timespec="seconds"), secrets.token_hex(16))
+            holder = LockHolder.this_process(secrets.token_hex(16))
             if owns_file:
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, json.dumps(asdict(holder)).encode(), 0)
+                holder.write_to(fd)
                 _remove_stale_shard_locks(store)
             return cls(path, fd, holder, owns_file)
 
     def release(self) -> None:
         if self.fd is None:
             return
-        if self.owns_file and _is_current(self.fd, self.path):
-            self.path.unlink()  # while still holding it: a waiting opener then sees a stale inode and retries
-        os.close(self.fd)
+        _unlink_and_close(self.fd, self.path, self.owns_file)
         self.fd = None
 
 
@@ -239,19 +245,21 @@ class ShardLock:
             holder = read_holder(self.path)
             raise StoreLockedError(f"{store}: shard {shard.replace('-of-', '/')} is already running"
                                    f"{f' ({holder.describe()})' if holder else ''}")
-        self.holder = LockHolder(os.getpid(), socket.gethostname(), " ".join(sys.argv) or sys.executable,
-                                 datetime.now(UTC).isoformat(timespec="seconds"), "")
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, json.dumps(asdict(self.holder)).encode(), 0)
+        self.holder = LockHolder.this_process()
+        self.holder.write_to(self.fd)
 
     def release(self) -> None:
         if self.fd is None:
             return
-        if _is_current(self.fd, self.path):
-            self.path.unlink()
-        os.close(self.fd)
+        _unlink_and_close(self.fd, self.path)
         os.close(self.store_fd)  # the store's lock file stays: other shards may hold it
         self.fd = None
+
+
+def _unlink_and_close(fd: int, path: Path, owns_file: bool = True) -> None:
+    if owns_file and _is_current(fd, path):
+        path.unlink()  # while still holding it: a waiting opener then sees a stale inode and retries
+    os.close(fd)
 
 
 def _is_current(fd: int, path: Path) -> bool:
@@ -302,16 +310,12 @@ class RunLock:
             if not _is_current(fd, path):  # its holder removed the file between our open and flock
                 os.close(fd)
                 continue
-            holder = LockHolder(os.getpid(), socket.gethostname(), " ".join(sys.argv) or sys.executable,
-                                datetime.now(UTC).isoformat(timespec="seconds"), "")
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(asdict(holder)).encode(), 0)
+            holder = LockHolder.this_process()
+            holder.write_to(fd)
             return cls(path, fd, holder)
 
     def release(self) -> None:
         if self.fd is None:
             return
-        if _is_current(self.fd, self.path):
-            self.path.unlink()
-        os.close(self.fd)
+        _unlink_and_close(self.fd, self.path)
         self.fd = None
