@@ -102,13 +102,15 @@ def overhead(args, tmp: Path) -> dict:
     # units of 64 rows x 2 views (4 forward batches): enough units for every worker (the default
     # ~2 MB chunk holds 512 rows), and enough batches per unit that decoding overlaps the backbone
     opts = ExtractOptions(backbones=(args.backbone,), batch_size=args.batch_size, chunk_rows=64,
-                          augment=AugmentParams(augmented_views=1), progress=False)
-    rounds: dict[str, list[dict]] = {"single": [], "dask local:1": [], "dask local:2": []}
+                          augment=AugmentParams(augmented_views=1), precision=args.precision,
+                          weights=args.weights, image_size=args.image_size, workers=args.reader_threads,
+                          progress=False)
+    rounds: dict[str, list[dict]] = {"single": [], **{f"dask local:{w}": [] for w in args.dask_workers}}
     for _ in range(args.repeats):
         timed_extract(warm, tmp / "w.zarr", opts)  # this process's TensorFlow warmed as a worker's is
         s, n = timed_extract(main, tmp / "s.zarr", opts)
         rounds["single"].append({"seconds": s, "images": n, "images_per_s": n / s})
-        for workers in (1, 2):
+        for workers in args.dask_workers:
             start = time.perf_counter()
             with DaskExecutor(f"local:{workers}") as ex:
                 timed_extract(warm, tmp / "w.zarr", opts, ex)
@@ -118,7 +120,8 @@ def overhead(args, tmp: Path) -> dict:
             rounds[f"dask local:{workers}"].append({"seconds": s, "images": n, "images_per_s": n / s,
                                                     "startup_and_warmup_seconds": cold})
     best = {k: max(r["images_per_s"] for r in v) for k, v in rounds.items()}
-    return {"backbone": args.backbone, "images": rounds["single"][0]["images"], "rounds": rounds,
+    return {"backbone": args.backbone, "precision": args.precision, "batch_size": args.batch_size,
+            "images": rounds["single"][0]["images"], "rounds": rounds,
             "best_images_per_s": best,
             "median_images_per_s": {k: statistics.median(r["images_per_s"] for r in v) for k, v in rounds.items()},
             "ratio_to_single": {k: best[k] / best["single"] for k in best}}
@@ -204,6 +207,11 @@ def main(argv=None) -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--parts", default="a,b")
+    ap.add_argument("--dask-workers", default="1,2", help="(a): Dask cluster sizes compared with one process")
+    ap.add_argument("--precision", default="float32", help="(a): float32 or mixed")
+    ap.add_argument("--weights", default="imagenet", help="(a): imagenet or random")
+    ap.add_argument("--image-size", type=int, default=None, help="(a): input size (default: the backbone's)")
+    ap.add_argument("--reader-threads", type=int, default=None, help="(a): decoding threads per process")
     ap.add_argument("--workers", default="1,2,4,8", help="(b): worker counts")
     ap.add_argument("--sleep", type=float, default=0.2, help="(b): seconds per forward batch")
     ap.add_argument("--sleepy-batch", type=int, default=8)
@@ -212,6 +220,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     args.data = args.data or fetch("orl-faces")
     args.workers = [int(w) for w in args.workers.split(",")]
+    args.dask_workers = [int(w) for w in args.dask_workers.split(",") if w]
     register()
     report = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform()}}
     with tempfile.TemporaryDirectory() as tmp:

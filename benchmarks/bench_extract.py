@@ -88,20 +88,33 @@ def tiled_tree(files: list[Path], root: Path, dest: Path, n: int) -> Path:
 
 class Bench:
     def __init__(self, args, files: list[Path], root: Path, png_root: Path, tmp: Path):
-        from featcache.backbones import get_backbone
         from featcache.backbones.model import resolve_config
 
         self.args, self.files, self.root, self.png_root, self.tmp = args, files, root, png_root, tmp
-        self.config = resolve_config(args.backbone, args.image_size)
-        self.preprocess = get_backbone(args.backbone).preprocess
+        self.config = resolve_config(args.backbone, args.image_size, weights=args.weights)
+        self.preprocess = self.config.preprocess  # the record's numbers, as BackboneRunner applies them
         self.size = self.config.input_size
         self.n = len(files)
         self._model = None  # the last one built, kept alive until the next
         self._tensors = None
+        # --batch-size auto: (b) asks featcache for "auto"; (a) runs at the batch size that gives,
+        # found once here by the same search (featcache.backbones.devices.largest_batch)
+        self.batch_size = self.largest_batch() if args.batch_size == "auto" else int(args.batch_size)
+        self._model = None
+
+    def largest_batch(self) -> int:
+        from featcache.backbones.devices import largest_batch
+
+        model = self.fresh_model()
+
+        def fits(batch: int) -> None:
+            model.predict_on_batch(np.zeros((batch, self.size, self.size, 3), np.float32))
+
+        return largest_batch(fits, None)
 
     def batches(self, x: np.ndarray):
         """Fixed-shape batches, the last one padded, exactly as BackboneRunner feeds the model."""
-        b = self.args.batch_size
+        b = self.batch_size
         for i in range(0, len(x), b):
             batch = x[i:i + b]
             if len(batch) < b:
@@ -112,14 +125,20 @@ class Bench:
         from featcache.backbones.devices import resolve_precision
         from featcache.backbones.model import build_feature_extractor
 
+        self._model = None  # free the last one first: a GPU holds one at a time more easily
         self._model = build_feature_extractor(self.config, resolve_precision(self.args.precision))
+        self._model.jit_compile = self.args.jit  # as BackboneRunner sets it from the record
         return self._model
 
     def forward(self) -> dict:
         from featcache.ingest.decode import read_image
 
         if self._tensors is None:  # decoded + preprocessed once, untimed: the point is the forward pass
-            self._tensors = self.preprocess(np.stack([read_image(f, self.size) for f in self.files]))
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(os.cpu_count()) as pool:  # untimed, but 8,000 images add up on a GPU box
+                images = list(pool.map(lambda f: read_image(f, self.size), self.files))
+            self._tensors = self.preprocess(np.stack(images))
         batches = list(self.batches(self._tensors))
         t0 = time.perf_counter()
         model = self.fresh_model()  # cold: a fresh model, as every extraction builds one
@@ -154,14 +173,18 @@ class Bench:
         keras.Model.predict_on_batch = timed_predict
         try:
             t0 = time.perf_counter()
-            result = extract(self.root, store, ExtractOptions(backbones=[self.args.backbone], image_size=self.args.image_size, batch_size=self.args.batch_size, workers=self.args.workers, precision=self.args.precision, progress=False))
+            result = extract(self.root, store, ExtractOptions(
+                backbones=[self.args.backbone], image_size=self.args.image_size, weights=self.args.weights,
+                batch_size=self.args.batch_size if self.args.batch_size == "auto" else self.batch_size,
+                workers=self.args.workers, precision=self.args.precision, jit=self.args.jit, progress=False))
             wall = time.perf_counter() - t0
         finally:
             keras.Model.predict_on_batch = predict
         run = result.configs[0]
         assert run.extracted == self.n, result
-        steady = (self.n - self.args.batch_size) / (t0 + wall - ends[0])  # after the first (tracing) batch
-        return {"seconds": wall, "images_per_s": self.n / wall, "pipeline_seconds": run.seconds,
+        # after the first (tracing) batch; None when one batch holds every image
+        steady = (self.n - run.batch_size) / (t0 + wall - ends[0]) if self.n > run.batch_size else None
+        return {"seconds": wall, "images_per_s": self.n / wall, "pipeline_seconds": run.seconds, "batch_size": run.batch_size,
                 "pipeline_images_per_s": self.n / run.seconds, "outside_loop_seconds": wall - run.seconds,
                 "steady_images_per_s": steady}
 
@@ -254,6 +277,20 @@ def measure_memory(sizes: list[int], files, root, tmp: Path, args) -> list[dict]
 
 # -- report ----------------------------------------------------------------------------------------
 
+def machine() -> dict:
+    """Where the numbers come from: cores, the Keras backend and its version, the GPUs it sees."""
+    import keras
+
+    out = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+           "keras": keras.__version__, "keras_backend": keras.backend.backend()}
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        out["tensorflow"] = tf.__version__
+        out["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
+    return out
+
+
 def summarise(runs: dict[str, list[dict]]) -> dict[str, dict]:
     out = {}
     for name, rs in runs.items():
@@ -279,8 +316,9 @@ def table(summary: dict, n: int, memory: list[dict]) -> str:
     if "featcache" in summary:
         b = summary["featcache"]
         row("(b) featcache extract, end to end", b["best"]["images_per_s"], b["median_images_per_s"])
-        row("(b) same, steady state after first batch", b["best"]["steady_images_per_s"],
-            statistics.median(r["steady_images_per_s"] for r in b["rounds"]))
+        if b["best"]["steady_images_per_s"] is not None:
+            row("(b) same, steady state after first batch", b["best"]["steady_images_per_s"],
+                statistics.median(r["steady_images_per_s"] for r in b["rounds"] if r["steady_images_per_s"]))
     if "naive" in summary:
         row("(c) naive per-image loop + .npy, e2e", summary["naive"]["best"]["images_per_s"],
             summary["naive"]["median_images_per_s"])
@@ -307,9 +345,11 @@ def main(argv=None) -> None:
     p.add_argument("--data", type=Path, help="class-per-folder image tree (default: ORL faces from PyPI)")
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--image-size", type=int, default=None, help="default: the backbone's own (224 for Lite0)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", default="32", help="N, or auto: featcache's choice, which (a) then uses too")
     p.add_argument("--workers", type=int, default=None, help="featcache reader threads (default: its own)")
     p.add_argument("--precision", default="float32", help="float32, mixed (= mixed_float16) or mixed_bfloat16: (a) and (b)")
+    p.add_argument("--jit", action="store_true", help="XLA-compile the forward pass: (a) and (b)")
+    p.add_argument("--weights", default="imagenet", help="imagenet, random (speed only: no download) or a file")
     p.add_argument("--tile", type=int, default=1,
                    help="use N times as many images: the photos plus N-1 one-pixel variants of each")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best of each is compared")
@@ -318,11 +358,11 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--child-memory", nargs=2, metavar=("DATA", "STORE"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.batch_size != "auto":
+        args.batch_size = int(args.batch_size)
 
     if args.child_memory:
         return child_memory(*args.child_memory, args.backbone, args.batch_size)
-
-    import tensorflow as tf
 
     from featcache import __version__
     from featcache.ingest.sample_data import fetch
@@ -352,7 +392,8 @@ def main(argv=None) -> None:
     ratios = {f"{m}_vs_forward": summary[m]["best"]["images_per_s"] / fa for m in methods if m != "forward"}
     if "featcache" in summary:
         b = summary["featcache"]["best"]
-        ratios["featcache_steady_vs_forward"] = b["steady_images_per_s"] / fa
+        if b["steady_images_per_s"] is not None:
+            ratios["featcache_steady_vs_forward"] = b["steady_images_per_s"] / fa
         ratios["featcache_vs_forward_incl_build"] = b["images_per_s"] / max(
             r["cold_images_per_s"] for r in summary["forward"]["rounds"])
         for other in ("naive", "keras"):
@@ -361,9 +402,9 @@ def main(argv=None) -> None:
     report = {
         "benchmark": "extract", "featcache_version": __version__, "data": str(data), "tile": args.tile,
         "images": len(files),
-        "backbone": args.backbone, "input_size": bench.size, "batch_size": args.batch_size,
-        "repeats": args.repeats, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                             "python": platform.python_version(), "tensorflow": tf.__version__},
+        "backbone": args.backbone, "input_size": bench.size, "batch_size": bench.batch_size,
+        "batch_size_asked": args.batch_size, "precision": args.precision, "jit": args.jit, "weights": args.weights,
+        "repeats": args.repeats, "machine": machine(),
         "results": summary, "ratios": ratios, "memory": memory,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -90,6 +90,7 @@ def main(argv=None) -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--cores", default=None, help="comma-separated core counts (default: 1 and all)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -99,34 +100,37 @@ def main(argv=None) -> None:
         return
     from featcache.ingest.sample_data import fetch
 
+    methods = [m for m in args.methods.split(",") if m]
+    if unknown := set(methods) - set(METHODS):
+        ap.error(f"--methods: unknown {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}")
     available = len(os.sched_getaffinity(0))
     cores = [int(c) for c in args.cores.split(",")] if args.cores else sorted({1, available})
     with tempfile.TemporaryDirectory() as tmp:
         files = copies(args.data or fetch("imagenet-samples"), Path(tmp), args.rounds)
         listing = Path(tmp) / "files.txt"
         listing.write_text("\n".join(map(str, files)))
-        runs: dict[str, dict[int, list[dict]]] = {m: {c: [] for c in cores} for m in METHODS}
+        runs: dict[str, dict[int, list[dict]]] = {m: {c: [] for c in cores} for m in methods}
         for _ in range(args.repeats):  # interleaved: a disturbance hits every method alike
             for c in cores:
-                for m in METHODS:
+                for m in methods:
                     proc = subprocess.run([sys.executable, __file__, "--size", str(args.size), "--child", m,
                                            str(listing), str(c)], capture_output=True, text=True, check=True,
                                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
                     runs[m][c].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    best = {m: {c: max(r["images_per_s"] for r in runs[m][c]) for c in cores} for m in METHODS}
-    per_core = {m: {c: best[m][c] / c for c in cores} for m in METHODS}
+    best = {m: {c: max(r["images_per_s"] for r in runs[m][c]) for c in cores} for m in methods}
+    per_core = {m: {c: best[m][c] / c for c in cores} for m in methods}
     report = {"machine": {"cpus": os.cpu_count(), "usable_cores": available, "python": sys.version.split()[0],
                           "platform": platform.platform()},
               "images": len(files), "size": args.size, "runs": runs, "best_images_per_s": best,
               "median_images_per_s": {m: {c: statistics.median(r["images_per_s"] for r in runs[m][c]) for c in cores}
-                                      for m in METHODS},
+                                      for m in methods},
               "per_core_images_per_s": per_core,
-              "ratio_to_tf_data_per_core": {m: {c: per_core[m][c] / per_core["tf.data"][c] for c in cores}
-                                            for m in METHODS},
-              "cores_per_1000_images_per_s": {m: 1000 / max(per_core[m].values()) for m in METHODS}}
+              "ratio_to_tf_data_per_core": ({m: {c: per_core[m][c] / per_core["tf.data"][c] for c in cores}
+                                             for m in methods} if "tf.data" in methods else {}),
+              "cores_per_1000_images_per_s": {m: 1000 / max(per_core[m].values()) for m in methods}}
     print(f"reader alone: {len(files)} JPEG reads of 512x512 photos -> {args.size} px, best of {args.repeats}")
     print(f"{'method':<17}" + "".join(f"{f'{c} core(s)':>12}{'per core':>10}" for c in cores) + f"{'cores/1000 img/s':>18}")
-    for m in METHODS:
+    for m in methods:
         cells = "".join(f"{best[m][c]:>12.0f}{per_core[m][c]:>10.0f}" for c in cores)
         print(f"{m:<17}{cells}{report['cores_per_1000_images_per_s'][m]:>18.1f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
