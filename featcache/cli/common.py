@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
+import importlib.machinery
 import json
 import os
 import re
@@ -16,27 +19,87 @@ from ..errors import FeatcacheError, ParameterError, Remedy, Step, describe_erro
 INTERNAL_ERROR = 70  # sysexits' EX_SOFTWARE: a featcache bug, never mistaken for 1 (some inputs failed) or 2
 
 
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with its C++ start-up lines (oneDNN notice, absl pre-init warning, CUDA
-    probing on machines without a GPU) hidden.
-
-    Those lines are written to file descriptor 2 before TF_CPP_MIN_LOG_LEVEL is honoured, so the
-    only way to keep them off a user's terminal is to point fd 2 elsewhere during the import.
-    Python-level errors still surface: they are raised after stderr is restored.
-    """
-    if "tensorflow" in sys.modules:
-        return
+@contextlib.contextmanager
+def _stderr_silenced():
+    """File descriptor 2 pointed at /dev/null for the block: TensorFlow's C++ start-up lines
+    (oneDNN notice, absl pre-init warning, CUDA probing on machines without a GPU) are written
+    there before TF_CPP_MIN_LOG_LEVEL is honoured. Python-level errors still surface: they are
+    raised after stderr is restored."""
     sys.stderr.flush()
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            import tensorflow
-
-            tensorflow.config.list_physical_devices()  # device probing logs too (cuInit without a GPU)
+            yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def _probe_devices() -> None:
+    if "tensorflow" in sys.modules:
+        sys.modules["tensorflow"].config.list_physical_devices()  # device probing logs too (cuInit)
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow now, its C++ start-up lines hidden."""
+    if "tensorflow" in sys.modules:
+        return
+    with _stderr_silenced():
+        import tensorflow  # noqa: F401
+
+        _probe_devices()
+
+
+class _QuietLoader(importlib.abc.Loader):
+    """The real loader of ``keras`` or ``tensorflow``, run with stderr silenced (and the devices
+    probed): a first import of Keras imports TensorFlow inside it, so both are quiet."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        try:
+            with _stderr_silenced():
+                self.loader.exec_module(module)
+                _probe_devices()
+        finally:  # the module keeps its own loader (resources, reloads)
+            module.__loader__ = self.loader
+            if module.__spec__ is not None:
+                module.__spec__.loader = self.loader
+
+
+class QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
+    """Makes the FIRST import of ``keras`` or ``tensorflow``, wherever it happens, a quiet one, then
+    steps aside. A command that may need TensorFlow installs it instead of importing TensorFlow up
+    front, so one that turns out not to (fit-head --head logreg or knn, sweep, compare and audit
+    of scikit-learn heads) never pays its start-up (seconds). The import may then happen on a
+    thread while another writes to stderr: its lines in that window are lost, as before."""
+
+    NAMES = ("keras", "tensorflow")
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in self.NAMES:
+            return None
+        uninstall_quiet_tensorflow()  # once: every later import is Keras' and TensorFlow's own
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return None  # not installed (or not a plain file): the normal import says so
+        spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+def install_quiet_tensorflow() -> None:
+    """Quiet TensorFlow's start-up lines if and when this process first imports it."""
+    if "tensorflow" not in sys.modules and not any(isinstance(f, QuietTensorFlowFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, QuietTensorFlowFinder())
+
+
+def uninstall_quiet_tensorflow() -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, QuietTensorFlowFinder)]
 
 
 class FeatcacheCommand(click.Command):
@@ -158,7 +221,7 @@ class FeatcacheGroup(click.Group):
     def resolve_command(self, ctx, args):
         name, command, rest = super().resolve_command(ctx, args)
         if getattr(command, "uses_tensorflow", False) and not any(a in ("-h", "--help") for a in rest):
-            import_tensorflow_quietly()
+            install_quiet_tensorflow()  # imported where a backbone or a Keras head needs it, not before
         return name, command, rest
 
     def invoke(self, ctx):
