@@ -39,7 +39,7 @@ from .params import Param
 class FitContext:
     """What a fit may use beyond the data. A head reads what it has a use for and ignores the
     rest: the Keras heads read all of it, logreg writes its C path into ``workdir`` and
-    ``tensorboard_dir``, knn reads only ``n_classes``."""
+    ``tensorboard_dir``, knn reads only ``n_classes``, zeroshot ``classes`` and ``features``."""
 
     n_classes: int | None = None  # None: 1 + the largest label of y (and of y_val)
     progress: bool = False  # a progress bar on stderr, for heads whose fit takes a while
@@ -47,12 +47,17 @@ class FitContext:
     tensorboard_dir: Path | None = None  # TensorBoard event files
     checkpoint_every_epoch: bool = False  # Keras: also weights.{epoch}.weights.h5 in workdir
     callbacks: tuple = field(default=(), compare=False)  # Keras: extra keras.callbacks.Callback objects
+    classes: tuple[str, ...] = ()  # the class names, in label order (zeroshot: what the text tower reads)
+    # the FeatureConfig of each feature block of X, in concatenation order (zeroshot: which model
+    # the image embedding came from, so its text tower can be rebuilt)
+    features: tuple = field(default=(), compare=False)
 
     def __post_init__(self):
         for name in ("workdir", "tensorboard_dir"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))
-        object.__setattr__(self, "callbacks", tuple(self.callbacks))
+        for name in ("callbacks", "classes", "features"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
 
 
 def fit_inputs(X, y, validation=None, context: FitContext | None = None):

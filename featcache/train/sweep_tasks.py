@@ -73,7 +73,8 @@ def run_task(task: SweepTask, data: TrainingData | None = None, task_id: int = 0
         cls = get_head_class(task.head)
         models = [cls(**p) for p in task.params]
         run_dirs = [prepare_run_dir(r) if r else None for r in task.runs]
-        contexts = [FitContext(n_classes=len(data.classes), workdir=r, progress=progress) for r in run_dirs]
+        contexts = [FitContext(n_classes=len(data.classes), workdir=r, progress=progress, classes=data.classes,
+                               features=data.configs) for r in run_dirs]
         validation = (data.X_val, data.y_val) if len(data.y_val) else None
         start = time.perf_counter()
         if task.kind == "group":
