@@ -141,6 +141,7 @@ JSON_FAILURES = {
     "info": ["{missing}"],
     "neighbors": ["{missing}", "{missing}", "-b", "tiny_test"],
     "predict": ["{missing}", "{missing}"],
+    "rm": ["{missing}", "-b", "tiny_test-32-avg-v1-00000000"],
     "sweep": ["{missing}", "-b", "tiny_test"],
     "verify": ["{missing}"],
 }

@@ -224,7 +224,7 @@ def test_bad_inputs_are_clear_errors(tiny_store, keys, tmp_path):
         fit_head(tiny_store, [keys[0]], "svm", tmp_path / "b", progress=False)
     with pytest.raises(FeatcacheError, match="no parameter 'hidden'"):
         fit_head(tiny_store, [keys[0]], make_head("logreg", {"hidden": 3}), tmp_path / "c", progress=False)
-    with pytest.raises(FeatcacheError, match="at least one backbone"):
+    with pytest.raises(FeatcacheError, match="give one or more: .* has several configurations"):
         fit_head(tiny_store, [], "logreg", tmp_path / "d", progress=False)
 
 

@@ -21,7 +21,7 @@ from .source import load_images
 MIN_IMAGES = 3
 
 
-def audit(store: str | Path, backbone: str, options: AuditOptions | None = None, *, out: str | Path | None = None,
+def audit(store: str | Path, backbone: str | None, options: AuditOptions | None = None, *, out: str | Path | None = None,
           progress: bool = False) -> AuditResult:
     """Audit the images of ``store`` through the cached features of ``backbone`` (a name or key);
     with ``out``, write contact sheets, the map, flagged.csv and audit.json there."""

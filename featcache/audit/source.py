@@ -22,7 +22,7 @@ class StoredImages:
     data_root: str
 
 
-def load_images(store: str | Path, backbone: str, view: int | None = None) -> StoredImages:
+def load_images(store: str | Path, backbone: str | None, view: int | None = None) -> StoredImages:
     """``view``: only that view of each image (0: the un-augmented one); None: every view."""
     with open_store(store) as st:
         key = st.resolve_key(backbone)

@@ -19,7 +19,8 @@ from .options import (
 
 @command("audit", flag_aliases={"image_root": "data", "map": "map_method"})
 @store_argument
-@backbone_option("a name, NAME.BLOCK for a tap, or a feature key of STORE.", required=True)
+@backbone_option("a name, NAME.BLOCK for a tap, or a feature key of STORE (a unique start of it); optional when "
+                 "STORE has one complete configuration.")
 @out_option("Write label_issues.png, duplicates.png, outliers.png (contact sheets), map.png, flagged.csv and "
             "audit.json here.", default=None)
 @click.option("--folds", type=int, default=5, show_default=True,

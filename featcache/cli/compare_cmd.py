@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from . import options as opt
-from .common import command, echo_table, emit_json
+from .common import command, echo_table, emit_json, worded_remedy
 
 
 def _interval_text(row: dict, metric: str) -> str:
@@ -85,6 +85,8 @@ def compare_cmd(store, heads, backbones, folds, repeats, shots, out, seed, tta, 
         echo_table(result.rows(), ["key", "head", "val_accuracy", "val_loss", "test_accuracy", "fit_seconds",
                                    "images_per_s", "feature_dim"])
     for key, why in result.skipped.items():
+        if (err := result.skip_errors.get(key)) is not None and err.remedy:  # its remedy as a command line
+            why = f"{err.problem}; {worded_remedy(click.get_current_context().find_root().command, err.remedy)}"
         click.secho(f"skipped {key}: {why}", fg="yellow", err=True)
     if result.out:
         click.echo(f"written to {result.out}")

@@ -34,7 +34,7 @@ def _probe(tta, calibrate, refit, combine):
 
 @command("fit-head", cls=HeadParamsCommand, uses_tensorflow=True)
 @opt.store_argument
-@opt.backbones_option(opt.KEY_NOTE, required=True)
+@opt.backbones_option(opt.KEY_NOTE + " Optional when STORE has one complete configuration.")
 @opt.head_option
 @opt.out_option("Run folder to write.", required=True)
 @opt.seed_option("the head and of the validation holdout (when the store has no validation split)")

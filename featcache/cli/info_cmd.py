@@ -30,9 +30,12 @@ def info_cmd(store, as_json):
             click.echo(f"  {s['path']}: {s['reason']}")
     click.echo("\nfeature configurations:")
     echo_table([{"key": c.key, "views": c.views, "dim": c.dim, "dtype": c.dtype,
-                 "done": f"{c.done}/{c.rows}", "failed": c.failed, "complete": c.complete, "orphans": c.orphans,
+                 "done": f"{c.done}/{c.rows}", "failed": c.failed, "state": c.state, "orphans": c.orphans,
                  "MB": round(c.nbytes / 1e6, 2), "img/s": c.stats.images_per_s,
                  "checksums": "yes" if c.verifiable else "no (next extract adds them)"} for c in info.configs])
+    if empty := [c.key for c in info.configs if c.empty]:
+        click.echo(f"\n{len(empty)} empty configuration(s) (nothing extracted: a run stopped before its first "
+                   f"unit); remove with `featcache rm {info.path} -b KEY`: {', '.join(empty)}")
 
 
 COMMANDS = [info_cmd]

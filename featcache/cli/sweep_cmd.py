@@ -11,7 +11,7 @@ from .head_options import HeadParamsCommand, parse_head_values
 
 @command("sweep", cls=HeadParamsCommand, grid=True, uses_tensorflow=True)
 @opt.store_argument
-@opt.backbones_option(opt.KEY_NOTE, required=True)
+@opt.backbones_option(opt.KEY_NOTE + " Optional when STORE has one complete configuration.")
 @opt.head_option
 @opt.out_option("Write leaderboard.csv, sweep.json and one run folder per trial here.", default=None)
 @opt.seed_option("the heads and of the validation holdout (when the store has no validation split)")

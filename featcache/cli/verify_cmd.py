@@ -42,8 +42,11 @@ def describe(report, remedy: str) -> list[str]:
     for c in report.configs:
         if not c.verifiable:
             lines.append(f"  {c.key}: not verifiable (no checksums)")
+        elif c.clean and not c.extracted:
+            lines.append(f"  {c.key}: empty (no row extracted; `featcache rm {report.store} -b {c.key}` removes it)")
         elif c.clean:
-            lines.append(f"  {c.key}: {c.rows} rows ok")
+            pending = f", {c.rows - c.extracted} not extracted yet" if c.rows > c.extracted else ""
+            lines.append(f"  {c.key}: {c.extracted} rows ok{pending}")
         else:
             what = [*c.problems]
             if c.damaged:

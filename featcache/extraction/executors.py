@@ -21,7 +21,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 from ..errors import ParameterError
@@ -31,7 +30,6 @@ from ..stores import FeatureStore
 from .compute import UnitOutcome, compute_units
 from .plan import ConfigPlan
 from .reader import decode_threads
-from .runner import BackboneRunner
 
 
 class Executor:
@@ -69,8 +67,7 @@ class InProcessExecutor(Executor):
     shares_passes = True
 
     def run(self, st, plan, paths, workers, on_images, together: tuple[ConfigPlan, ...] = ()):
-        runner = (partial(BackboneRunner, plan.cfg, plan.batch_size, plan.device, tuple(p.cfg for p in together))
-                  if together else plan.runner_factory())
+        runner = plan.runner_factory(tuple(p.cfg for p in together))
         yield from compute_units(st, plan.cfg, plan.units, st[plan.key].row_digests(), paths, runner=runner,
                                  workers=decode_threads(workers), batch_size=plan.batch_size,
                                  record_failures=st.record_skipped, on_images=on_images,

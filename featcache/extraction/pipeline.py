@@ -19,7 +19,7 @@ from ..ingest.scan import Manifest, scan
 from ..stores import FeatureStore, open_store
 from .executors import Executor, PlanOnlyExecutor, ShardExecutor, make_executor
 from .options import ExtractOptions
-from .plan import ConfigPlan, plan_config, shared_passes, untapped
+from .plan import ConfigPlan, check_new_configs, plan_config, shared_passes, untapped
 from .reader import SkippedImage
 from .runs import ConfigRun, ExtractResult, compute_config
 
@@ -76,6 +76,9 @@ def _extract(st: FeatureStore, data_dir, configs, options: ExtractOptions, manif
         first = manifest.unreadable[0]
         raise FeatcacheError(f"{manifest.root}/{first.path}: {first.reason} (strict mode; "
                              f"{len(manifest.unreadable)} file(s) could not be read)")
+    # every network new to the store built (weights loaded) before the store records anything of it
+    runners = {} if executor.distributed else check_new_configs(st, configs, options.batch_size,
+                                                                 options.resolved_device())
     st.write_manifest(manifest)
     st.shards.merge()  # what shards of a sharded run recorded: their skip reasons and timings
     paths: dict[str, str] = {}
@@ -94,7 +97,7 @@ def _extract(st: FeatureStore, data_dir, configs, options: ExtractOptions, manif
         final = next((p for p in plans if cfg.backbone.tap and p.cfg == untapped(cfg)), None)
         if chunk_rows is None and final is not None:  # a new tap chunked as its final features: same units, one pass
             chunk_rows = st[final.key].chunk_rows()
-        plan = plan_config(st, cfg, manifest.digests, options.batch_size, chunk_rows, device)
+        plan = plan_config(st, cfg, manifest.digests, options.batch_size, chunk_rows, device, runners.get(cfg))
         if any(p.key == plan.key for p in plans):  # the same config twice: computed once
             plan = replace(plan, units=[], reused=len(set(manifest.digests)))
         plans.append(plan)

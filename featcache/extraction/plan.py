@@ -33,22 +33,44 @@ class ConfigPlan:
     def repaired(self) -> int:
         return sum(len(u.repairs) for u in self.units)
 
-    def runner_factory(self) -> Callable[[], BackboneRunner]:
-        return lambda: self.runner or BackboneRunner(self.cfg, self.batch_size, self.device)
+    def runner_factory(self, together: tuple[FeatureConfig, ...] = ()) -> Callable[[], BackboneRunner]:
+        """The network that computes this plan's features (and ``together``'s in the same pass): the
+        one built while planning when it computes exactly that, else a new one."""
+        if self.runner is not None and self.runner.together == tuple(together):
+            return lambda: self.runner
+        return lambda: BackboneRunner(self.cfg, self.batch_size, self.device, tuple(together))
+
+
+def check_new_configs(st: FeatureStore, configs: list[FeatureConfig], batch_size: int | str,
+                      device: str | None = None) -> dict[FeatureConfig, BackboneRunner]:
+    """The network of every config the store does not hold yet, built (its weights loaded) before
+    anything of it is recorded: missing weights, a failed download or a bad weights file then
+    leave no empty configuration behind. A new final config is built with its new taps, the one
+    network their shared pass runs (same weights: the taps are checked by it). The runners serve
+    the extraction that follows."""
+    new = [c for c in configs if st.find_config(c) is None]
+    finals = {c for c in new if not c.backbone.tap}
+    size = batch_size if isinstance(batch_size, int) else 1  # "auto" sets its own on the runner
+    taps = {f: tuple(c for c in new if c.backbone.tap and untapped(c) == f) for f in finals}
+    return {c: BackboneRunner(c, size, device, taps.get(c, ())) for c in new
+            if not (c.backbone.tap and untapped(c) in finals)}
 
 
 def plan_config(st: FeatureStore, cfg: FeatureConfig, digests: list[str], batch_size: int | str,
-                chunk_rows: int | None, device: str | None = None) -> ConfigPlan:
+                chunk_rows: int | None, device: str | None = None, runner: BackboneRunner | None = None
+                ) -> ConfigPlan:
+    """``runner``: the config's network if already built (check_new_configs)."""
     # A resume keeps the batch size the config was started with: other batch shapes round differently
     found = st.find_config(cfg)
     batch_size = (st[found].batch_size() if found is not None else None) or batch_size
-    runner = None
     if batch_size == "auto":
-        batch_size, runner = _largest_batch(cfg, device)
+        batch_size, runner = _largest_batch(cfg, device, runner)
+    elif runner is not None:
+        runner.batch_size = batch_size
     dim = known_feature_dim(cfg.backbone)
     if dim is None:  # flatten: the size depends on the spatial output, so build the model first
         runner = runner or BackboneRunner(cfg, batch_size, device)
-        dim = runner.dim
+        dim = runner.dims[0]
     key = st.ensure_config(cfg, dim, chunk_rows, batch_size)
     units = st[key].plan(digests)
     if units and st[key].batch_size() is None:  # a config of an older featcache: from now on, this one
@@ -57,10 +79,10 @@ def plan_config(st: FeatureStore, cfg: FeatureConfig, digests: list[str], batch_
                       device)
 
 
-def _largest_batch(cfg: FeatureConfig, device: str | None) -> tuple[int, BackboneRunner | None]:
+def _largest_batch(cfg: FeatureConfig, device: str | None, runner: BackboneRunner | None = None
+                   ) -> tuple[int, BackboneRunner | None]:
     """--batch-size auto: the largest batch one forward pass fits in memory, and the model it
-    was tried on (None on a CPU, where nothing is tried)."""
-    runner: BackboneRunner | None = None
+    was tried on (None on a CPU, where nothing is tried, unless one was given)."""
 
     def fits(batch: int) -> None:
         nonlocal runner

@@ -60,6 +60,7 @@ class BackboneRunner:
                  together: tuple[FeatureConfig, ...] = ()):
         self.cfg = cfg
         self.batch_size = batch_size
+        self.together = tuple(together)
         self.preprocess = cfg.backbone.preprocess
         self.device = device
         with _device_scope(device):

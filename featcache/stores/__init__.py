@@ -105,6 +105,18 @@ def open_store(path: str | Path, mode: str = "r", *, token: str | None = None, s
     return store
 
 
+def remove_config(path: str | Path, key: str) -> ConfigStatus | None:
+    """Remove feature configuration ``key`` (its exact key) from the store at ``path``, under the
+    writer's lock (a running extract refuses it); its status before the removal is returned (None
+    when it could not be read). The image list and the other configurations stay as they are."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FeatcacheError(f"store {path} does not exist")
+    with open_store(path, mode="a") as st:
+        return st.remove_config(key)
+
+
 __all__ = ["STORES", "Backend", "DONE", "FAILED", "PENDING", "ConfigGroup", "ConfigStatus", "ExtractStats",
            "FeatureRows", "FeatureSet", "FeatureStore",
-           "StoreDamagedError", "StoreLockedError", "StoredManifest", "WorkUnit", "open_store", "register_backend"]
+           "StoreDamagedError", "StoreLockedError", "StoredManifest", "WorkUnit", "open_store", "register_backend",
+           "remove_config"]

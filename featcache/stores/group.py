@@ -83,6 +83,15 @@ class ConfigStatus:
     def complete(self) -> bool:
         return self.pending == 0
 
+    @property
+    def empty(self) -> bool:
+        """Nothing extracted for any current image: what a run that stopped before its first unit left."""
+        return self.rows > 0 and self.done == 0 and self.failed == 0
+
+    @property
+    def state(self) -> str:
+        return "empty" if self.empty else "complete" if self.complete else "partial"
+
 
 def choose_chunk_rows(views: int, dim: int, itemsize: int, target_bytes: int = 2 << 20) -> int:
     rows = max(16, target_bytes // max(1, views * dim * itemsize))

@@ -21,7 +21,8 @@ class StoreInfo:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["configs"] = [{**asdict(c), "config": c.config.to_dict(), "stats": c.stats.to_dict(), "complete": c.complete}
+        d["configs"] = [{**asdict(c), "config": c.config.to_dict(), "stats": c.stats.to_dict(), "complete": c.complete,
+                          "state": c.state}
                         for c in self.configs]
         return d
 

@@ -252,21 +252,54 @@ class FeatureStore:
         self[unit.key].commit_unit(unit, digests, rows, features, failed)
 
     # -- reading (view.py) ---------------------------------------------------------------------------
-    def resolve_key(self, name: str) -> str:
-        """A full key, or a backbone's label (its name, or ``name.tap`` for a tap: a name alone
-        never means a tap of it) when the store holds exactly one config of it."""
+    def resolve_key(self, name: str | None = None) -> str:
+        """A full key, a unique prefix of one, or a backbone's label (its name, or ``name.tap`` for a
+        tap: a name alone never means a tap of it). Of several configs of one label, the one complete
+        config is chosen (an empty one a failed run left never competes). ``None``: the store's one
+        config, or its one complete config."""
         keys = self.keys()
         if name in keys:
             return name
-        matches = [k for k in keys if self.config(k).backbone.label == name]
-        if len(matches) == 1:
-            return matches[0]
         if not keys:
             raise FeatcacheError(f"{self.path} holds no features yet", remedy=Remedy(
                 "run {} first", Step.of("extract", data_dir="DATA_DIR", store=self.path)))
+        if name is None or name == "":
+            matches, what = keys, "configurations"
+        else:
+            matches = [k for k in keys if self.config(k).backbone.label == name]
+            matches = matches or [k for k in keys if k.startswith(name)]
+            what = f"configurations of {name!r}"
+        if len(matches) == 1:
+            return matches[0]
         if not matches:
             raise FeatcacheError(f"{self.path} has no features for {name!r}; it has: {', '.join(keys)}")
-        raise FeatcacheError(f"{self.path} has several configs of {name!r}: {', '.join(matches)}; pass the full key")
+        manifest = self.manifest()
+        done = {k: self[k].summary(manifest) for k in matches}
+        complete = [k for k in matches if done[k].complete and done[k].done]
+        if len(complete) == 1:
+            return complete[0]
+        listed = ", ".join(f"{k} ({done[k].done}/{done[k].rows} done)" for k in matches)
+        raise FeatcacheError(f"{self.path} has several {what}: {listed}",
+                             remedy="name one by its key (a unique start of it is enough)")
+
+    def remove_config(self, key: str) -> ConfigStatus | None:
+        """Remove config ``key`` (an exact key) and its features; its status before removal is returned.
+        Crash-safe: a Zarr group is renamed away before it is deleted, an HDF5 store is rewritten
+        and renamed into place at the commit. Needs the writer's lock (mode "a")."""
+        keys = self.keys()
+        if key not in keys:
+            raise ParameterError("key", f"{self.path} has no configuration {key!r}; it has: "
+                                        f"{', '.join(keys) or 'none'}")
+        try:
+            status = self[key].summary(self.manifest())
+        except Exception:  # noqa: BLE001  (a damaged manifest or group does not stop its removal)
+            status = None
+        with self._writing():
+            if (plan := self.shards.planned()) and key in plan.get("keys", []):  # shards must not look for it
+                self.backend.set_attrs("", {"plan": {**plan, "keys": [k for k in plan["keys"] if k != key]}})
+            self.backend.delete(self[key].name)
+            self.backend.flush()
+        return status
 
     def rows(self, names: list[str], allow_incomplete: bool = False) -> FeatureRows:
         """A verified, lazy view of the usable images of one or more configs (concatenated along

@@ -7,13 +7,14 @@ from dataclasses import asdict, dataclass, field
 from ..errors import FeatcacheError, Remedy, Step
 from . import open_store
 from .hdf5_backend import HDF5Backend
-from .schema import DIGEST
+from .schema import DIGEST, PENDING
 
 
 @dataclass
 class ConfigCheck:
     key: str
     rows: int = 0  # stored rows that belong to an image (current or not)
+    extracted: int = 0  # of those, rows computed (done or failed): 0 is an empty configuration
     damaged: list[str] = field(default_factory=list)  # current images whose features are damaged
     damaged_orphans: int = 0  # damaged rows of images no longer in the manifest
     verifiable: bool = True  # False: written before checksums (schema 1), not extracted since
@@ -88,6 +89,8 @@ def _check_config(st, key: str, manifest) -> ConfigCheck:
         check.problems.append(f"{group.array(DIGEST)} cannot be read ({type(exc).__name__})")
         return check
     check.rows = sum(1 for d in digests if d)
+    status = group.status_tolerant(len(digests))
+    check.extracted = int(sum(1 for d, s in zip(digests, status.tolist(), strict=True) if d and s != PENDING))
     bad = {digests[r] for r in group.damaged()}
     if manifest is not None:
         check.damaged = [p for p, d in zip(manifest.paths, manifest.digests, strict=True) if d in bad]

@@ -59,6 +59,13 @@ def open_rows(store: FeatureStore, names: list[str], allow_incomplete: bool = Fa
         group = store[key]
         row_digests, rows, st = group.manifest_rows(manifest)
         pending = int((st == PENDING).sum())
+        if pending and not allow_incomplete and pending == len(manifest):
+            # never extracted (a run stopped before its first unit): resuming it needs its options
+            raise FeatcacheError(
+                f"features {key} are empty: none of the {len(manifest)} images was extracted",
+                remedy=Remedy("remove them with {}, or extract them with the options they were recorded with "
+                              "({} lists them)", Step.of("rm", store=store.path, backbone=key),
+                              Step.of("info", store=store.path)))
         if pending and not allow_incomplete:
             raise FeatcacheError(
                 f"features {key} are incomplete: {pending} of {len(manifest)} images not extracted yet",

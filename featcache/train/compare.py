@@ -45,6 +45,7 @@ class CompareResult:
     entries: list[CompareEntry]  # best first
     skipped: dict[str, str] = field(default_factory=dict)  # key -> why
     out: str | None = None
+    skip_errors: dict[str, FeatcacheError] = field(default_factory=dict, repr=False)  # key -> the error itself
 
     def rows(self) -> list[dict]:
         return [asdict(e) for e in self.entries]
@@ -90,14 +91,14 @@ def compare(store: str | Path, heads: tuple[str, ...] | list[str] = ("logreg",),
     if not keys:
         raise FeatcacheError(f"{path} holds no features yet",
                              remedy=Remedy("run {} first", Step.of("extract", data_dir="DATA_DIR", store=path)))
-    entries, skipped = [], {}
+    entries, skipped, skip_errors = [], {}, {}
     bar = progress_bar(total=len(keys) * len(heads), desc="compare", unit="fit", enabled=progress)
     try:
         for key in keys:
             try:
                 data = load_training_data(path, [key], seed, memory_limit)
             except FeatcacheError as exc:  # e.g. incomplete features: report, keep comparing the rest
-                skipped[key] = str(exc)
+                skipped[key], skip_errors[key] = str(exc), exc
                 bar.update(len(heads))
                 continue
             try:
@@ -120,7 +121,7 @@ def compare(store: str | Path, heads: tuple[str, ...] | list[str] = ("logreg",),
         raise FeatcacheError("no feature config could be compared: " +
                              "; ".join(f"{k}: {why}" for k, why in skipped.items()))
     entries.sort(key=rank_key)
-    result = CompareResult(path, entries, skipped, str(out_dir) if out_dir else None)
+    result = CompareResult(path, entries, skipped, str(out_dir) if out_dir else None, skip_errors)
     if out_dir is not None:
         write_outputs(result, out_dir)
     return result

@@ -90,6 +90,7 @@ class CVCompareResult:
     skipped: dict[str, str] = field(default_factory=dict)
     out: str | None = None
     tta: bool = False  # held-out images scored on the mean over their cached views
+    skip_errors: dict[str, FeatcacheError] = field(default_factory=dict, repr=False)  # key -> the error itself
 
     def rows(self) -> list[dict]:
         return [e.row() for e in self.entries]
@@ -130,7 +131,7 @@ def _cross_validate(st, heads, folds, repeats, backbones, seed, shots, progress,
     from ..report.cost import backbone_parameters
 
     budgets = parse_shots(shots)
-    sets, stats, skipped, configs = {}, {}, {}, {}
+    sets, stats, skipped, configs, skip_errors = {}, {}, {}, {}, {}
     keys = [st.resolve_key(b) for b in backbones] if backbones else st.keys()
     path = str(Path(st.path).resolve())
     manifest = st.manifest()
@@ -138,7 +139,7 @@ def _cross_validate(st, heads, folds, repeats, backbones, seed, shots, progress,
         try:
             sets[key] = st.rows([key])  # lazy: nothing read yet
         except FeatcacheError as exc:  # e.g. incomplete features: report, compare the rest
-            skipped[key] = str(exc)
+            skipped[key], skip_errors[key] = str(exc), exc
             continue
         stats[key] = st.config_status(key, manifest).stats
         configs[key] = st.config(key).to_dict()
@@ -192,7 +193,8 @@ def _cross_validate(st, heads, folds, repeats, backbones, seed, shots, progress,
     return CVCompareResult(
         store=path, entries=entries, folds=plan.folds, repeats=plan.repeats, seed=seed, images=len(paths),
         pairs=pairs, winner_test=_winner_on_test(sets[winner.key], limit, winner.head, n_classes, seed, tta),
-        configs=configs, note=plan.note, shots=[shot_label(s) for s in budgets], skipped=skipped, tta=tta)
+        configs=configs, note=plan.note, shots=[shot_label(s) for s in budgets], skipped=skipped, tta=tta,
+        skip_errors=skip_errors)
 
 
 def _pool_rows(fs: FeatureRows, source, paths: list[str]) -> tuple[object, np.ndarray]:

@@ -123,12 +123,15 @@ def load_training_data(store: str | Path, backbones: list[str], seed: int = 0,
     """Read features of one or more backbone configs (concatenated along D) and check they can train
     a head. Loaded into memory when they fit ``memory_limit`` (a size: "2GB"), else read by the
     heads from the store's view: then ``close()`` the result when done."""
-    if not backbones:
-        raise ParameterError("backbones", "give at least one backbone",
-                             remedy=Remedy("{} lists them", Step.of("info", store=store)))
     limit = resolve_memory_limit(memory_limit)
     st = open_store(store)
     try:
+        if not backbones:  # the store's one (complete) config, else an error listing them
+            try:
+                backbones = [st.resolve_key(None)]
+            except FeatcacheError as exc:
+                raise ParameterError("backbones", f"give one or more: {exc.problem}",
+                                     remedy=Remedy("{} lists them", Step.of("info", store=store))) from None
         rows = st.rows(list(backbones))  # verified, lazy: nothing read yet
         keys, classes, labels = rows.keys, rows.classes, rows.labels
         stats = {k: st.config_status(k, rows.manifest).stats for k in keys}
@@ -247,7 +250,8 @@ def _fit_and_write(data: TrainingData, model: Head, run_dir: Path | None, tensor
     start = time.perf_counter()
     model.fit(data.X_train, data.y_train, validation=(data.X_val, data.y_val) if has_val else None,
               context=FitContext(n_classes=len(data.classes), workdir=run_dir, tensorboard_dir=tensorboard_dir,
-                                 progress=progress, checkpoint_every_epoch=checkpoint_every_epoch))
+                                 progress=progress, checkpoint_every_epoch=checkpoint_every_epoch,
+                                 classes=data.classes, features=data.configs))
     return fitted_result(data, model, time.perf_counter() - start, run_dir, evaluate_test, probe)
 
 

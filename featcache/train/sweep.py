@@ -116,7 +116,7 @@ def sweep(store: str | Path, backbones: list[str], head: Head | str = "mlp", gri
         if out_dir is not None:  # a second sweep on one out is refused (each trial's folder has its own lock too)
             lock = RunLock.acquire(make_folder(out_dir.parent, "out") / out_dir.name)
         runs = [str(out_dir / "trials" / f"{i:03d}-{_slug(c)}") if out_dir else None for i, c in enumerate(combos)]
-        tasks = plan_tasks(base, combos, models, runs, data.store_path, list(backbones), seed, memory_limit)
+        tasks = plan_tasks(base, combos, models, runs, data.store_path, list(data.keys), seed, memory_limit)
         trials = []
         bar = progress_bar(total=len(combos), desc=f"sweep {base.name}", unit="fit", enabled=progress)
         try:
