@@ -9,7 +9,16 @@ import click
 from ..backbones.spec import POOLINGS
 from ..config import DTYPES
 from .common import command, emit_json
-from .options import alias, aliases, backbones_option, json_option, quiet_option, seed_option, workers_option
+from .options import (
+    alias,
+    aliases,
+    backbones_option,
+    json_option,
+    label_options,
+    quiet_option,
+    seed_option,
+    workers_option,
+)
 
 
 @command("extract", uses_tensorflow=True,
@@ -61,18 +70,21 @@ from .options import alias, aliases, backbones_option, json_option, quiet_option
 @aliases(alias("--dask", "executor"), alias("--plan-only", "executor", flag=True, convert=lambda _: "plan-only"),
          alias("--shard", "executor", convert=lambda v: f"shard:{v}",
                conflict="a shard computes in its own process, on a store already planned: give it alone"))
+@label_options
 @quiet_option
 @json_option
 def extract_cmd(data_dir, store, backbones, taps, augment, split, seed, image_size, pooling, weights, batch_size, dtype,
                 workers, rotation, shift, shear, zoom, channel_shift, hflip, vflip, strict, precision, jit, jpeg_draft,
-                device, executor, quiet, as_json):
+                device, executor, labels, path_column, label_column, split_column, group_column, group_by, quiet,
+                as_json):
     """Run each backbone once over DATA_DIR and cache the features in STORE.
 
     DATA_DIR holds one folder per class, or train/validation/test folders each holding one folder
-    per class. Re-running resumes: only images not yet in the store are extracted.
+    per class, or the images a --labels table lists. Re-running resumes: only images not yet in the store are extracted.
     """
     from ..extraction import ExtractOptions, extract
     from ..ingest.augment import AugmentParams
+    from ..ingest.label_file import LabelSource
 
     params = AugmentParams(augmented_views=augment, rotation=rotation, width_shift=shift, height_shift=shift,
                            shear=shear, zoom=zoom, channel_shift=channel_shift, horizontal_flip=hflip,
@@ -81,7 +93,9 @@ def extract_cmd(data_dir, store, backbones, taps, augment, split, seed, image_si
                              pooling=pooling, weights=weights, dtype=dtype, workers=workers, strict=strict,
                              batch_size=batch_size if batch_size == "auto" else _int(batch_size, "--batch-size"),
                              precision=precision, jit=jit, jpeg_draft=jpeg_draft, device=device, progress=not quiet,
-                             taps=taps)
+                             taps=taps, group_by=group_by,
+                             labels=LabelSource(labels, path_column, label_column, split_column, group_column)
+                             if labels else None)
     result = extract(data_dir, store, options, executor=executor)
     if as_json:
         emit_json({"store": result.store, "images": result.images, "classes": result.classes,

@@ -82,6 +82,25 @@ def workers_option(f):
     return click.option("--workers", type=int, default=None, help="Image decoding threads (default: up to 4).")(f)
 
 
+def label_options(f):
+    """A label table instead of class folders, its columns, and groups (ingest/label_file.py)."""
+    return _apply(
+        f,
+        click.option("--labels", "labels", default=None, type=click.Path(), metavar="FILE",
+                     help="A CSV, TSV or JSONL table of images and labels, used instead of the class folders "
+                          "(it may list part of DATA_DIR)."),
+        click.option("--path-column", default=None, help="The table's image column [default: path, file, "
+                     "filename, image or image_id]."),
+        click.option("--label-column", default=None, help="The table's label column [default: label, labels or class]."),
+        click.option("--split-column", default=None, help="A column of train/validation/test splits to keep "
+                     "[default: split, if there is one]."),
+        click.option("--group-column", default=None, help="A column naming each image's group, whose images "
+                     "share a split [default: group, if there is one]."),
+        click.option("--group-by", default=None, metavar="REGEX", help="Groups by a regular expression on the "
+                     "relative paths (its first capture group, or the whole match): one split per group."),
+    )
+
+
 def alias(old: str, target: str, *, flag: bool = False, convert=None, conflict: str | None = None, **kwargs):
     """The old spelling ``old`` of the option whose parameter is ``target``, hidden from --help."""
     name = "alias_" + old.lstrip("-").replace("-", "_").lower() + ("_upper" if old != old.lower() else "")

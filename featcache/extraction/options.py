@@ -10,6 +10,7 @@ from ..backbones.model import resolve_config, tap_configs
 from ..config import Compute, FeatureConfig
 from ..errors import ParameterError
 from ..ingest.augment import AugmentParams, check_augmented_views
+from ..ingest.label_file import LabelSource
 from ..ingest.scan import SplitFractions
 
 MAX_BATCH_SIZE = 4096
@@ -36,6 +37,8 @@ class ExtractOptions:
     # Blocks of every backbone whose pooled output is extracted too, each as its own feature config
     # (BackboneConfig.tap), besides the final output; "block4,block6" or a sequence of names.
     taps: tuple[str, ...] | str = ()
+    labels: LabelSource | None = None  # a label table instead of the class folders (ingest/label_file.py)
+    group_by: str | None = None  # a regular expression on the relative paths: a group per match, one split each
 
     def __post_init__(self):
         if isinstance(self.backbones, str):  # one name, not a sequence of one-letter names
@@ -51,6 +54,8 @@ class ExtractOptions:
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ParameterError(name, f"must be at least 1, got {getattr(self, name)}")
         check_augmented_views(self.augment.augmented_views)  # bounded work (augment.py says why)
+        if self.labels is not None and not isinstance(self.labels, LabelSource):
+            object.__setattr__(self, "labels", LabelSource(self.labels))  # a path alone: the usual columns
         if self.weights not in ("imagenet", "random") and len(self.backbones) > 1:
             raise ParameterError("weights", "a weights file applies to a single backbone; extract one at a time")
 

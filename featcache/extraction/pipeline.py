@@ -71,7 +71,8 @@ def _extract(st: FeatureStore, data_dir, configs, options: ExtractOptions, manif
     if split is None and manifest is None:
         split = st.manifests.stored_split()  # keep the store's split unless asked otherwise
     # before the store's first write: a bad folder leaves none
-    manifest = manifest or scan(data_dir, split, digests=executor.digests)
+    manifest = manifest or scan(data_dir, split, digests=executor.digests, labels=options.labels,
+                                group_by=options.group_by)
     if options.strict and manifest.unreadable:
         first = manifest.unreadable[0]
         raise FeatcacheError(f"{manifest.root}/{first.path}: {first.reason} (strict mode; "

@@ -24,6 +24,8 @@ import numpy as np
 from ..errors import FeatcacheError, ImageDecodeError, ParameterError, shortlist
 from ..paths import printable_path
 from .decode import check_regular_file, is_image_path, is_utf8_path
+from .label_file import LabelSource, LabelTable, check_groups_in_one_split, group_of, read_label_file
+from .label_file import group_pattern as _group_pattern
 
 SPLITS = ("train", "validation", "test")
 _SPLIT_DIRS = {"train": 0, "training": 0, "validation": 1, "val": 1, "valid": 1, "test": 2, "testing": 2}
@@ -86,6 +88,8 @@ class Manifest:
     ignored: list[str] = field(default_factory=list)  # files skipped for their extension, and stray images
     unreadable: list[SkippedImage] = field(default_factory=list)  # image files skipped, with the reason
     empty_classes: list[str] = field(default_factory=list)  # class folders without a usable image
+    groups: list[str] | None = None  # per image, where images come in groups (one split per group)
+    labelled_by: str | None = None  # the label table the labels came from (None: the folders)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -131,6 +135,12 @@ def split_from_digest(digest: str, fractions: SplitFractions) -> int:
     if u < f.train or f.validation == f.test == 0:  # (float rounding can make u 1.0: an empty
         return 0                                     # split must stay empty all the same)
     return 1 if u < f.train + f.validation or f.test == 0 else 2
+
+
+def group_digest(group: str) -> str:
+    """A group's split is drawn as an image's is, from a digest of its name: adding a group moves
+    no other image, and every image of a group lands in the same split."""
+    return hashlib.blake2b(b"featcache group\0" + group.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
 
 
 def _walk_images(folder: Path, root: Path, ignored: list[str], unreadable: list[SkippedImage]) -> list[Path]:
@@ -191,8 +201,12 @@ def _stray_images(folder: Path, root: Path) -> list[str]:
 
 
 def scan(data_dir: str | Path, split: SplitFractions | str | None = None,
-         digests: Callable[[list[Path]], list[tuple[str, str]]] = digest_files) -> Manifest:
-    """``digests``: computes the files' content digests (``digest_files``, or an executor's)."""
+         digests: Callable[[list[Path]], list[tuple[str, str]]] = digest_files,
+         labels: LabelSource | LabelTable | None = None, group_by: str | None = None) -> Manifest:
+    """``digests``: computes the files' content digests (``digest_files``, or an executor's).
+    ``labels``: a label table (label_file.py) naming the images and their labels instead of the
+    folders. ``group_by``: a regular expression on each relative path naming its group (its first
+    capture group, or the whole match); the split is then drawn per group."""
     root = Path(data_dir).expanduser()
     if not root.exists():
         raise FeatcacheError(f"data folder {printable_path(root)} does not exist")
@@ -202,6 +216,11 @@ def scan(data_dir: str | Path, split: SplitFractions | str | None = None,
         raise FeatcacheError(f"{printable_path(root.resolve())}: the folder's path is not valid UTF-8; "
                              "rename it")
     fractions = SplitFractions.parse(split) if isinstance(split, str) else (split or SplitFractions())
+    if isinstance(labels, LabelSource):
+        labels = read_label_file(labels, root, group_by)
+    if labels is not None:
+        return _scan_table(root, labels, fractions, digests)
+    pattern = _group_pattern(group_by)
     top = _class_dirs(root)
     presplit = bool(top) and all(d.name.lower() in _SPLIT_DIRS for d in top)
     split_named = [d.name for d in top if d.name.lower() in _SPLIT_DIRS]
@@ -240,8 +259,11 @@ def scan(data_dir: str | Path, split: SplitFractions | str | None = None,
                              "with extensions such as .jpg .png .pgm")
     classes = sorted({c for _, c, _ in usable})
     index = {c: i for i, c in enumerate(classes)}
-    splits = [s if s is not None else split_from_digest(d, fractions)
-              for (_, _, s), d in zip(usable, found, strict=True)]
+    groups = [group_of(pattern, rel) for rel, _, _ in usable] if pattern else None
+    if groups and presplit:
+        check_groups_in_one_split(list(zip(groups, [s for _, _, s in usable], strict=True)), printable_path(root))
+    splits = [s if s is not None else split_from_digest(group_digest(groups[i]) if groups else d, fractions)
+              for i, ((_, _, s), d) in enumerate(zip(usable, found, strict=True))]
     return Manifest(
         root=str(root.resolve()),
         classes=classes,
@@ -254,6 +276,45 @@ def scan(data_dir: str | Path, split: SplitFractions | str | None = None,
         ignored=ignored + stray,
         unreadable=unreadable,
         empty_classes=sorted({printable_path(d.name) for d, _ in class_dirs} - set(classes)),
+        groups=groups,
+    )
+
+
+def _scan_table(root: Path, table: LabelTable, fractions: SplitFractions,
+                digests: Callable[[list[Path]], list[tuple[str, str]]]) -> Manifest:
+    """The images a label table lists, with its labels (and splits, groups): the folders are not read."""
+    unreadable: list[SkippedImage] = []
+    rows = []
+    for row in table.rows:
+        p = root / row.path
+        if not is_utf8_path(Path(row.path)):
+            unreadable.append(SkippedImage(printable_path(row.path), "the name is not valid UTF-8: rename it"))
+        elif reason := _unusable(p):
+            unreadable.append(SkippedImage(row.path, reason))
+        else:
+            rows.append(row)
+    usable, found = [], []
+    for row, (digest, why) in zip(rows, digests([root / r.path for r in rows]), strict=True):
+        if why:
+            unreadable.append(SkippedImage(row.path, why))
+        else:
+            usable.append(row)
+            found.append(digest)
+    if not usable:
+        raise FeatcacheError(f"none of the images {printable_path(table.source.file)} lists can be read"
+                             + (f" (e.g. {unreadable[0].path}: {unreadable[0].reason})" if unreadable else ""))
+    classes = sorted({r.label for r in usable})
+    index = {c: i for i, c in enumerate(classes)}
+    grouped = table.grouped
+    splits = [r.split if r.split is not None else
+              split_from_digest(group_digest(r.group) if grouped else d, fractions)
+              for r, d in zip(usable, found, strict=True)]
+    return Manifest(
+        root=str(root.resolve()), classes=classes, paths=[r.path for r in usable],
+        labels=np.array([index[r.label] for r in usable], np.int32), digests=found,
+        splits=np.array(splits, np.int8), presplit=table.presplit, split_fractions=fractions,
+        unreadable=unreadable, groups=[r.group for r in usable] if grouped else None,
+        labelled_by=str(Path(table.source.file).expanduser().absolute()),
     )
 
 

@@ -38,6 +38,7 @@ class StoredManifest:
     split: str
     ignored: list[str] = field(default_factory=list)
     verifiable: bool = True  # False: a schema 1 manifest, written without checksums
+    groups: list[str] | None = None  # per image, where the images come in groups (stores before: None)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -64,14 +65,17 @@ class ManifestLog:
         if self._holds(m):
             return False
         arrays = _arrays(m.paths, m.digests, m.labels, m.splits)
+        if m.groups is not None:
+            arrays["group"] = list(m.groups)
         with self.store._writing():
             previous = self.version()
             version = str(int(previous) + 1) if previous is not None else "1"
             g = f"{VERSIONS}/{version}"
             if self.backend.exists(g):  # half-written by a killed run, never switched to
                 self.backend.delete(g)
-            for name in ("path", "digest"):
-                self.backend.write_strings(f"{g}/{name}", arrays[name])
+            for name in ("path", "digest", "group"):
+                if name in arrays:
+                    self.backend.write_strings(f"{g}/{name}", arrays[name])
             for name in ("label", "split"):
                 self.backend.create_array(f"{g}/{name}", (len(m),), (max(1, len(m)),), arrays[name].dtype.name, 0)
                 self.backend.write(f"{g}/{name}", slice(None), arrays[name])
@@ -98,7 +102,8 @@ class ManifestLog:
         return (cur.verifiable and cur.paths == m.paths and cur.digests == m.digests and cur.classes == m.classes
                 and np.array_equal(cur.labels, m.labels) and np.array_equal(cur.splits, m.splits)
                 and cur.data_root == m.root and cur.presplit == m.presplit and cur.split == str(m.split_fractions)
-                and cur.ignored == m.ignored[:1000] and self.stored_split() == cur.split)
+                and cur.ignored == m.ignored[:1000] and self.stored_split() == cur.split
+                and cur.groups == (list(m.groups) if m.groups is not None else None))
 
     def read(self) -> StoredManifest:
         a = self.backend.get_attrs()
@@ -114,6 +119,8 @@ class ManifestLog:
             a = attrs_of(g)
             arrays = _arrays(self.backend.read_strings(f"{g}/path"), self.backend.read_strings(f"{g}/digest"),
                              self.backend.read(f"{g}/label"), self.backend.read(f"{g}/split"))
+            if self.backend.exists(f"{g}/group"):  # optional: written where the images come in groups
+                arrays["group"] = self.backend.read_strings(f"{g}/group")
             classes = list(a["classes"])
         except Exception as exc:  # noqa: BLE001  (whatever the storage library raises: unreadable)
             raise damaged_manifest(self.store.path, f"{g} cannot be read ({type(exc).__name__}: {exc})") from exc
@@ -127,6 +134,7 @@ class ManifestLog:
             classes=classes, paths=arrays["path"], labels=arrays["label"], splits=arrays["split"],
             digests=arrays["digest"], data_root=a["data_root"], presplit=bool(a.get("presplit")),
             split=a.get("split", str(SplitFractions())), ignored=list(a.get("ignored", [])), verifiable=verifiable,
+            groups=list(arrays["group"]) if "group" in arrays else None,
         )
 
 
