@@ -51,10 +51,12 @@ class NumpyRunner:
 
     batch_effect = 0.0
 
-    def __init__(self, cfg, batch_size: int, device=None):
+    def __init__(self, cfg, batch_size: int, device=None, together=()):
+        assert not together, "the numpy backbone has no taps"
         self.cfg = cfg
         self.batch_size = batch_size
-        self.dim = DIM
+        self.together = ()
+        self.dim, self.dims = DIM, [DIM]
         size = cfg.backbone.input_size
         self.weights = np.random.default_rng(0).standard_normal((size * size * 3, DIM)).astype(np.float32)
 

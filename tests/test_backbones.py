@@ -139,15 +139,17 @@ def test_every_keras_application_is_registered():
 
 
 @pytest.mark.parametrize("spec", CLASSIC_APPS, ids=lambda s: s.name)
-def test_every_keras_application_gives_its_feature_dim_at_its_declared_and_minimum_size(spec):
-    """One test per model, so test workers share them out (all twelve take about 60 s in one). The
-    count compare's cost column reads (declared, not built there) is the network's at both sizes."""
-    for size in (spec.input_size, spec.min_input_size):
-        model = build_feature_extractor(resolve_config(spec.name, size, weights="random"))
-        out = np.asarray(model(random_images(1, size), training=False))
-        assert out.shape == (1, spec.feature_dim), (spec.name, size)
-        assert np.isfinite(out).all()
-        assert model.count_params() == spec.parameters, (spec.name, size)
+def test_every_keras_application_gives_its_feature_dim_at_its_minimum_size(spec):
+    """One test per model, so test workers share them out. The count compare's cost column reads
+    (declared, not built there) is the network's at the smallest size it takes; the same at the
+    declared size is what scripts/check_keras_apps.py checks for all of them (results committed):
+    a second build here doubled this file's time for a count that does not depend on the size."""
+    size = spec.min_input_size
+    model = build_feature_extractor(resolve_config(spec.name, size, weights="random"))
+    out = np.asarray(model(random_images(1, size), training=False))
+    assert out.shape == (1, spec.feature_dim), (spec.name, size)
+    assert np.isfinite(out).all()
+    assert model.count_params() == spec.parameters, (spec.name, size)
 
 
 @pytest.mark.parametrize("name", LITE)
