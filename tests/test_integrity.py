@@ -213,7 +213,8 @@ def downgrade_to_schema_1(store: Path) -> None:
     for key in root["features"].group_keys():
         del root[f"features/{key}/checksum"]
         group = root[f"features/{key}"]
-        group.attrs.put({k: v for k, v in group.attrs.items() if k not in ("checksummed", "batch_size", "dim")})
+        group.attrs.put({k: v for k, v in group.attrs.items()
+                         if k not in ("checksummed", "batch_size", "dim", "record_digest")})
 
 
 def test_a_schema_1_store_is_read_as_not_verifiable_and_the_next_extract_adds_checksums(data, tmp_path):
@@ -236,3 +237,92 @@ def test_a_schema_1_store_is_read_as_not_verifiable_and_the_next_extract_adds_ch
         for config in fp["configs"].values():
             config.pop("attrs")
     assert after == intact
+
+
+# -- metadata outside the rows (issue 21, finding 2) -------------------------------------------------------------
+
+def _edit_attrs(store: Path, node: str, edit) -> None:
+    """Change attributes the way a hand or a script does: in the file, behind featcache's back."""
+    if store.suffix == ".h5":
+        with h5py.File(store, "r+") as f:
+            attrs = {k: json.loads(v) for k, v in (f[node] if node else f).attrs.items()}
+            edit(attrs)
+            for k, v in attrs.items():
+                (f[node] if node else f).attrs[k] = json.dumps(v)
+        return
+    meta = store / node / "zarr.json"
+    doc = json.loads(meta.read_text())
+    edit(doc["attributes"])
+    meta.write_text(json.dumps(doc))
+
+
+def _set(path: str, value):
+    """An edit setting one (dotted) attribute."""
+    def edit(attrs):
+        *parents, last = path.split(".")
+        for p in parents:
+            attrs = attrs[p]
+        attrs[last] = value(attrs[last]) if callable(value) else value
+    edit.__name__ = path
+    return edit
+
+
+MANIFEST_EDITS = [_set("classes", lambda c: c[::-1]), _set("data_root", "/elsewhere"), _set("presplit", True),
+                  _set("split", "50/25/25")]
+CONFIG_EDITS = [_set("config.backbone.preprocess.scale", [1.0, 1.0, 1.0]), _set("config.backbone.input_size", 64),
+                _set("config.augment.seed", 7), _set("chunk_rows", 4), _set("batch_size", 8), _set("dim", 9),
+                _set("checksummed", False)]
+EDITS = ([("manifest", e) for e in MANIFEST_EDITS] + [("root", _set("split", "50/25/25"))]
+         + [("config", e) for e in CONFIG_EDITS])
+
+
+@pytest.mark.parametrize(("where", "edit"), EDITS, ids=lambda v: getattr(v, "__name__", v))
+def test_an_edited_record_is_refused_found_by_verify_and_restored_by_extract(data, tmp_path, where, edit):
+    """Reversed class names, another data root or split, edited preprocessing numbers, input size,
+    seed or chunk layout: every value still valid, every row checksum intact. Each is refused on
+    read and reported by verify; the next extract rewrites the image list (nothing recomputed) or
+    computes the configuration again (never reuses rows its record no longer describes)."""
+    store = tmp_path / "features.zarr"
+    run_extract(data, store)
+    key, intact = only_key(store), fingerprint(store)
+    with open_store(store) as st:
+        node = {"manifest": f"manifests/{st.backend.get_attrs()['manifest']}", "root": "",
+                "config": f"features/{key}"}[where]
+    _edit_attrs(store, node, edit)
+
+    with open_store(store) as st, pytest.raises(StoreDamagedError):
+        st.load([key])
+    result = verify_cli(store)
+    assert result.exit_code == 1, result.output
+    assert ("image list" if where != "config" else "record") in result.output
+
+    rerun = run_extract(data, store).configs[0]
+    assert rerun.extracted == (6 if where == "config" else 0)
+    assert verify_cli(store).exit_code == 0
+    assert fingerprint(store) == intact
+
+
+@pytest.mark.parametrize(("where", "edit"), [EDITS[0], EDITS[-7]], ids=["classes", "scale"])
+def test_an_edited_hdf5_record_is_refused_and_restored(data, tmp_path, where, edit):
+    store = tmp_path / "features.h5"
+    run_extract(data, store)
+    key, intact = only_key(store), fingerprint(store)
+    _edit_attrs(store, "manifests/1" if where == "manifest" else f"features/{key}", edit)
+    with open_store(store) as st, pytest.raises(StoreDamagedError):
+        st.load([key])
+    assert verify_cli(store).exit_code == 1
+    assert run_extract(data, store).configs[0].extracted == (6 if where == "config" else 0)
+    assert fingerprint(store) == intact
+
+
+def test_a_record_written_before_record_digests_is_read_and_bound_by_the_next_extract(data, tmp_path):
+    store = tmp_path / "features.zarr"
+    run_extract(data, store)
+    key, intact = only_key(store), fingerprint(store)
+    _edit_attrs(store, f"features/{key}", lambda a: a.pop("record_digest"))
+    with open_store(store) as st:
+        assert len(st.load([key]).paths) == 6
+    assert run_extract(data, store).configs[0].extracted == 0
+    with open_store(store) as st:
+        assert "record_digest" in st[key].attrs()
+    assert fingerprint(store) == intact

@@ -16,11 +16,10 @@ from pathlib import Path
 
 from ..errors import FeatcacheError, ParameterError, shortlist
 from ..paths import printable_path
+from .splits import SPLIT_ALIASES, SPLITS
 
 PATH_COLUMNS = ("path", "file", "filename", "image", "image_id")
 LABEL_COLUMNS = ("label", "labels", "class")
-SPLIT_VALUES = {"train": 0, "training": 0, "validation": 1, "val": 1, "valid": 1, "test": 2, "testing": 2}
-_SPLIT_NAMES = ("train", "validation", "test")
 MAX_ROWS = 10_000_000  # a bound on what one table may make us hold
 
 
@@ -170,10 +169,10 @@ def read_label_file(source: LabelSource, data_dir: str | Path, group_by: str | N
         split = None
         if split_col:
             text = _text(rec.get(split_col)).lower()
-            if text not in SPLIT_VALUES:
+            if text not in SPLIT_ALIASES:
                 raise ParameterError("labels", f"{where} ({value}): {split_col} {text!r} is not train, validation "
                                                "or test")
-            split = SPLIT_VALUES[text]
+            split = SPLIT_ALIASES[text]
         rel = resolve(value)
         if not rel:
             missing.append(value)
@@ -228,6 +227,6 @@ def check_groups_in_one_split(pairs: list[tuple[str | None, int | None]], where:
             seen.setdefault(group, set()).add(split)
     bad = sorted(g for g, s in seen.items() if len(s) > 1)
     if bad:
-        raise FeatcacheError(f"{where}: group {bad[0]} is in the {' and '.join(_SPLIT_NAMES[s] for s in sorted(seen[bad[0]]))} "
+        raise FeatcacheError(f"{where}: group {bad[0]} is in the {' and '.join(SPLITS[s] for s in sorted(seen[bad[0]]))} "
                              f"splits ({len(bad)} group(s) straddle splits)",
                              remedy="put every image of a group in one split")

@@ -26,9 +26,7 @@ from ..paths import printable_path
 from .decode import check_regular_file, is_image_path, is_utf8_path
 from .label_file import LabelSource, LabelTable, check_groups_in_one_split, group_of, read_label_file
 from .label_file import group_pattern as _group_pattern
-
-SPLITS = ("train", "validation", "test")
-_SPLIT_DIRS = {"train": 0, "training": 0, "validation": 1, "val": 1, "valid": 1, "test": 2, "testing": 2}
+from .splits import SPLIT_ALIASES, SPLITS
 
 
 @dataclass(frozen=True)
@@ -89,7 +87,6 @@ class Manifest:
     unreadable: list[SkippedImage] = field(default_factory=list)  # image files skipped, with the reason
     empty_classes: list[str] = field(default_factory=list)  # class folders without a usable image
     groups: list[str] | None = None  # per image, where images come in groups (one split per group)
-    labelled_by: str | None = None  # the label table the labels came from (None: the folders)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -222,10 +219,10 @@ def scan(data_dir: str | Path, split: SplitFractions | str | None = None,
         return _scan_table(root, labels, fractions, digests)
     pattern = _group_pattern(group_by)
     top = _class_dirs(root)
-    presplit = bool(top) and all(d.name.lower() in _SPLIT_DIRS for d in top)
-    split_named = [d.name for d in top if d.name.lower() in _SPLIT_DIRS]
+    presplit = bool(top) and all(d.name.lower() in SPLIT_ALIASES for d in top)
+    split_named = [d.name for d in top if d.name.lower() in SPLIT_ALIASES]
     if split_named and not presplit:  # "train" as a class beside real classes is a layout mistake
-        others = [d.name for d in top if d.name.lower() not in _SPLIT_DIRS]
+        others = [d.name for d in top if d.name.lower() not in SPLIT_ALIASES]
         raise FeatcacheError(f"data folder {printable_path(root)} holds {', '.join(split_named)} beside "
                              f"{shortlist(others, 5)}: either every sub-folder is a split (train/, validation/, "
                              "test/, each holding one folder per class) or every one is a class",
@@ -238,21 +235,14 @@ def scan(data_dir: str | Path, split: SplitFractions | str | None = None,
     if presplit:
         for split_dir in top:
             stray += _stray_images(split_dir, root)
-            class_dirs += [(d, _SPLIT_DIRS[split_dir.name.lower()]) for d in _class_dirs(split_dir)]
+            class_dirs += [(d, SPLIT_ALIASES[split_dir.name.lower()]) for d in _class_dirs(split_dir)]
     else:
         class_dirs = [(d, None) for d in top]
     for class_dir, forced in class_dirs:
         for p in _walk_images(class_dir, root, ignored, unreadable):
             entries.append((p.relative_to(root).as_posix(), class_dir.name, forced))
     entries.sort()
-    usable: list[tuple[str, str, int | None]] = []
-    found: list[str] = []
-    for entry, (digest, why) in zip(entries, digests([root / e[0] for e in entries]), strict=True):
-        if why:
-            unreadable.append(SkippedImage(entry[0], why))
-        else:
-            usable.append(entry)
-            found.append(digest)
+    usable, found = _digested(entries, [e[0] for e in entries], root, digests, unreadable)
     if not usable:
         raise FeatcacheError(f"no images found in {printable_path(root)}{_no_images_hint(stray, unreadable)}. "
                              "Expected DATA_DIR/<class>/<image> or DATA_DIR/{train,validation,test}/<class>/<image> "
@@ -262,8 +252,7 @@ def scan(data_dir: str | Path, split: SplitFractions | str | None = None,
     groups = [group_of(pattern, rel) for rel, _, _ in usable] if pattern else None
     if groups and presplit:
         check_groups_in_one_split(list(zip(groups, [s for _, _, s in usable], strict=True)), printable_path(root))
-    splits = [s if s is not None else split_from_digest(group_digest(groups[i]) if groups else d, fractions)
-              for i, ((_, _, s), d) in enumerate(zip(usable, found, strict=True))]
+    splits = _splits([s for _, _, s in usable], found, groups, fractions)
     return Manifest(
         root=str(root.resolve()),
         classes=classes,
@@ -293,29 +282,40 @@ def _scan_table(root: Path, table: LabelTable, fractions: SplitFractions,
             unreadable.append(SkippedImage(row.path, reason))
         else:
             rows.append(row)
-    usable, found = [], []
-    for row, (digest, why) in zip(rows, digests([root / r.path for r in rows]), strict=True):
-        if why:
-            unreadable.append(SkippedImage(row.path, why))
-        else:
-            usable.append(row)
-            found.append(digest)
+    usable, found = _digested(rows, [r.path for r in rows], root, digests, unreadable)
     if not usable:
         raise FeatcacheError(f"none of the images {printable_path(table.source.file)} lists can be read"
                              + (f" (e.g. {unreadable[0].path}: {unreadable[0].reason})" if unreadable else ""))
     classes = sorted({r.label for r in usable})
     index = {c: i for i, c in enumerate(classes)}
-    grouped = table.grouped
-    splits = [r.split if r.split is not None else
-              split_from_digest(group_digest(r.group) if grouped else d, fractions)
-              for r, d in zip(usable, found, strict=True)]
+    groups = [r.group for r in usable] if table.grouped else None
+    splits = _splits([r.split for r in usable], found, groups, fractions)
     return Manifest(
         root=str(root.resolve()), classes=classes, paths=[r.path for r in usable],
         labels=np.array([index[r.label] for r in usable], np.int32), digests=found,
         splits=np.array(splits, np.int8), presplit=table.presplit, split_fractions=fractions,
-        unreadable=unreadable, groups=[r.group for r in usable] if grouped else None,
-        labelled_by=str(Path(table.source.file).expanduser().absolute()),
+        unreadable=unreadable, groups=groups,
     )
+
+
+def _digested(items: list, rels: list[str], root: Path, digests: Callable[[list[Path]], list[tuple[str, str]]],
+              unreadable: list[SkippedImage]) -> tuple[list, list[str]]:
+    """The items whose file digests, with their digests; the others join ``unreadable``."""
+    usable, found = [], []
+    for item, rel, (digest, why) in zip(items, rels, digests([root / r for r in rels]), strict=True):
+        if why:
+            unreadable.append(SkippedImage(rel, why))
+        else:
+            usable.append(item)
+            found.append(digest)
+    return usable, found
+
+
+def _splits(given: list[int | None], digests: list[str], groups: list[str] | None,
+            fractions: SplitFractions) -> list[int]:
+    """The given split, else one drawn from the image's digest (its group's, where it has one)."""
+    return [s if s is not None else split_from_digest(group_digest(groups[i]) if groups else d, fractions)
+            for i, (s, d) in enumerate(zip(given, digests, strict=True))]
 
 
 def _no_images_hint(stray: list[str], unreadable: list[SkippedImage]) -> str:

@@ -4,10 +4,16 @@ Each row of a feature config has a CRC-32 that binds the image content digest th
 its status and, for a done row, the stored bytes of its features. A deleted chunk (read back as
 zeros), bytes changed on disk, a status flipped to done or failed, a row moved to another image:
 each makes the row's checksum disagree. Pending rows carry none: they are computed again anyway.
+
+The records beside the rows that change what they mean (a manifest's classes, data root and
+split; a config's record: preprocessing numbers, input size, seed, chunk layout) carry a digest
+(``record_digest``) that every read checks.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import zlib
 from collections.abc import Sequence
 
@@ -42,3 +48,9 @@ def array_checksum(values) -> int:
     if isinstance(values, np.ndarray):
         return zlib.crc32(np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<")))
     return zlib.crc32("\n".join(values).encode())
+
+
+def record_digest(record: dict) -> str:
+    """Digest of a metadata record as stored (JSON): the same after a round trip through any backend."""
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()

@@ -38,6 +38,14 @@ def damaged_manifest(store: Path, detail: str) -> StoreDamagedError:
             Step.of("extract", data_dir="DATA_DIR", store=store)))
 
 
+def damaged_record(store: Path, key: str, data_root: str) -> StoreDamagedError:
+    return StoreDamagedError(
+        f"{store}: the record of features {key} (its preprocessing, input size, seed, chunk layout) was changed "
+        "after its rows were computed: it no longer says how they were made", remedy=Remedy(
+            "run {} with the options the features were made with: they are computed again; or remove them "
+            "with {}", Step.of("extract", data_dir=data_root, store=store), Step.of("rm", store=store, backbone=key)))
+
+
 class StoreLockedError(FeatcacheError):
     """Another process is writing the store."""
 

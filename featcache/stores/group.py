@@ -17,8 +17,8 @@ import numpy as np
 from .. import __version__
 from ..config import FeatureConfig
 from ..errors import FeatcacheError
-from .checksum import damaged_rows, row_checksums
-from .errors import damaged_features
+from .checksum import damaged_rows, record_digest, row_checksums
+from .errors import damaged_features, damaged_record
 from .schema import CHECKSUM, CONFIG_ARRAYS, DIGEST, DONE, FAILED, FEATURES, PENDING, STATUS
 
 if TYPE_CHECKING:
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from .store import FeatureStore
 
 GROUPS = "features"  # the group holding one sub-group per feature configuration
+# what says how a config's rows were made and are laid out: bound by its record_digest
+RECORD = ("config", "chunk_rows", "dim", "batch_size", "checksummed")
 
 
 @dataclass(frozen=True)
@@ -125,19 +127,39 @@ class ConfigGroup:
         """A group counts once its ``config`` attribute is written (last): a half-made one is redone."""
         return "config" in self.attrs()
 
+    def record(self) -> dict:
+        """The group's attributes, its record verified: a record changed after the rows were made
+        (preprocessing, input size, seed, chunk layout) no longer says what they are, and is refused."""
+        attrs = self.backend.get_attrs(self.name)
+        if "record_digest" in attrs and record_digest(_record_of(attrs)) != attrs["record_digest"]:
+            raise damaged_record(self.store.path, self.key, self._data_root())
+        return attrs
+
+    def record_intact(self) -> bool:
+        try:
+            self.record()
+        except FeatcacheError:
+            return False
+        return True
+
+    def _set_record(self, changes: dict) -> None:
+        """Write attributes, the record's digest with them (one write)."""
+        attrs = {**self.attrs(), **changes}
+        self.backend.set_attrs(self.name, {**changes, "record_digest": record_digest(_record_of(attrs))})
+
     def config(self) -> FeatureConfig:
-        return FeatureConfig.from_dict(self.backend.get_attrs(self.name)["config"])
+        return FeatureConfig.from_dict(self.record()["config"])
 
     def chunk_rows(self) -> int:
-        return int(self.backend.get_attrs(self.name)["chunk_rows"])
+        return int(self.record()["chunk_rows"])
 
     def batch_size(self) -> int | None:
         """The forward batch size the config's rows were computed with (None: not recorded)."""
-        return self.backend.get_attrs(self.name).get("batch_size")
+        return self.record().get("batch_size")
 
     def record_batch_size(self, batch_size: int) -> None:
         with self.store._writing():
-            self.backend.set_attrs(self.name, {"batch_size": batch_size})
+            self._set_record({"batch_size": batch_size})
 
     def verifiable(self) -> bool:
         """False for a config written before checksums (schema 1). A config that has them but lost
@@ -221,9 +243,9 @@ class ConfigGroup:
             if self.backend.exists(self.name):  # half-made by a killed run: it holds nothing computed
                 self.backend.delete(self.name)
             self._create_arrays(views, dim, cfg.dtype, chunk_rows)
-            self.backend.set_attrs(self.name, {"config": cfg.to_dict(), "chunk_rows": chunk_rows, "stats": {},
-                                               "featcache_version": __version__, "batch_size": batch_size,
-                                               "dim": dim, "checksummed": True})
+            self._set_record({"config": cfg.to_dict(), "chunk_rows": chunk_rows, "stats": {},
+                              "featcache_version": __version__, "batch_size": batch_size, "dim": dim,
+                              "checksummed": True})
             self.backend.flush()
 
     def _create_arrays(self, views: int, dim: int, dtype: str, chunk_rows: int) -> None:
@@ -257,11 +279,15 @@ class ConfigGroup:
                         self.backend.delete(self.array(name))
                 dim = feature_dim_of(cfg, attrs)
                 self._create_arrays(cfg.augment.views, dim, cfg.dtype, int(attrs["chunk_rows"]))
-                self.backend.set_attrs(self.name, {"checksummed": True})
+                self._set_record({"checksummed": True})
                 self.backend.flush()
             return
         if not self.verifiable():
             self._add_checksums()
+        elif "record_digest" not in self.attrs():  # recorded before records had digests: bind it now
+            with self.store._writing():
+                self._set_record({})
+                self.backend.flush()
 
     def _add_checksums(self) -> None:
         chunk, digests = self.chunk_rows(), self.row_digests()
@@ -277,7 +303,7 @@ class ConfigGroup:
                     self.backend.write(self.array(STATUS), sel, np.zeros(min(chunk, len(digests) - start), np.int8))
                     continue
                 self.backend.write(self.array(CHECKSUM), sel, row_checksums(digests[sel], status, feats))
-            self.backend.set_attrs(self.name, {"checksummed": True})  # last: a crash before redoes them
+            self._set_record({"checksummed": True})  # last: a crash before redoes them
             self.backend.flush()
 
     # -- work ----------------------------------------------------------------------------------------
@@ -408,10 +434,20 @@ class ConfigGroup:
         try:
             manifest = manifest or self.store.manifest()
             images = [p for p, d in zip(manifest.paths, manifest.digests, strict=True) if d in bad]
-            root = manifest.data_root
         except FeatcacheError:
-            images, root = [], "DATA_DIR"
-        return damaged_features(self.store.path, self.key, images, root, orphans=len(bad))
+            images = []
+        return damaged_features(self.store.path, self.key, images, self._data_root(manifest), orphans=len(bad))
+
+    def _data_root(self, manifest: StoredManifest | None = None) -> str:
+        """Where the images are, for a remedy (DATA_DIR where the image list cannot say)."""
+        try:
+            return (manifest or self.store.manifest()).data_root
+        except FeatcacheError:
+            return "DATA_DIR"
+
+
+def _record_of(attrs: dict) -> dict:
+    return {k: attrs.get(k) for k in RECORD}
 
 
 def feature_dim_of(cfg: FeatureConfig, attrs: dict) -> int:

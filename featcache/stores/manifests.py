@@ -16,7 +16,7 @@ import numpy as np
 from .. import __version__
 from ..errors import FeatcacheError, Remedy, Step
 from ..ingest.scan import Manifest, SplitFractions
-from .checksum import array_checksum
+from .checksum import array_checksum, record_digest
 from .errors import damaged_manifest
 from .schema import SCHEMA_VERSION
 
@@ -44,6 +44,11 @@ class StoredManifest:
         return len(self.paths)
 
 
+def _attributes(classes, data_root, presplit, split) -> dict:
+    """The attributes that change what the arrays mean: bound by the ``attributes`` checksum."""
+    return {"classes": list(classes), "data_root": data_root, "presplit": bool(presplit), "split": split}
+
+
 def _arrays(paths, digests, labels, splits) -> dict:
     return {"path": paths, "digest": digests, "label": np.asarray(labels, np.int32),
             "split": np.asarray(splits, np.int8)}
@@ -57,8 +62,13 @@ class ManifestLog:
         return self.backend.get_attrs().get("manifest")
 
     def stored_split(self) -> str | None:
-        """The split fractions the store was extracted with (None: a new store)."""
-        return self.backend.get_attrs().get("split")
+        """The split fractions the store was extracted with (None: a new store): the current
+        manifest's, verified (the root's copy only where the manifest cannot be read)."""
+        a = self.backend.get_attrs()
+        try:
+            return self._read(f"{VERSIONS}/{a['manifest']}", self.backend.get_attrs, verifiable=True).split
+        except (KeyError, FeatcacheError):
+            return a.get("split")
 
     def write(self, m: Manifest) -> bool:
         """Make ``m`` the store's image list; False when it already is (then nothing is written)."""
@@ -79,9 +89,9 @@ class ManifestLog:
             for name in ("label", "split"):
                 self.backend.create_array(f"{g}/{name}", (len(m),), (max(1, len(m)),), arrays[name].dtype.name, 0)
                 self.backend.write(f"{g}/{name}", slice(None), arrays[name])
-            self.backend.set_attrs(g, {
-                "classes": m.classes, "data_root": m.root, "presplit": m.presplit, "split": str(m.split_fractions),
-                "ignored": m.ignored[:1000], "checksums": {k: array_checksum(v) for k, v in arrays.items()}})
+            attributes = _attributes(m.classes, m.root, m.presplit, str(m.split_fractions))
+            self.backend.set_attrs(g, {**attributes, "ignored": m.ignored[:1000], "checksums": {
+                **{k: array_checksum(v) for k, v in arrays.items()}, "attributes": record_digest(attributes)}})
             self.backend.flush()
             # the switch: one write of the root attributes
             self.backend.set_attrs("", {"manifest": version, "split": str(m.split_fractions),
@@ -102,13 +112,18 @@ class ManifestLog:
         return (cur.verifiable and cur.paths == m.paths and cur.digests == m.digests and cur.classes == m.classes
                 and np.array_equal(cur.labels, m.labels) and np.array_equal(cur.splits, m.splits)
                 and cur.data_root == m.root and cur.presplit == m.presplit and cur.split == str(m.split_fractions)
-                and cur.ignored == m.ignored[:1000] and self.stored_split() == cur.split
+                and cur.ignored == m.ignored[:1000]
+                and "attributes" in self.backend.get_attrs(f"{VERSIONS}/{self.version()}").get("checksums", {})
                 and cur.groups == (list(m.groups) if m.groups is not None else None))
 
     def read(self) -> StoredManifest:
         a = self.backend.get_attrs()
         if "manifest" in a:
-            return self._read(f"{VERSIONS}/{a['manifest']}", self.backend.get_attrs, verifiable=True)
+            m = self._read(f"{VERSIONS}/{a['manifest']}", self.backend.get_attrs, verifiable=True)
+            if a.get("split") != m.split:  # the next extract keeps the root's split: it must be this one
+                raise damaged_manifest(self.store.path, f"the store's split {a.get('split')!r} is not its image "
+                                                        f"list's ({m.split!r})")
+            return m
         if self.backend.exists(f"{SCHEMA1_IMAGES}/path"):  # schema 1: its attributes at the root
             return self._read(SCHEMA1_IMAGES, lambda g: a, verifiable=False)
         raise FeatcacheError(f"{self.store.path} holds no images yet",
@@ -127,7 +142,11 @@ class ManifestLog:
         if len({len(v) for v in arrays.values()}) != 1:
             raise damaged_manifest(self.store.path, f"the arrays of {g} have different lengths")
         if verifiable:
-            bad = [k for k, v in arrays.items() if array_checksum(v) != a.get("checksums", {}).get(k)]
+            checksums = a.get("checksums", {})
+            bad = [k for k, v in arrays.items() if array_checksum(v) != checksums.get(k)]
+            attributes = _attributes(classes, a.get("data_root"), a.get("presplit"), a.get("split"))
+            if "attributes" in checksums and record_digest(attributes) != checksums["attributes"]:
+                bad.append("attributes (classes, data root, split)")  # (older image lists have none)
             if bad:
                 raise damaged_manifest(self.store.path, f"{', '.join(f'{g}/{k}' for k in bad)} fail their checksum")
         return StoredManifest(

@@ -224,10 +224,12 @@ class FeatureStore:
 
     def find_config(self, cfg: FeatureConfig) -> str | None:
         """The key of the stored config with the same identity as ``cfg`` (whatever featcache
-        version wrote it, so a store of an older version resumes instead of re-extracting)."""
+        version wrote it, so a store of an older version resumes instead of re-extracting). A group
+        whose record was changed after its rows were made is no match: what they hold is unknown, so
+        ``ensure_config`` makes it again, empty, under the record asked for."""
         keys = self.keys()
         if cfg.key in keys:
-            return cfg.key
+            return cfg.key if self[cfg.key].record_intact() else None
         wanted = cfg.identity()
         for key in keys:
             try:

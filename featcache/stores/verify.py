@@ -81,6 +81,9 @@ def _check_config(st, key: str, manifest) -> ConfigCheck:
     group = st[key]
     check = ConfigCheck(key, verifiable=group.verifiable())
     check.problems += group.check_arrays()
+    if not group.record_intact():
+        check.problems.append(f"{group.name}: its record (preprocessing, input size, seed, chunk layout) fails its "
+                              "digest: it was changed after the rows were made")
     if not check.verifiable or check.problems:
         return check
     try:
