@@ -125,3 +125,15 @@ def imagenet_samples_dir() -> Path:
     from featcache.ingest.sample_data import fetch
 
     return fetch("imagenet-samples")
+
+
+# The longest files first (measured: `pytest --durations`): the two workers take whole files in
+# collection order, so a long file collected last would run alone at the end.
+LONGEST_FIRST = ("test_crash.py", "test_distributed.py", "test_finetune.py", "test_plugins.py",
+                 "test_export_formats.py", "test_streaming.py", "test_keras_hub.py", "test_heads.py",
+                 "test_inference.py", "test_sweep_together.py", "test_audit.py", "test_startup.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files keep their order
