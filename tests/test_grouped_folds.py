@@ -37,3 +37,36 @@ def test_impossible_grouped_folds(groups_n, why):
     with pytest.raises(ParameterError, match=why) as exc:
         make_folds(paths, labels, 5, groups=groups)
     assert exc.value.param == "folds"
+
+
+def test_compare_folds_on_a_grouped_store(tmp_path):
+    """A real store from a tree whose file names carry a patient id (group_by regex): the folds
+    drawn from its manifest keep every patient in one fold, and the CLI JSON says grouped."""
+    import json
+
+    from click.testing import CliRunner
+    from conftest import TINY, make_image
+
+    from featcache.cli import cli
+    from featcache.extraction import ExtractOptions, extract
+    from featcache.stores import open_store
+    from featcache.train.crossval import common_pool
+
+    data = tmp_path / "d"
+    for g in range(24):
+        for i in range(3):
+            make_image(data / ("a" if g % 2 else "b") / f"patient{g:03d}_{i}.png", (40 * (g % 5), 90, 200), 1000 * g + i)
+    store = tmp_path / "s.zarr"
+    extract(data, store, ExtractOptions(backbones=(TINY,), weights="random", progress=False,
+                                        group_by=r"patient(\d+)_"))
+    with open_store(store) as st:
+        m = st.manifest()
+        paths, labels = common_pool([st.rows([k]) for k in st.keys()])
+    by_path = dict(zip(m.paths, m.groups, strict=True))
+    groups = [by_path[p] for p in paths]
+    plan = make_folds(paths, labels, 3, seed=0, groups=groups)
+    tested = [{groups[i] for i in te} for _, te in plan.splits]
+    assert sum(len(t) for t in tested) == len(set().union(*tested))  # no group in two test parts
+    r = CliRunner().invoke(cli, ["compare", str(store), "--folds", "3", "-q", "--json"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["grouped_folds"] is True
