@@ -70,3 +70,26 @@ def test_compare_folds_on_a_grouped_store(tmp_path):
     r = CliRunner().invoke(cli, ["compare", str(store), "--folds", "3", "-q", "--json"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["grouped_folds"] is True
+
+
+def test_info_shows_group_counts(tmp_path):
+    """info on a grouped store: groups and images per split, in text and JSON."""
+    import json
+
+    from click.testing import CliRunner
+    from conftest import TINY, make_image
+
+    from featcache.cli import cli
+    from featcache.extraction import ExtractOptions, extract
+
+    data = tmp_path / "d"
+    for g in range(10):
+        for i in range(2):
+            make_image(data / ("a" if g % 2 else "b") / f"p{g}_{i}.png", (20 * g, 90, 200), 100 * g + i)
+    store = tmp_path / "s.zarr"
+    extract(data, store, ExtractOptions(backbones=(TINY,), weights="random", progress=False, group_by=r"p(\d+)_"))
+    r = CliRunner().invoke(cli, ["info", str(store), "--json"], catch_exceptions=False)
+    groups = json.loads(r.output)["groups"]
+    assert sum(n["groups"] for n in groups.values()) == 10 and sum(n["images"] for n in groups.values()) == 20
+    text = CliRunner().invoke(cli, ["info", str(store)], catch_exceptions=False).output
+    assert "groups  train" in text
