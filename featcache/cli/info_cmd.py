@@ -24,6 +24,8 @@ def info_cmd(store, as_json):
     echo_table([{"class": c, **n, "total": sum(n.values())} for c, n in info.classes.items()])
     totals = {s: sum(n[s] for n in info.classes.values()) for s in ("train", "validation", "test")}
     click.echo(f"total  train {totals['train']}  validation {totals['validation']}  test {totals['test']}")
+    if info.groups is not None:
+        click.echo("groups  " + "  ".join(f"{s} {n['groups']} ({n['images']} images)" for s, n in info.groups.items()))
     if info.skipped:
         click.echo(f"\n{len(info.skipped)} skipped files:")
         for s in info.skipped:

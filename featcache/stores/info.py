@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ..ingest.scan import split_counts
+from ..ingest.scan import SPLITS, split_counts
 from . import ConfigStatus, open_store
 
 
@@ -18,6 +18,7 @@ class StoreInfo:
     classes: dict[str, dict[str, int]]  # class -> split -> count
     skipped: list[dict]  # {path, reason}: path relative to data_root, as extract reports it
     configs: list[ConfigStatus]
+    groups: dict[str, dict[str, int]] | None = None  # split -> {groups, images}; None: no groups
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -33,4 +34,15 @@ def store_info(path) -> StoreInfo:
         counts = split_counts(m.classes, m.labels, m.splits)
         skipped = [{"path": p, "reason": reason} for p, reason in st.failed_images(m.paths, m.digests)]
         return StoreInfo(str(st.path), m.data_root, m.split, m.presplit, len(m), counts, skipped,
-                         [st.config_status(k, m) for k in st.keys()])
+                         [st.config_status(k, m) for k in st.keys()], _group_counts(m))
+
+
+def _group_counts(m) -> dict[str, dict[str, int]] | None:
+    """Per split: how many groups and images (a group in two splits counts in both)."""
+    if m.groups is None:
+        return None
+    out = {s: {"groups": set(), "images": 0} for s in SPLITS}
+    for g, split in zip(m.groups, m.splits.tolist(), strict=True):
+        out[SPLITS[split]]["groups"].add(g)
+        out[SPLITS[split]]["images"] += 1
+    return {s: {"groups": len(v["groups"]), "images": v["images"]} for s, v in out.items()}

@@ -90,6 +90,7 @@ class CVCompareResult:
     skipped: dict[str, str] = field(default_factory=dict)
     out: str | None = None
     tta: bool = False  # held-out images scored on the mean over their cached views
+    grouped: bool = False  # folds drawn per group
     skip_errors: dict[str, FeatcacheError] = field(default_factory=dict, repr=False)  # key -> the error itself
 
     def rows(self) -> list[dict]:
@@ -100,7 +101,7 @@ class CVCompareResult:
                 "seed": self.seed, "images": self.images, "interval": f"95% {METHOD}", "note": self.note,
                 "leaderboard": [e.to_dict() for e in self.entries], "pairs": self.pairs,
                 "winner_test": self.winner_test, "shots": self.shots, "configs": self.configs,
-                "skipped": self.skipped, "out": self.out, "tta": self.tta}
+                "skipped": self.skipped, "out": self.out, "tta": self.tta, "grouped_folds": self.grouped}
 
 
 def parse_shots(shots: list[int | None] | None) -> list[int | None]:
@@ -153,7 +154,11 @@ def _cross_validate(st, heads, folds, repeats, backbones, seed, shots, progress,
     if len(first.classes) < 2:
         raise FeatcacheError(f"{path} has {len(first.classes)} class; a classifier needs at least two class folders")
     paths, labels = common_pool(list(sets.values()))
-    plan = make_folds(paths, labels, folds, repeats, seed)
+    groups = manifest.groups
+    if groups is not None:  # one group per pooled path, from the manifest
+        by_path = dict(zip(manifest.paths, groups, strict=True))
+        groups = [by_path[p] for p in paths]
+    plan = make_folds(paths, labels, folds, repeats, seed, groups)
     n_classes = len(first.classes)
 
     entries = []
@@ -194,7 +199,7 @@ def _cross_validate(st, heads, folds, repeats, backbones, seed, shots, progress,
         store=path, entries=entries, folds=plan.folds, repeats=plan.repeats, seed=seed, images=len(paths),
         pairs=pairs, winner_test=_winner_on_test(sets[winner.key], limit, winner.head, n_classes, seed, tta),
         configs=configs, note=plan.note, shots=[shot_label(s) for s in budgets], skipped=skipped, tta=tta,
-        skip_errors=skip_errors)
+        grouped=plan.grouped, skip_errors=skip_errors)
 
 
 def _pool_rows(fs: FeatureRows, source, paths: list[str]) -> tuple[object, np.ndarray]:

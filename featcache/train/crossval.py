@@ -31,6 +31,7 @@ class FoldPlan:
     repeats: int
     splits: list[tuple[np.ndarray, np.ndarray]]  # (train, test) positions into ``paths``
     note: str = ""  # why fewer folds than asked, if so
+    grouped: bool = False  # folds drawn per group (no group in two folds' test parts)
 
     @property
     def test_over_train(self) -> float:
@@ -39,14 +40,20 @@ class FoldPlan:
         return len(te) / len(tr)
 
 
-def make_folds(paths: list[str], labels: np.ndarray, folds: int, repeats: int = 1, seed: int = 0) -> FoldPlan:
-    """Stratified folds, capped at the smallest class count (each fold then holds every class)."""
+def make_folds(paths: list[str], labels: np.ndarray, folds: int, repeats: int = 1, seed: int = 0,
+               groups: list[str] | None = None) -> FoldPlan:
+    """Stratified folds, capped at the smallest class count (each fold then holds every class).
+
+    With ``groups`` (one per path) the folds are grouped too (StratifiedGroupKFold): a group's images
+    are never split across folds, else a fold's test part leaks its training part."""
     from sklearn.model_selection import RepeatedStratifiedKFold
 
     if folds < 2:
         raise ParameterError("folds", f"needs at least 2 folds, got {folds}")
     if repeats < 1:
         raise ParameterError("repeats", f"needs at least 1 repeat, got {repeats}")
+    if groups is not None:
+        return _grouped_folds(list(paths), np.asarray(labels), folds, repeats, seed, list(groups))
     smallest = int(min(np.bincount(labels)[np.unique(labels)])) if len(labels) else 0
     if smallest < 2:
         raise FeatcacheError("cross-validation needs at least 2 train/validation images in every class; "
@@ -57,6 +64,26 @@ def make_folds(paths: list[str], labels: np.ndarray, folds: int, repeats: int = 
     cv = RepeatedStratifiedKFold(n_splits=k, n_repeats=repeats, random_state=seed)
     splits = list(cv.split(np.zeros(len(labels)), labels))
     return FoldPlan(list(paths), labels, k, repeats, splits, note)
+
+
+def _grouped_folds(paths, labels, folds, repeats, seed, groups) -> FoldPlan:
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_groups = len(set(groups))
+    if n_groups < folds:
+        raise ParameterError("folds", f"{folds} folds need at least {folds} groups; the train/validation "
+                             f"images hold {n_groups}: ask for at most {n_groups} folds")
+    for c in np.unique(labels):
+        held = len({g for g, y in zip(groups, labels, strict=True) if y == c})
+        if held < folds:
+            raise ParameterError("folds", f"{folds} grouped folds need every class in at least {folds} groups; "
+                                 f"class {int(c)} is in {held}: ask for at most {held} folds")
+    g = np.asarray(groups)
+    splits = []
+    for r in range(repeats):  # a repeat is a fresh shuffle of the groups
+        cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed + r)
+        splits += list(cv.split(np.zeros(len(labels)), labels, g))
+    return FoldPlan(paths, labels, folds, repeats, splits, "", grouped=True)
 
 
 def cv_rows(fs: FeatureRows) -> dict[str, int]:
