@@ -326,3 +326,18 @@ def test_a_record_written_before_record_digests_is_read_and_bound_by_the_next_ex
     with open_store(store) as st:
         assert "record_digest" in st[key].attrs()
     assert fingerprint(store) == intact
+
+
+def test_info_lists_a_configuration_with_an_edited_record_as_damaged(data, tmp_path):
+    """`info` still describes the store, and names the damaged configuration and its repair."""
+    store = tmp_path / "features.zarr"
+    run_extract(data, store)
+    key = only_key(store)
+    _edit_attrs(store, f"features/{key}", _set("config.backbone.input_size", 64))
+    text = CliRunner().invoke(cli, ["info", str(store)])
+    assert text.exit_code == 0, text.output
+    assert "6 images" in text.output and f"  {key}: " in text.output and "featcache extract" in text.output
+    as_json = CliRunner().invoke(cli, ["info", str(store), "--json"])
+    info = json.loads(as_json.stdout)
+    assert info["configs"] == [] and [d["key"] for d in info["damaged"]] == [key]
+    assert "record" in info["damaged"][0]["problem"] and "featcache rm" in info["damaged"][0]["remedy"]

@@ -196,10 +196,11 @@ class FeatureStore:
 
     def failed_images(self, paths: list[str], digests: list[str]) -> list[tuple[str, str]]:
         """(path, reason) of the given images whose row failed to decode in any config (decoding
-        does not depend on the config)."""
+        does not depend on the config). A config whose record fails its digest is not asked."""
         failed = set()
-        for key in self.keys():
-            group = self[key]
+        for group in (self[key] for key in self.keys()):
+            if not group.record_intact():
+                continue
             rows = group.row_digests()
             failed.update(d for d, s in zip(rows, group.status_tolerant(len(rows)).tolist(), strict=True)
                           if s == FAILED)
