@@ -65,6 +65,9 @@ def test_extract_then_info_json(image_tree, tmp_path):
                     "--augment", "2", "--json", "-q")
     summary = json.loads(result.output)
     assert summary["images"] == 24 and summary["configs"][0]["extracted"] == 24
+    run = summary["configs"][0]  # images/s counts images; the 3 views of each are views/s
+    assert run["images_per_s"] == pytest.approx(24 / run["seconds"], rel=0.01)
+    assert run["views_per_s"] == pytest.approx(3 * run["images_per_s"])
     again = json.loads(invoke("extract", str(image_tree), "--store", str(store), "-b", "tiny_test", "--weights",
                               "random", "--augment", "2", "--json", "-q").output)
     assert again["configs"][0]["extracted"] == 0 and again["configs"][0]["reused"] == 24
@@ -73,6 +76,7 @@ def test_extract_then_info_json(image_tree, tmp_path):
     assert info["images"] == 24 and set(info["classes"]) == {"red", "green", "blue"}
     (cfg,) = info["configs"]
     assert cfg["views"] == 3 and cfg["dim"] == 16 and cfg["complete"] and cfg["done"] == 24
+    assert cfg["stats"]["views_per_s"] == pytest.approx(3 * cfg["stats"]["images_per_s"], rel=0.01)
     text = invoke("info", str(store)).output
     assert "tiny_test-32-avg-v3" in text and "validation" in text
 

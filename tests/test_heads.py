@@ -288,7 +288,7 @@ def test_compare_every_config(tiny_store, keys, tmp_path):
     assert sorted(e.key for e in result.entries) == sorted(keys)
     vals = [e.val_accuracy for e in result.entries]
     assert vals == sorted(vals, reverse=True)
-    assert all(e.feature_dim == 16 and e.images_per_s for e in result.entries)
+    assert all(e.feature_dim == 16 and e.views_per_s for e in result.entries)
     for name in ("compare.csv", "compare.json", "compare.png"):
         assert (tmp_path / "cmp" / name).is_file()
 

@@ -102,7 +102,8 @@ def extract_cmd(data_dir, store, backbones, taps, augment, split, seed, image_si
                    "configs": [{"key": c.key, "backbone": c.backbone, "extracted": c.extracted, "reused": c.reused,
                                 "failed": c.failed, "repaired": c.repaired, "pending": c.pending, "views": c.views,
                                 "batch_size": c.batch_size, "seconds": round(c.seconds, 3),
-                                "images_per_s": c.images_per_s} for c in result.configs],
+                                "images_per_s": c.images_per_s, "views_per_s": c.views_per_s}
+                               for c in result.configs],
                    "skipped": [{"path": s.path, "reason": s.reason} for s in result.skipped],
                    "empty_classes": result.empty_classes})
     else:
@@ -121,8 +122,8 @@ def _int(text: str, flag: str) -> int:
 def _echo_summary(result) -> None:
     click.echo(f"{result.images} images in {len(result.classes)} classes -> {result.store}")
     for c in result.configs:
-        views = f", {c.views} views per image" if c.views > 1 else ""
-        rate = f" in {c.seconds:.1f} s ({c.images_per_s:.1f} img/s{views})" if c.images_per_s else ""
+        views = f"; {c.views} views each: {c.views_per_s:.1f} views/s" if c.views > 1 and c.images_per_s else ""
+        rate = f" in {c.seconds:.1f} s ({c.images_per_s:.1f} images/s{views})" if c.images_per_s else ""
         repaired = f" (of which {c.repaired} damaged rows recomputed)" if c.repaired else ""
         pending = f", {c.pending} to compute" if c.pending else ""
         click.echo(f"  {c.key}: {c.extracted} extracted{repaired}, {c.reused} reused, {c.failed} failed{pending}{rate}")

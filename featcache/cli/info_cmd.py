@@ -40,7 +40,8 @@ def info_cmd(ctx, store, as_json):
     click.echo("\nfeature configurations:")
     echo_table([{"key": c.key, "views": c.views, "dim": c.dim, "dtype": c.dtype,
                  "done": f"{c.done}/{c.rows}", "failed": c.failed, "state": c.state, "orphans": c.orphans,
-                 "MB": round(c.nbytes / 1e6, 2), "img/s": c.stats.images_per_s,
+                 "MB": round(c.nbytes / 1e6, 2), "images/s": c.stats.images_per_s,
+                 "views/s": c.stats.views_per_s,
                  "checksums": "yes" if c.verifiable else "no (next extract adds them)"} for c in info.configs])
     if damaged:
         click.echo(f"\n{len(damaged)} damaged configuration(s), not described:")

@@ -35,7 +35,12 @@ class ConfigRun:
 
     @property
     def images_per_s(self) -> float | None:
-        """Images through the backbone per second (rows x views), as the store's stats record it."""
+        """Images (rows) extracted per second, all their views included."""
+        return None if not self.seconds or not self.extracted else self.extracted / self.seconds
+
+    @property
+    def views_per_s(self) -> float | None:
+        """Forward passes per second (rows x views): the backbone's throughput, as the store's stats record it."""
         return None if not self.seconds or not self.extracted else self.extracted * self.views / self.seconds
 
 

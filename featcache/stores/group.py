@@ -43,7 +43,8 @@ class WorkUnit:
 
 @dataclass(frozen=True)
 class ExtractStats:
-    """What extraction recorded for a config: rows computed, images (rows x views), seconds."""
+    """What extraction recorded for a config: rows computed, images through the backbone (rows x
+    views: the stored record's name for forward passes), seconds."""
 
     rows: int = 0
     images: int = 0
@@ -51,13 +52,20 @@ class ExtractStats:
 
     @property
     def images_per_s(self) -> float | None:
+        """Rows (images, every view included) per second."""
+        return round(self.rows / self.seconds, 2) if self.seconds else None
+
+    @property
+    def views_per_s(self) -> float | None:
+        """Forward passes per second: the backbone's throughput, whatever the number of views."""
         return round(self.images / self.seconds, 2) if self.seconds else None
 
     def plus(self, rows: int, images: int, seconds: float) -> ExtractStats:
         return ExtractStats(self.rows + rows, self.images + images, round(self.seconds + seconds, 3))
 
     def to_dict(self) -> dict:
-        return {"rows": self.rows, "images": self.images, "seconds": self.seconds, "images_per_s": self.images_per_s}
+        return {"rows": self.rows, "images": self.images, "seconds": self.seconds, "images_per_s": self.images_per_s,
+                "views_per_s": self.views_per_s}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> ExtractStats:
