@@ -257,3 +257,28 @@ def test_a_shared_option_has_one_spelling_and_one_help_text_everywhere():
     # one name per concept: neighbours are -k/--k, classes shown are --top-k, output is -o/--out
     assert "--top" not in helps and "--dest" not in helps and "--C" not in helps and "-k" in helps
     assert {o for o in helps if o.lower() != o} == set(), "flags are lower case"
+
+
+def test_ctrl_c_during_extract_says_what_was_saved_and_the_rerun_computes_the_rest(image_tree, tmp_path,
+                                                                                     monkeypatch):
+    """Rows are saved a unit at a time: the message counts the images saved, not the ones seen."""
+    from featcache.stores import group
+
+    monkeypatch.setattr(group, "choose_chunk_rows", lambda *a, **k: 8)  # 24 images: 3 units
+    commit, calls = group.ConfigGroup.commit_unit, []
+
+    def interrupted_at_the_second_unit(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(group.ConfigGroup, "commit_unit", interrupted_at_the_second_unit)
+    args = ["extract", str(image_tree), "--store", str(tmp_path / "s.zarr"), "-b", "tiny_test", "--weights", "random",
+            "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 130, result.output
+    assert "8 of 24 images saved (8 in this run)" in result.stderr and "resume" in result.stderr
+    monkeypatch.setattr(group.ConfigGroup, "commit_unit", commit)
+    rerun = json.loads(CliRunner().invoke(cli, [*args, "--json"]).stdout)["configs"][0]
+    assert (rerun["reused"], rerun["extracted"]) == (8, 16)

@@ -14,7 +14,7 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
-from ..errors import FeatcacheError, ParameterError
+from ..errors import FeatcacheError, Interrupted, ParameterError
 from ..ingest.scan import Manifest, scan
 from ..stores import FeatureStore, open_store
 from .executors import Executor, PlanOnlyExecutor, ShardExecutor, make_executor
@@ -116,12 +116,21 @@ def _extract(st: FeatureStore, data_dir, configs, options: ExtractOptions, manif
                             **({"together": tuple(together)} if together else {}))
         try:
             compute_config(runs, lead.todo, run_units, options.strict, options.progress)
+        except KeyboardInterrupt:
+            raise Interrupted(_saved(result.configs)) from None
         finally:
             for run in runs:
                 if run.extracted:
                     st[run.key].add_stats(run.extracted, run.extracted * run.views, run.seconds)
     result.skipped = manifest.unreadable + _skipped_images(st, manifest)
     return result
+
+
+def _saved(runs: list[ConfigRun]) -> str:
+    """What an interrupted extract keeps: rows are saved a whole unit (chunk) at a time, so images
+    computed since the last saved unit are computed again by the next run."""
+    return "; ".join(f"{r.key}: {r.reused + r.extracted} of {r.reused + r.extracted + r.pending} images saved"
+                     f" ({r.extracted} in this run)" for r in runs)
 
 
 def _skipped_images(st: FeatureStore, manifest: Manifest) -> list[SkippedImage]:
