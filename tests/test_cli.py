@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from featcache.cli import cli
+from featcache.stores import open_store
 
 COMMANDS = sorted(cli.commands)
 
@@ -282,3 +283,31 @@ def test_ctrl_c_during_extract_says_what_was_saved_and_the_rerun_computes_the_re
     monkeypatch.setattr(group.ConfigGroup, "commit_unit", commit)
     rerun = json.loads(CliRunner().invoke(cli, [*args, "--json"]).stdout)["configs"][0]
     assert (rerun["reused"], rerun["extracted"]) == (8, 16)
+
+
+def test_a_rerun_with_another_split_is_refused_unless_resplit(image_tree, tmp_path):
+    """A forgotten or changed --split would move images between train and test under the runs
+    trained on the old split: refused, naming both splits and the flag; --resplit does it."""
+    store = tmp_path / "s.zarr"
+    args = ["extract", str(image_tree), "--store", str(store), "-b", "tiny_test", "--weights", "random", "-q"]
+    assert CliRunner().invoke(cli, [*args, "--split", "50/25/25"]).exit_code == 0
+    same = CliRunner().invoke(cli, [*args, "--split", "0.5/0.25/0.25"])  # the same fractions, written otherwise
+    assert same.exit_code == 0, same.output
+    refused = CliRunner().invoke(cli, [*args, "--split", "80/10/10"])
+    assert refused.exit_code == 2
+    assert "--split" in refused.stderr and "50/25/25" in refused.stderr and "--resplit" in refused.stderr
+    with open_store(store) as st:
+        assert st.manifests.stored_split() == "50/25/25"
+    assert CliRunner().invoke(cli, [*args, "--split", "80/10/10", "--resplit"]).exit_code == 0
+    with open_store(store) as st:
+        assert st.manifests.stored_split() == "80/10/10"
+
+
+def test_a_rerun_with_other_options_says_it_adds_a_second_configuration(image_tree, tmp_path):
+    args = ["extract", str(image_tree), "--store", str(tmp_path / "s.zarr"), "-b", "tiny_test", "--weights", "random",
+            "-q"]
+    first = json.loads(CliRunner().invoke(cli, [*args, "--json"]).stdout)
+    assert first["added_beside"] == []
+    result = CliRunner().invoke(cli, [*args, "--augment", "1"])
+    assert result.exit_code == 0
+    assert f"beside {first['configs'][0]['key']}" in result.stderr and "augmented_views 0 -> 1" in result.stderr

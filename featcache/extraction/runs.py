@@ -52,6 +52,8 @@ class ExtractResult:
     configs: list[ConfigRun] = field(default_factory=list)
     skipped: list[SkippedImage] = field(default_factory=list)  # image files that could not be used
     empty_classes: list[str] = field(default_factory=list)  # class folders without a usable image
+    added_beside: list[tuple[str, str, list[str]]] = field(default_factory=list)  # (new key, key of the same
+    # backbone the store already held, what differs): a second configuration of one backbone
 
     @property
     def complete(self) -> bool:
