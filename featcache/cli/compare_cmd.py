@@ -34,7 +34,8 @@ def _echo_cv(result) -> None:
             for r in result.rows()]
     echo_table(rows, ["key", "head", "accuracy", "macro_f1", "balanced_accuracy", "log_loss", "vs_best",
                       "fit_seconds", "views_per_s", "feature_dim", "backbone_params"])
-    click.echo(f"{result.folds}-fold CV x {result.repeats} over {result.images} train+validation images; "
+    grouped = " (grouped: no group in two folds' test parts)" if result.grouped else ""
+    click.echo(f"{result.folds}-fold CV{grouped} x {result.repeats} over {result.images} train+validation images; "
                "95% Nadeau-Bengio corrected t-intervals; vs_best: corrected paired t-test (n.s.: not significant)")
     if result.note:
         click.secho(result.note, fg="yellow", err=True)
