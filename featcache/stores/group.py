@@ -18,7 +18,7 @@ from .. import __version__
 from ..config import FeatureConfig
 from ..errors import FeatcacheError
 from .checksum import damaged_rows, record_digest, row_checksums
-from .errors import damaged_features, damaged_record
+from .errors import damaged_array, damaged_features, damaged_record
 from .schema import CHECKSUM, CONFIG_ARRAYS, DIGEST, DONE, FAILED, FEATURES, PENDING, STATUS
 
 if TYPE_CHECKING:
@@ -185,13 +185,19 @@ class ConfigGroup:
     # -- arrays --------------------------------------------------------------------------------------
     def shape(self) -> tuple[int, int, int]:
         """(stored rows M, views V, feature size D)."""
-        return tuple(self.backend.shape(self.array(FEATURES)))
+        try:
+            return tuple(self.backend.shape(self.array(FEATURES)))
+        except Exception as exc:  # noqa: BLE001  (lost or unreadable array metadata)
+            raise damaged_array(self.store.path, self.key, FEATURES, self._data_root(), exc) from exc
 
     def dtype(self) -> np.dtype:
         return np.dtype(self.backend.array_info(self.array(FEATURES)).dtype)
 
     def row_digests(self) -> list[str]:
-        return self.backend.read_strings(self.array(DIGEST))
+        try:
+            return self.backend.read_strings(self.array(DIGEST))
+        except Exception as exc:  # noqa: BLE001  (a lost or unreadable array: the config's rows are unknown)
+            raise damaged_array(self.store.path, self.key, DIGEST, self._data_root(), exc) from exc
 
     def status(self) -> np.ndarray:
         return self.backend.read(self.array(STATUS))

@@ -201,7 +201,10 @@ class FeatureStore:
         for group in (self[key] for key in self.keys()):
             if not group.record_intact():
                 continue
-            rows = group.row_digests()
+            try:
+                rows = group.row_digests()
+            except FeatcacheError:  # a config that lost its digests says nothing about decoding
+                continue
             failed.update(d for d, s in zip(rows, group.status_tolerant(len(rows)).tolist(), strict=True)
                           if s == FAILED)
         reasons = self.skipped()
