@@ -336,3 +336,26 @@ def test_audit_reports_groups_that_straddle_splits(tiny_audit, tmp_path):
     assert f"groups in several splits: {len(leaks)}" in text
     bad = CliRunner().invoke(cli, ["audit", str(store), "--group-by", "(", "-q"])
     assert bad.exit_code == 2 and "--group-by" in bad.output
+
+
+def test_audit_out_is_replaced_whole_or_not_at_all(tiny_audit, tmp_path, monkeypatch):
+    """A failed (or killed) audit over an earlier report leaves that report as it was and nothing
+    beside it; a folder that is not an audit's is never replaced."""
+    from featcache.audit import report
+
+    data, store = tiny_audit
+    out = tmp_path / "report"
+    assert invoke(audit_cmd, store, "--out", out, "-q").exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setattr(report, "draw_map", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left")))
+    failed = CliRunner().invoke(cli, ["audit", str(store), "--out", str(out), "-q"])
+    assert failed.exit_code == 2 and "No space left" in failed.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no partial version left beside it
+    monkeypatch.undo()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    refused = CliRunner().invoke(cli, ["audit", str(store), "--out", str(mine), "-q"])
+    assert refused.exit_code == 2 and "--out" in refused.output and "audit.json" in refused.output
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]

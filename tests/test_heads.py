@@ -291,6 +291,26 @@ def test_compare_every_config(tiny_store, keys, tmp_path):
     assert all(e.feature_dim == 16 and e.views_per_s for e in result.entries)
     for name in ("compare.csv", "compare.json", "compare.png"):
         assert (tmp_path / "cmp" / name).is_file()
+    assert all(load_run(e.run_dir).config.head_type == "logreg" for e in result.entries)  # where they ended up
+
+
+def test_compare_out_is_replaced_whole_or_not_at_all(tiny_store, keys, tmp_path, monkeypatch):
+    from featcache.train import compare as compare_module
+
+    out = tmp_path / "cmp"
+    compare_module.compare(tiny_store, ["logreg"], out=out, progress=False, backbones=[keys[0]])
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    report = (out / "compare.json").read_bytes()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(compare_module, "plot_bars", full_disk)
+    with pytest.raises(OSError):
+        compare_module.compare(tiny_store, ["logreg"], out=out, progress=False)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+    assert (out / "compare.json").read_bytes() == report
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == ["cmp"]
 
 
 # -- real photos, real backbone: the claim of the tool ---------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FeatcacheError
+from ..train.run import replaced_folder
 from .duplicates import candidate_pairs, confirm_pairs, group_duplicates
 from .images import ImageFiles
 from .knn import search, unit_rows
@@ -15,7 +16,7 @@ from .label_errors import label_scores, out_of_fold_probabilities
 from .options import AuditOptions
 from .outliers import knn_distance, rank_outliers
 from .records import AuditResult, LabelIssue, Outlier, group_leaks
-from .report import write_report
+from .report import REPORT_FILE, write_report
 from .source import load_images
 
 MIN_IMAGES = 3
@@ -60,7 +61,9 @@ def audit(store: str | Path, backbone: str | None, options: AuditOptions | None 
         out_of_fold_accuracy=float(np.mean(proba.argmax(axis=1) == fs.labels)), unverified_pairs=unverified,
         options=options.to_dict(), group_leaks=group_leaks(refs), seconds=clock.seconds)
     if out is not None:
-        write_report(out, result, unit, fs.labels, files, options.sheet_size, options.map, options.seed)
+        with replaced_folder(out, REPORT_FILE) as (staging, final):  # a killed audit leaves the last report whole
+            write_report(staging, result, unit, fs.labels, files, options.sheet_size, options.map, options.seed,
+                         final=final)
         clock.lap("report")
     return result
 

@@ -31,10 +31,12 @@ Every number of the record that sizes an allocation is bounded before anything i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -336,16 +338,18 @@ class _Pending:
 _PENDING: dict[Path, _Pending] = {}  # folder being written -> where it goes, and the lock held meanwhile
 
 
-def begin_run(out: str | Path, param: str = "out") -> Path:
+def begin_run(out: str | Path, param: str = "out", marker: str = CONFIG_FILE) -> Path:
     """Start a new version of the run folder ``out``: take its lock (another writer: refused),
     clear what a killed writer left, and return a new empty folder beside it to write into.
-    ``commit_run`` puts it in place; until then ``out`` stays as it was."""
+    ``commit_run`` puts it in place; until then ``out`` stays as it was. ``marker``: the file that
+    makes an existing folder one of featcache's (anything else is never replaced)."""
     final = Path(out).expanduser().resolve()
     for staging, pending in list(_PENDING.items()):
         if pending.final == final:  # this process gave up an earlier try (an exception) without cleaning up
             abandon_run(staging)
-    if final.is_dir() and any(final.iterdir()) and not (final / CONFIG_FILE).exists():
-        raise ParameterError(param, f"{final} exists and is not a featcache run folder; choose another folder")
+    if final.is_dir() and any(final.iterdir()) and not (final / marker).exists():
+        what = "run folder" if marker == CONFIG_FILE else f"output folder (it has no {marker})"
+        raise ParameterError(param, f"{final} exists and is not a featcache {what}; choose another folder")
     if final.exists() and not final.is_dir():
         raise ParameterError(param, f"{final} is a file, not a folder; choose another path")
     make_folder(final.parent, param)
@@ -394,6 +398,20 @@ def abandon_run(staging: Path) -> None:
     if pending is not None:
         atomic.remove_path(Path(staging))
         pending.lock.release()
+
+
+@contextlib.contextmanager
+def replaced_folder(out: str | Path, marker: str, param: str = "out") -> Iterator[tuple[Path, Path]]:
+    """``with replaced_folder(out, "audit.json") as (staging, final):`` write the outputs into
+    ``staging``; on success they replace ``final`` in one step, on any failure (or kill) ``final``
+    stays as it was. A second writer of ``out`` is refused meanwhile."""
+    staging = begin_run(out, param, marker)
+    try:
+        yield staging, final_path(staging)
+    except BaseException:
+        abandon_run(staging)
+        raise
+    commit_run(staging)
 
 
 @dataclass
