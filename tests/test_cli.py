@@ -311,3 +311,9 @@ def test_a_rerun_with_other_options_says_it_adds_a_second_configuration(image_tr
     result = CliRunner().invoke(cli, [*args, "--augment", "1"])
     assert result.exit_code == 0
     assert f"beside {first['configs'][0]['key']}" in result.stderr and "augmented_views 0 -> 1" in result.stderr
+
+
+def test_an_image_folder_given_as_a_store_says_so(image_tree):
+    result = CliRunner().invoke(cli, ["verify", str(image_tree)])
+    assert result.exit_code == 2 and "is a folder, not a feature store" in result.stderr
+    assert f"featcache extract {image_tree} --store" in result.stderr

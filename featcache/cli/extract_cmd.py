@@ -125,7 +125,11 @@ def _int(text: str, flag: str) -> int:
 
 
 def _echo_summary(result) -> None:
-    click.echo(f"{result.images} images in {len(result.classes)} classes -> {result.store}")
+    n = len(result.classes)
+    click.echo(f"{result.images} images in {n} {'class' if n == 1 else 'classes'} -> {result.store}")
+    if n == 1:
+        click.secho("  note: one class: neighbors works on it; fit-head, compare and audit need at least two",
+                    fg="yellow", err=True)
     for new, old, differences in result.added_beside:
         click.secho(f"  note: {new} is a new configuration beside {old} ({'; '.join(differences)}); "
                     "name either by its key from now on, or remove one with `featcache rm`", fg="yellow", err=True)
