@@ -131,7 +131,7 @@ def _cell_labels(raw, delimiter: str, where: str) -> tuple[tuple[str, ...], bool
     listed = isinstance(raw, list)
     if not listed:
         text = _text(raw)
-        if text.startswith("[") and text.endswith("]"):
+        if text.startswith("["):  # a JSON list (a label never starts with "[")
             try:
                 raw, listed = json.loads(text), True
             except ValueError:
@@ -269,6 +269,9 @@ def read_label_file(source: LabelSource, data_dir: str | Path, group_by: str | N
     multilabel = several if source.multilabel is None else bool(source.multilabel)
     if blank is not None and not multilabel:
         raise ParameterError("labels", blank, remedy="give every listed image a label, or leave it out")
+    if multilabel and rows and not any(r.labels for r in rows.values()):
+        raise ParameterError("labels", f"{printable_path(file)}: no listed image has a label",
+                             remedy="give the images their labels")
     if not multilabel and any(len(r.labels) != 1 for r in rows.values()):
         bad = next(r for r in rows.values() if len(r.labels) != 1)
         raise ParameterError("labels", f"{printable_path(file)}: {bad.path} has {len(bad.labels)} labels in a "
