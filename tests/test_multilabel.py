@@ -246,3 +246,13 @@ def test_a_changed_label_set_is_a_manifest_change_and_no_feature_is_recomputed(f
     i = m.paths.index(rows[1][0])
     assert tuple(c for c, on in zip(m.classes, m.label_sets[i], strict=True) if on) == tuple(
         sorted(set(rows[1][1].split("|"))))
+
+
+def test_compare_ranks_multilabel_configurations_by_mean_average_precision(faces):
+    r = invoke("compare", str(faces["store"]), "--head", "logreg", "--head", "linear", "-q", "--json")
+    assert r.exit_code == 0, r.output
+    board = json.loads(r.output)["leaderboard"]
+    assert [e["head"] for e in board] and all(e["val_map"] is not None and e["test_map"] is not None for e in board)
+    assert [e["val_map"] for e in board] == sorted((e["val_map"] for e in board), reverse=True)
+    r = invoke("compare", str(faces["store"]), "--folds", "3", "-q")
+    assert r.exit_code == 2 and r.output.startswith("error: --folds: ") and "several labels per image" in r.output

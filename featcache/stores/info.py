@@ -31,7 +31,7 @@ class StoreInfo:
 def store_info(path) -> StoreInfo:
     with open_store(path) as st:
         m = st.manifest()
-        counts = split_counts(m.classes, m.labels, m.splits)
+        counts = split_counts(m.classes, m.labels, m.splits, m.label_sets)  # multi-label: images holding each class
         skipped = [{"path": p, "reason": reason} for p, reason in st.failed_images(m.paths, m.digests)]
         return StoreInfo(str(st.path), m.data_root, m.split, m.presplit, len(m), counts, skipped,
                          [st.config_status(k, m) for k in st.keys()], _group_counts(m))

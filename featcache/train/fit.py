@@ -46,7 +46,14 @@ from ..heads import EnsembleHead, FitContext, Head, make_head
 from ..heads.data import ArrayRows, as_rows
 from ..stores import ExtractStats, FeatureRows, FeatureStore, open_store
 from .memory import MemoryPlan, plan_memory, resolve_memory_limit
-from .metrics import MultiLabelMetrics, SplitMetrics, choose_thresholds, evaluate, evaluate_multilabel, plot_confusion
+from .metrics import (
+    MultiLabelMetrics,
+    SplitMetrics,
+    choose_thresholds,
+    evaluate,
+    evaluate_multilabel,
+    plot_confusion,
+)
 from .probe import PLAIN, ProbeOptions, apply_temperature, fit_temperature, view_proba
 from .run import (
     CONFIG_FILE,
