@@ -256,3 +256,17 @@ def test_compare_ranks_multilabel_configurations_by_mean_average_precision(faces
     assert [e["val_map"] for e in board] == sorted((e["val_map"] for e in board), reverse=True)
     r = invoke("compare", str(faces["store"]), "--folds", "3", "-q")
     assert r.exit_code == 2 and r.output.startswith("error: --folds: ") and "several labels per image" in r.output
+
+
+def test_tflite_export_gives_the_run_folders_per_class_probabilities(faces, tmp_path):
+    run, model = faces["runs"]["logreg"], tmp_path / "m.tflite"
+    r = invoke("export", str(run), "--out", str(model), "-q")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "m.tflite.labels.json").read_text())["multilabel"] is True
+    files = [str(p) for p in sorted(faces["flat"].iterdir())[:5]]
+    a, b = (json.loads(invoke("predict", str(m), *files, "--json", "-q").output) for m in (run, model))
+    classes = sorted(a[0]["probabilities"])
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_allclose([x["probabilities"][c] for c in classes], [y["probabilities"][c] for c in classes],
+                                   atol=1e-4)
+        assert x["labels"] == y["labels"]
