@@ -270,3 +270,14 @@ def test_tflite_export_gives_the_run_folders_per_class_probabilities(faces, tmp_
         np.testing.assert_allclose([x["probabilities"][c] for c in classes], [y["probabilities"][c] for c in classes],
                                    atol=1e-4)
         assert x["labels"] == y["labels"]
+
+
+def test_streamed_features_train_the_sigmoid_mlp_and_logreg_refuses_clearly(faces):
+    from featcache.heads import make_head
+    from featcache.train.fit import fit_head
+
+    r = fit_head(faces["store"], [], make_head("mlp", {"epochs": 3}), progress=False, memory_limit="1KB")
+    assert r.memory.streamed and r.multilabel and len(r.thresholds) == PEOPLE and 0 < r.val.mean_ap <= 1
+    with pytest.raises(ParameterError, match="multi-label logreg fits one classifier per class") as err:
+        fit_head(faces["store"], [], "logreg", progress=False, memory_limit="1KB")
+    assert err.value.param == "solver"
