@@ -139,8 +139,8 @@ def test_predict_gives_label_sets_and_the_keras_export_the_same_probabilities(fa
 
 
 def test_a_head_without_multilabel_support_and_calibration_are_refused(faces, tmp_path):
-    r = invoke("fit-head", str(faces["store"]), "--head", "knn", "--out", str(tmp_path / "k"), "-q")
-    assert r.exit_code == 2 and r.output.count("\n") == 1
+    r = invoke("fit-head", str(faces["store"]), "--head", "zeroshot", "--out", str(tmp_path / "z"), "-q")
+    assert r.exit_code == 2 and r.output.count("\n") == 1, r.output
     assert "error: --head: the store has several labels per image" in r.output and "logreg" in r.output
     r = invoke("fit-head", str(faces["store"]), "--head", "logreg", "--calibrate", "--out", str(tmp_path / "c"), "-q")
     assert r.exit_code == 2 and "--calibrate" in r.output
@@ -281,3 +281,15 @@ def test_streamed_features_train_the_sigmoid_mlp_and_logreg_refuses_clearly(face
     with pytest.raises(ParameterError, match="multi-label logreg fits one classifier per class") as err:
         fit_head(faces["store"], [], "logreg", progress=False, memory_limit="1KB")
     assert err.value.param == "solver"
+
+
+def test_knn_votes_per_label_and_its_keras_head_agrees(faces):
+    from featcache.heads import make_head
+    from featcache.train.fit import fit_head
+
+    r = fit_head(faces["store"], [], make_head("knn", {"k": 5}), progress=False)
+    m = open_store(faces["store"]).manifest()
+    chance = float(m.label_sets[m.splits == 1].mean())
+    assert r.multilabel and r.val.mean_ap > chance + 0.1, (r.val.mean_ap, chance)
+    X = np.random.default_rng(0).normal(size=(7, r.input_dim)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(r.head.to_keras()(X)), r.head.predict_proba(X), atol=1e-5)
