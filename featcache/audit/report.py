@@ -33,6 +33,10 @@ def finding_rows(result: AuditResult) -> list[dict]:
         rows += [{"finding": f"{g.kind}_duplicate", "rank": r, "path": im.path, "label": im.label, "split": im.split,
                   "score": g.similarity, "suggested": "", "group": r,
                   "detail": "; ".join([*flags, f"pixel difference {g.pixel_difference:.2f}"])} for im in g.images]
+    for r, g in enumerate(result.group_leaks, 1):
+        rows += [{"finding": "group_leak", "rank": r, "path": im.path, "label": im.label, "split": im.split,
+                  "score": len(g.images), "suggested": "", "group": g.group,
+                  "detail": ", ".join(f"{s} {n}" for s, n in g.splits.items())} for im in g.images]
     rows += [{"finding": "outlier", "rank": r, "path": x.image.path, "label": x.image.label, "split": x.image.split,
               "score": x.score, "suggested": "", "group": "", "detail": f"z={x.z:.1f}"}
              for r, x in enumerate(result.outliers, 1)]

@@ -249,9 +249,10 @@ class FeatcacheGroup(click.Group):
             problem = f"internal error ({describe_error(exc)})"
             fail(ctx, f"{problem}; please report it with the command and the traceback above", problem,
                  "please report it with the command and the traceback on stderr", INTERNAL_ERROR, as_json)
-        except KeyboardInterrupt:
-            message = "interrupted: everything finished so far is saved"
-            remedy = "re-run the same command to resume"
+        except KeyboardInterrupt as exc:
+            saved = getattr(exc, "saved", None)  # what the work saved, when it says (extract does)
+            message = f"interrupted: {saved}" if saved else "interrupted"
+            remedy = "re-run the same command to resume" if saved else "re-run the same command"
             if as_json:
                 emit_json({"error": message, "remedy": remedy, "exit_code": 130})
             click.secho(f"{message}; {remedy}", fg="yellow", err=True)

@@ -197,11 +197,15 @@ class FeatureStore:
 
     def failed_images(self, paths: list[str], digests: list[str]) -> list[tuple[str, str]]:
         """(path, reason) of the given images whose row failed to decode in any config (decoding
-        does not depend on the config)."""
+        does not depend on the config). A config whose record fails its digest is not asked."""
         failed = set()
-        for key in self.keys():
-            group = self[key]
-            rows = group.row_digests()
+        for group in (self[key] for key in self.keys()):
+            if not group.record_intact():
+                continue
+            try:
+                rows = group.row_digests()
+            except FeatcacheError:  # a config that lost its digests says nothing about decoding
+                continue
             failed.update(d for d, s in zip(rows, group.status_tolerant(len(rows)).tolist(), strict=True)
                           if s == FAILED)
         reasons = self.skipped()

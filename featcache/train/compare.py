@@ -34,7 +34,7 @@ class CompareEntry:
     val_loss: float | None
     test_accuracy: float | None
     fit_seconds: float
-    images_per_s: float | None  # extraction speed, from the store's stats
+    views_per_s: float | None  # backbone forward passes per second, as measured when extracted
     feature_dim: int
     run_dir: str | None = None
     val_map: float | None = None  # multi-label: validation mean average precision (macro), what ranks
@@ -114,7 +114,7 @@ def compare(store: str | Path, heads: tuple[str, ...] | list[str] = ("logreg",),
                         key=key, backbone=data.configs[0].backbone.name, head=head,
                         val_accuracy=r.val_accuracy, val_loss=r.val.log_loss if r.val else None,
                         test_accuracy=r.test_accuracy, fit_seconds=round(r.fit_seconds, 3),
-                        images_per_s=data.stats[key].images_per_s, feature_dim=data.input_dim,
+                        views_per_s=data.stats[key].views_per_s, feature_dim=data.input_dim,
                         run_dir=r.run_dir, val_map=r.val.mean_ap if r.multilabel and r.val else None,
                         test_map=r.test.mean_ap if r.multilabel and r.test else None))
                     bar.update(1)
@@ -155,7 +155,7 @@ def write_cv_outputs(result: CVCompareResult, out: Path) -> None:
     charts = [("Mean CV scores with 95% intervals", plot_bars(names, accs, out / "compare.png", "score",
                                                               errors=bounds))]
     charts.append(("Accuracy vs extraction throughput", plot_pareto(
-        names, accs["accuracy"], [x.images_per_s for x in e], [x.pareto for x in e], out / "cost.png")))
+        names, accs["accuracy"], [x.views_per_s for x in e], [x.pareto for x in e], out / "cost.png")))
     if result.shots:
         curves = {x.name: {s: (i.mean, i.low, i.high) for s, i in x.shots.items()} for x in e}
         charts.append(("Accuracy vs labelled images per class", plot_curves(curves, out / "shots.png")))
