@@ -32,6 +32,9 @@ def audit(store: str | Path, backbone: str | None, options: AuditOptions | None 
     key, fs, refs, n = stored.key, stored.features, stored.refs, len(stored.refs)
     if n < MIN_IMAGES:
         raise FeatcacheError(f"{store} has features of {n} image(s) for {key}; an audit needs at least {MIN_IMAGES}")
+    if fs.label_sets is not None:  # label errors are scored against one label per image
+        raise FeatcacheError(f"{store} has several labels per image; the audit scores one label per image and "
+                             "does not read label sets yet")
     files = ImageFiles(options.image_root or stored.data_root, fs.paths)
     clock.lap("load")
 

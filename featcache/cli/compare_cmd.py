@@ -83,8 +83,9 @@ def compare_cmd(store, heads, backbones, folds, repeats, shots, out, seed, tta, 
     if folds is not None:
         _echo_cv(result)
     else:
-        echo_table(result.rows(), ["key", "head", "val_accuracy", "val_loss", "test_accuracy", "fit_seconds",
-                                   "views_per_s", "feature_dim"])
+        multilabel = any(e.val_map is not None for e in result.entries)
+        echo_table(result.rows(), ["key", "head", *(("val_map", "test_map") if multilabel else ()), "val_accuracy",
+                                   "val_loss", "test_accuracy", "fit_seconds", "views_per_s", "feature_dim"])
     for key, why in result.skipped.items():
         if (err := result.skip_errors.get(key)) is not None and err.remedy:  # its remedy as a command line
             why = f"{err.problem}; {worded_remedy(click.get_current_context().find_root().command, err.remedy)}"

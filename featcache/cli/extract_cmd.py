@@ -77,8 +77,8 @@ from .options import (
 @json_option
 def extract_cmd(data_dir, store, backbones, taps, augment, split, resplit, seed, image_size, pooling, weights, batch_size, dtype,
                 workers, rotation, shift, shear, zoom, channel_shift, hflip, vflip, strict, precision, jit, jpeg_draft,
-                device, executor, labels, path_column, label_column, split_column, group_column, group_by, quiet,
-                as_json):
+                device, executor, labels, path_column, label_column, label_delimiter, label_columns, split_column,
+                group_column, group_by, quiet, as_json):
     """Run each backbone once over DATA_DIR and cache the features in STORE.
 
     DATA_DIR holds one folder per class, or train/validation/test folders each holding one folder
@@ -97,7 +97,8 @@ def extract_cmd(data_dir, store, backbones, taps, augment, split, resplit, seed,
                              batch_size=batch_size if batch_size == "auto" else _int(batch_size, "--batch-size"),
                              precision=precision, jit=jit, jpeg_draft=jpeg_draft, device=device, progress=not quiet,
                              taps=taps, group_by=group_by,
-                             labels=LabelSource(labels, path_column, label_column, split_column, group_column)
+                             labels=LabelSource(labels, path_column, label_column, split_column, group_column,
+                                                label_delimiter, label_columns)
                              if labels else None)
     result = extract(data_dir, store, options, executor=executor)
     if as_json:

@@ -42,7 +42,7 @@ class StoreInfo:
 def store_info(path) -> StoreInfo:
     with open_store(path) as st:
         m = st.manifest()
-        counts = split_counts(m.classes, m.labels, m.splits)
+        counts = split_counts(m.classes, m.labels, m.splits, m.label_sets)  # multi-label: images holding each class
         skipped = [{"path": p, "reason": reason} for p, reason in st.failed_images(m.paths, m.digests)]
         configs, damaged = [], []
         for key in st.keys():  # one damaged record is listed, not a reason to describe nothing

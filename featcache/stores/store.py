@@ -88,11 +88,12 @@ class FeatureSet:
     splits: np.ndarray  # (n,)
     paths: list[str]
     digests: list[str]
+    label_sets: np.ndarray | None = None  # multi-label: (n, classes) uint8 multi-hot; None: single-label
 
     @classmethod
     def of(cls, rows: FeatureRows) -> FeatureSet:
         return cls(rows.keys, rows.configs, rows.classes, rows.load(), rows.labels, rows.splits, rows.paths,
-                   rows.digests)
+                   rows.digests, rows.label_sets)
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         mask = self.splits == SPLITS.index(name)

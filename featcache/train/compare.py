@@ -40,6 +40,8 @@ class CompareEntry:
     views_per_s: float | None  # backbone forward passes per second, as measured when extracted
     feature_dim: int
     run_dir: str | None = None
+    val_map: float | None = None  # multi-label: validation mean average precision (macro), what ranks
+    test_map: float | None = None
 
 
 @dataclass
@@ -58,8 +60,10 @@ class CompareResult:
 
 
 def rank_key(e: CompareEntry) -> tuple:
-    """Validation accuracy, then validation loss, then fit time: the test split never decides a rank."""
-    return (-(e.val_accuracy or 0.0), e.val_loss if e.val_loss is not None else float("inf"), e.fit_seconds)
+    """Validation accuracy (multi-label: validation mean average precision), then validation loss,
+    then fit time: the test split never decides a rank."""
+    score = e.val_map if e.val_map is not None else e.val_accuracy
+    return (-(score or 0.0), e.val_loss if e.val_loss is not None else float("inf"), e.fit_seconds)
 
 
 def compare(store: str | Path, heads: tuple[str, ...] | list[str] = ("logreg",), out: str | Path | None = None,
@@ -124,7 +128,9 @@ def _compare(store, heads, out_dir: Path | None, final: Path | None, backbones, 
                         val_accuracy=r.val_accuracy, val_loss=r.val.log_loss if r.val else None,
                         test_accuracy=r.test_accuracy, fit_seconds=round(r.fit_seconds, 3),
                         views_per_s=data.stats[key].views_per_s, feature_dim=data.input_dim,
-                        run_dir=str(final / Path(r.run_dir).relative_to(out_dir)) if out_dir else r.run_dir))
+                        run_dir=str(final / Path(r.run_dir).relative_to(out_dir)) if out_dir else r.run_dir,
+                        val_map=r.val.mean_ap if r.multilabel and r.val else None,
+                        test_map=r.test.mean_ap if r.multilabel and r.test else None))
                     bar.update(1)
             finally:
                 data.close()  # streamed: its store

@@ -136,6 +136,10 @@ def _cross_validate(st, heads, folds, repeats, backbones, seed, shots, progress,
     keys = [st.resolve_key(b) for b in backbones] if backbones else st.keys()
     path = str(Path(st.path).resolve())
     manifest = st.manifest()
+    if manifest.multilabel:
+        raise ParameterError("folds", f"{path} has several labels per image; cross-validated compare scores one "
+                                      "label per image", remedy="compare without folds: it ranks multi-label "
+                                                                "configurations by validation mean average precision")
     for key in keys:
         try:
             sets[key] = st.rows([key])  # lazy: nothing read yet

@@ -14,6 +14,7 @@ config.json::
       "validation": "store" | "train-holdout" | "none",   # ValidationSource
       "probe": {"tta": false, "calibrate": false, "refit": false, "combine": "concat"},  # ProbeOptions
       "temperature": 1.0,   # divides the head's log-probabilities (calibration; 1.0: none)
+      "multilabel": true, "thresholds": [0.42, ...],   # only for several labels per image: per-class cut-offs
       "files": {"head": ["head.keras"], "metrics": "metrics.json", ...},
       "created": "2025-01-01T12:00:00+00:00",
       "integrity": {"algorithm": "sha256", "record": "<digest of every other key>",
@@ -86,6 +87,11 @@ class RunConfig:
     probe: ProbeOptions = ProbeOptions()
     temperature: float = 1.0
     integrity: dict | None = None  # as read: the digests load_run checks the folder's files against
+    thresholds: list[float] | None = None  # multi-label: each class's decision threshold (None: single-label)
+
+    @property
+    def multilabel(self) -> bool:
+        return self.thresholds is not None
 
     def to_dict(self) -> dict:
         return {
@@ -102,6 +108,7 @@ class RunConfig:
             "temperature": self.temperature,
             "files": self.files,
             "created": self.created,
+            **({"multilabel": True, "thresholds": list(self.thresholds)} if self.thresholds is not None else {}),
             **({INTEGRITY: self.integrity} if self.integrity is not None else {}),  # as read; write() makes a new one
         }
 
@@ -138,6 +145,7 @@ class RunConfig:
                                   if k in ProbeOptions.__dataclass_fields__}),
             temperature=_temperature(d),
             integrity=_integrity(d),
+            thresholds=_thresholds(d, len(classes)),
         )
 
     def write(self, folder: Path, extra: dict | None = None) -> Path:
@@ -234,6 +242,17 @@ def _integrity(d: dict) -> dict | None:
         raise InvalidRunConfig("it was changed after the run was written (its content does not match its "
                                f"{INTEGRITY!r} digest)")
     return rec
+
+
+def _thresholds(d: dict, n_classes: int) -> list[float] | None:
+    if not d.get("multilabel"):
+        return None
+    t = d.get("thresholds")
+    if (not isinstance(t, list) or len(t) != n_classes
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1 for v in t)):
+        raise InvalidRunConfig(f"'thresholds' must list one number from 0 to 1 per class ({n_classes}), "
+                               f"not {t!r:.60}")
+    return [float(v) for v in t]
 
 
 def _temperature(d: dict) -> float:
