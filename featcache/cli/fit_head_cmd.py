@@ -72,6 +72,8 @@ def fit_head_cmd(store, backbones, head, out, seed, tensorboard_dir, checkpoint_
                        f"subset accuracy {m.subset_accuracy:.4f}  (n={m.n})")
         elif m is not None:
             click.echo(f"  {name:<10} accuracy {m.accuracy:.4f}  macro-F1 {m.macro_f1:.4f}  ECE {m.ece:.4f}  (n={m.n})")
+    if not result.multilabel:
+        click.echo("  (ECE: expected calibration error, the gap between confidence and accuracy: 0 is calibrated)")
     if result.multilabel:
         shown = ", ".join(f"{c} {t:.3f}" for c, t in list(zip(result.classes, result.thresholds, strict=True))[:8])
         more = f", ... ({len(result.classes)} classes)" if len(result.classes) > 8 else ""

@@ -65,7 +65,8 @@ def predict_cmd(model, inputs, top_k, batch_size, fmt, folder_labels, tta, quiet
                 click.secho(f"{r['path']}: ERROR {r['error']}", fg="red", err=True)
                 continue
             tops = "  ".join(f"{t['class']} {t['probability']:.1%}" for t in r["top"])
-            click.echo(f"{r['path']}  {tops}")
+            wrong = folder_labels and r["true"] in classes and r["label"] != r["true"]
+            click.echo(f"{r['path']}  {tops}" + (f"  WRONG (folder: {r['true']})" if wrong else ""))
     if folder_labels:
         score = score_folder_labels(preds, classes)
         if score.unknown_folders:
