@@ -317,3 +317,9 @@ def test_an_image_folder_given_as_a_store_says_so(image_tree):
     result = CliRunner().invoke(cli, ["verify", str(image_tree)])
     assert result.exit_code == 2 and "is a folder, not a feature store" in result.stderr
     assert f"featcache extract {image_tree} --store" in result.stderr
+
+
+def test_an_install_remedy_names_this_interpreter_not_whichever_pip_is_first():
+    from featcache.install import pip_install
+
+    assert pip_install("featcache[dask]") == f"{sys.executable} -m pip install 'featcache[dask]'"
