@@ -84,7 +84,7 @@ def _extract(st: FeatureStore, data_dir, configs, options: ExtractOptions, manif
     st.shards.merge()  # what shards of a sharded run recorded: their skip reasons and timings
     paths: dict[str, str] = {}
     for i, d in enumerate(manifest.digests):
-        paths.setdefault(d, str(manifest.abspath(i)))
+        paths.setdefault(d, manifest.location(i))
     result = ExtractResult(str(st.path), len(manifest), manifest.classes, empty_classes=manifest.empty_classes)
     if options.strict and (known_bad := _skipped_images(st, manifest)):
         # failed rows are never redone, so an earlier run's failures must stop a strict run too

@@ -31,6 +31,7 @@ Refused with an ImageDecodeError saying why (extraction skips the file and recor
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 import warnings
@@ -43,6 +44,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..errors import FeatcacheError, ImageDecodeError, ParameterError
 from ..paths import printable_path
+from .sources import is_url, read_location
 
 IMAGE_EXTENSIONS = frozenset(
     ".jpg .jpeg .jpe .jfif .png .bmp .gif .tif .tiff .webp .pgm .ppm .pbm .pnm".split()
@@ -141,6 +143,25 @@ def _normalise(img: Image.Image) -> Image.Image:
     return img
 
 
+def _open(path: str | Path):
+    """A file object of the image's bytes: a local file, or an object of a URL data root
+    (sources.py: read whole, retried on transient errors, a permanent failure an ImageDecodeError)."""
+    if is_url(path):
+        data = read_location(path)
+        if not data:
+            raise ImageDecodeError(path, "file is empty (0 bytes)")
+        return io.BytesIO(data)
+    path = Path(path)
+    if check_regular_file(path).st_size == 0:
+        raise ImageDecodeError(path, "file is empty (0 bytes)")
+    # A file object, not the path: Pillow would memory-map an uncompressed file, and the image
+    # handed back must own its pixels, not alias a file that may change under it.
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise ImageDecodeError(path, f"cannot read file ({exc.strerror})") from exc
+
+
 def decode_image(path: str | Path, max_bytes: int = DECODE_BUDGET_BYTES, draft: int | None = None) -> Image.Image:
     """Decode a file to an upright image in mode RGB or L (greyscale), or raise ImageDecodeError.
     ``max_bytes``: the most its decoded pixels may take (see the module docstring). ``draft``: a
@@ -148,15 +169,7 @@ def decode_image(path: str | Path, max_bytes: int = DECODE_BUDGET_BYTES, draft: 
     least ``draft`` pixels a side (libjpeg's DCT scaling: much faster, slightly other pixels)."""
     if max_bytes <= 0:
         raise ParameterError("max_bytes", f"must be a positive number of bytes, not {max_bytes}")
-    path = Path(path)
-    if check_regular_file(path).st_size == 0:
-        raise ImageDecodeError(path, "file is empty (0 bytes)")
-    # A file object, not the path: Pillow would memory-map an uncompressed file, and the image
-    # handed back must own its pixels, not alias a file that may change under it.
-    try:
-        f = path.open("rb")
-    except OSError as exc:
-        raise ImageDecodeError(path, f"cannot read file ({exc.strerror})") from exc
+    f = _open(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # EXIF warnings on odd camera files are noise here

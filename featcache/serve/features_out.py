@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -105,6 +106,8 @@ def _pyarrow():
 
 def check_out(out: str | Path) -> Path:
     """``out`` as a folder this export may replace: new, empty, or a previous feature export."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", os.fspath(out)):
+        raise ParameterError("out", f"{out}: writing features to a URL is not supported yet; give a local folder")
     out = Path(out).expanduser()
     if os.path.lexists(out) and (out.is_symlink() or not out.is_dir()):
         raise ParameterError("out", f"{out} is a file; give a new folder name")
