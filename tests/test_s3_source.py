@@ -157,6 +157,7 @@ def test_deleted_objects_are_skipped_with_a_reason(bucket, tmp_path, monkeypatch
 
     monkeypatch.setattr(sources.FsspecSource, "list_files", list_then_delete)
     monkeypatch.setattr(pipeline, "scan", scan_then_delete)
+    monkeypatch.setenv("FEATCACHE_SOURCE_KEEP_MB", "0")  # the reader fetches again: no bytes kept from the scan
     try:
         r = extract(f"s3://{BUCKET}/orl/", tmp_path / "b.zarr", "--json")
     finally:
@@ -183,6 +184,7 @@ def test_server_gone_midway_is_one_clear_error_then_resumes(bucket, tmp_path, mo
 
     server = start_server(monkeypatch)  # a second server on the same (in-process) buckets
     monkeypatch.setattr(pipeline, "scan", scan_then_stop)
+    monkeypatch.setenv("FEATCACHE_SOURCE_KEEP_MB", "0")  # the reader must fetch: no bytes kept from the scan
     r = extract(f"s3://{BUCKET}/orl/", tmp_path / "b.zarr")
     assert r.exit_code == 2, r.output
     assert "Traceback" not in r.output and r.stderr.count("error:") == 1

@@ -143,11 +143,12 @@ def _normalise(img: Image.Image) -> Image.Image:
     return img
 
 
-def _open(path: str | Path):
-    """A file object of the image's bytes: a local file, or an object of a URL data root
-    (sources.py: read whole, retried on transient errors, a permanent failure an ImageDecodeError)."""
-    if is_url(path):
-        data = read_location(path)
+def _open(path: str | Path, data: bytes | None = None):
+    """A file object of the image's bytes: ``data`` when given (already read), a local file, or an
+    object of a URL data root (sources.py: read whole, retried on transient errors, a permanent
+    failure an ImageDecodeError)."""
+    if data is not None or is_url(path):
+        data = read_location(path) if data is None else data
         if not data:
             raise ImageDecodeError(path, "file is empty (0 bytes)")
         return io.BytesIO(data)
@@ -162,14 +163,15 @@ def _open(path: str | Path):
         raise ImageDecodeError(path, f"cannot read file ({exc.strerror})") from exc
 
 
-def decode_image(path: str | Path, max_bytes: int = DECODE_BUDGET_BYTES, draft: int | None = None) -> Image.Image:
+def decode_image(path: str | Path, max_bytes: int = DECODE_BUDGET_BYTES, draft: int | None = None,
+                 data: bytes | None = None) -> Image.Image:
     """Decode a file to an upright image in mode RGB or L (greyscale), or raise ImageDecodeError.
     ``max_bytes``: the most its decoded pixels may take (see the module docstring). ``draft``: a
     JPEG at least twice that size on both sides is decoded at 1/2, 1/4 or 1/8 scale, still at
     least ``draft`` pixels a side (libjpeg's DCT scaling: much faster, slightly other pixels)."""
     if max_bytes <= 0:
         raise ParameterError("max_bytes", f"must be a positive number of bytes, not {max_bytes}")
-    f = _open(path)
+    f = _open(path, data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # EXIF warnings on odd camera files are noise here
@@ -207,9 +209,10 @@ def resize(img: Image.Image, size: int) -> np.ndarray:
     return np.asarray(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8)
 
 
-def read_image(path: str | Path, size: int, jpeg_draft: bool = False) -> np.ndarray:
-    """Decode + orient + resize: (size, size, 3) uint8 RGB. ``jpeg_draft``: see decode_image's draft."""
-    return resize(decode_image(path, draft=size if jpeg_draft else None), size)
+def read_image(path: str | Path, size: int, jpeg_draft: bool = False, data: bytes | None = None) -> np.ndarray:
+    """Decode + orient + resize: (size, size, 3) uint8 RGB. ``jpeg_draft``: see decode_image's draft.
+    ``data``: the file's bytes, already read."""
+    return resize(decode_image(path, draft=size if jpeg_draft else None, data=data), size)
 
 
 def collect_image_files(inputs) -> list[Path]:

@@ -115,7 +115,7 @@ def content_digest(path: Path | str, block: int = 1 << 20) -> str:
     """The digest of a file's bytes (a local file, or an object at a URL: the same bytes, the same digest)."""
     h = hashlib.blake2b(digest_size=16)
     if is_url(path):
-        h.update(read_location(path))
+        h.update(read_location(path, digesting=True))
         return h.hexdigest()
     with Path(path).open("rb") as f:
         while chunk := f.read(block):

@@ -278,11 +278,79 @@ def open_source(root: str | os.PathLike) -> ImageSource:
     raise ParameterError("data_dir", f"no image source reads {text!r}")
 
 
+class KeptBytes:
+    """Objects read for their digests, kept (up to ``budget`` bytes, the first ones read) for the
+    reader, which then decodes the very bytes that were digested instead of fetching them again:
+    one GET per image instead of two for a data set that fits, the first ones of a larger one.
+    Taken out when read; ``clear()`` at the end of a run drops the rest."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self.used = 0
+        self.enabled = False
+        self._items: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def offer(self, location: str, data: bytes) -> None:
+        with self._lock:
+            if self.enabled and self.used + len(data) <= self.budget and location not in self._items:
+                self._items[location] = data
+                self.used += len(data)
+
+    def take(self, location: str) -> bytes | None:
+        with self._lock:
+            data = self._items.pop(location, None)
+            if data is not None:
+                self.used -= len(data)
+            return data
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.used = 0
+            self.enabled = False
+
+
+def _keep_budget() -> int:
+    """FEATCACHE_SOURCE_KEEP_MB (default 256; 0: keep nothing, read every object twice)."""
+    try:
+        return int(float(os.environ.get("FEATCACHE_SOURCE_KEEP_MB", "256")) * 2**20)
+    except ValueError:
+        raise FeatcacheError("FEATCACHE_SOURCE_KEEP_MB is not a number of megabytes") from None
+
+
+KEPT = KeptBytes(256 * 2**20)
+
+
+class keeping_scanned_bytes:
+    """``with keeping_scanned_bytes():`` (one run in this process) objects digested in the block
+    are kept for its reader (``KeptBytes``); all are dropped when it ends."""
+
+    def __enter__(self):
+        KEPT.clear()
+        KEPT.budget = _keep_budget()
+        KEPT.enabled = KEPT.budget > 0
+        return KEPT
+
+    def __exit__(self, *exc):
+        KEPT.clear()
+
+
 _SOURCES_BY_ROOT: dict[str, ImageSource] = {}
 
 
-def read_location(location: str) -> bytes:
-    """The bytes at a URL location (an image of a URL data root), through its source."""
+def read_location(location: str, digesting: bool = False) -> bytes:
+    """The bytes at a URL location (an image of a URL data root), through its source. Bytes read
+    ``digesting`` may be kept for the reader; the reader takes kept bytes first."""
+    if not digesting and (kept := KEPT.take(location)) is not None:
+        return kept
+    data = _read(location)
+    if digesting:
+        KEPT.offer(location, data)
+    return data
+
+
+def _read(location: str) -> bytes:
     protocol, _, path = parse_url(location)
     bucket = path.split("/", 1)[0]
     src = _SOURCES_BY_ROOT.get(f"{protocol}://{bucket}")
@@ -301,5 +369,5 @@ def local_root(root: str, what: str) -> Path:
     return Path(root).expanduser().resolve()
 
 
-__all__ = ["SOURCES", "FsspecSource", "ImageSource", "LocalSource", "ReadPolicy", "SourceKind",
-           "SourceUnreachableError", "is_url", "join", "local_root", "open_source", "parse_url", "read_location"]
+__all__ = ["KEPT", "SOURCES", "FsspecSource", "ImageSource", "KeptBytes", "LocalSource", "ReadPolicy", "SourceKind",
+           "SourceUnreachableError", "keeping_scanned_bytes", "is_url", "join", "local_root", "open_source", "parse_url", "read_location"]
