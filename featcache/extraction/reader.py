@@ -72,7 +72,9 @@ class ImageReader:
 
         def submit_next() -> None:
             for unit, row in pending:
-                inflight.append((unit, row, self.pool.submit(self.load, row, self.fetch(row))))
+                fetched = self.fetch(row)
+                job = self.pool.submit(self.load, row) if fetched is None else self.pool.submit(self.load, row, fetched)
+                inflight.append((unit, row, job))
                 return
 
         for _ in range(window):
