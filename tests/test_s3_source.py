@@ -134,7 +134,14 @@ def test_bucket_extract_equals_local_and_records_no_credential(bucket, tmp_path)
               "--json")
     assert fit.exit_code == 0, fit.output
     info = run("info", tmp_path / "b.zarr", "--json")
-    for text in (r.output, fit.output, info.output):
+    # the audit's duplicate check and contact sheets read the photos through the bucket
+    audit = run("audit", tmp_path / "b.zarr", "-b", TINY, "--folds", "2", "--out", tmp_path / "audit", "--json")
+    assert audit.exit_code == 0, audit.output
+    assert (tmp_path / "audit" / "map.png").exists()
+    # fine-tuning needs the images on local disk: one clear line, not a folder named s3:
+    ft = run("fine-tune", tmp_path / "run", "--out", tmp_path / "ft", "-q")
+    assert ft.exit_code == 2 and "local folder" in ft.stderr and "--data" in ft.stderr, ft.output
+    for text in (r.output, fit.output, info.output, audit.output, ft.output):
         assert KEY_ID not in text and SECRET not in text
     assert not secrets_in(tmp_path)  # no store attribute (zarr.json), run folder file or array holds them
     assert any(p.name == "zarr.json" for p in (tmp_path / "b.zarr").rglob("*"))
