@@ -143,6 +143,9 @@ def test_refusals(store, tmp_path, monkeypatch):
     assert r.exit_code == 2 and "--out" in r.stderr and "other files" in r.stderr
     assert (other / "notes.txt").read_text() == "keep me"
 
+    r = run("export-features", store, "-b", TINY, "--out", "s3://bucket/feats")
+    assert r.exit_code == 2 and "--out" in r.stderr and "not supported yet" in r.stderr and not Path("s3:").exists()
+
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if not installed
     r = run("export-features", store, "-b", TINY, "--out", tmp_path / "x")
     assert r.exit_code == 2 and "pyarrow" in r.stderr and "Traceback" not in r.output
