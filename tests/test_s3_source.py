@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import signal
+import socket
+import subprocess
+import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -179,6 +184,59 @@ def test_deleted_objects_are_skipped_with_a_reason(bucket, tmp_path, monkeypatch
         assert len(st.rows([TINY])) == len(CLASSES) * PER_CLASS - 2
 
 
+@pytest.fixture
+def iam_server(monkeypatch):
+    """moto in its own process with access control on (its first 4 requests unauthenticated: the
+    set-up below), so a bucket reader's policy is enforced: a real 403."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        endpoint = f"http://127.0.0.1:{port}"
+        iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="setup",
+                           aws_secret_access_key="setup")
+        iam.create_user(UserName="reader")
+        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        yield endpoint, iam, key
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_access_denied_object_is_a_skip(bucket, iam_server, tmp_path, monkeypatch):
+    endpoint, iam, key = iam_server
+    denied = f"orl/{CLASSES[0]}/3.pgm"
+    iam.put_user_policy(UserName="reader", PolicyName="most", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+            {"Effect": "Deny", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{BUCKET}/{denied}"}]}))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+    client = boto3.session.Session().client("s3")  # a fresh session: the reader's key, not the module's
+    client.create_bucket(Bucket=BUCKET)
+    for f in sorted((bucket["local"] / CLASSES[0]).glob("*.pgm")):
+        client.upload_file(str(f), BUCKET, f"orl/{CLASSES[0]}/{f.name}")
+    for f in sorted((bucket["local"] / CLASSES[1]).glob("*.pgm"))[:2]:
+        client.upload_file(str(f), BUCKET, f"orl/{CLASSES[1]}/{f.name}")
+    r = extract(f"s3://{BUCKET}/orl/", tmp_path / "b.zarr", "--json")
+    assert r.exit_code in (0, 1) and "Traceback" not in r.output, r.output
+    skipped = {s["path"]: s["reason"] for s in json.loads(r.stdout)["skipped"]}
+    assert skipped == {f"{CLASSES[0]}/3.pgm": "access denied (403)"}
+    assert json.loads(r.stdout)["images"] == PER_CLASS + 1
+    assert key["SecretAccessKey"] not in r.output and not [
+        p for p in (tmp_path / "b.zarr").rglob("*") if p.is_file() and key["SecretAccessKey"].encode() in p.read_bytes()]
+
+
 def test_server_gone_midway_is_one_clear_error_then_resumes(bucket, tmp_path, monkeypatch):
     """The server stops right after the scan: the reads fail, are retried, then the run stops with
     one error line (no traceback, no hang). A server back at another port: the run resumes."""
@@ -232,3 +290,13 @@ def test_refusals(bucket, tmp_path):
     assert r.exit_code == 2 and "no images found in s3://photos/nothing-here" in r.stderr, r.output
     r = extract("s3://no-such-bucket/orl/", tmp_path / "b.zarr")
     assert r.exit_code == 2 and r.stderr.startswith("error:") and "Traceback" not in r.output, r.output
+
+
+def test_missing_s3fs_is_one_line(bucket, tmp_path, monkeypatch):
+    import fsspec  # noqa: F401
+
+    monkeypatch.setitem(sys.modules, "s3fs", None)  # as if not installed (and never imported by fsspec)
+    monkeypatch.delitem(sys.modules["fsspec.registry"]._registry, "s3", raising=False)
+    monkeypatch.setattr(sources, "_FILESYSTEMS", {})
+    r = extract(f"s3://{BUCKET}/orl/", tmp_path / "b.zarr")
+    assert r.exit_code == 2 and "needs the s3fs package" in r.stderr and r.stderr.count("\n") == 1, r.output
