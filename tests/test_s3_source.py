@@ -152,6 +152,34 @@ def test_bucket_extract_equals_local_and_records_no_credential(bucket, tmp_path)
     assert any(p.name == "zarr.json" for p in (tmp_path / "b.zarr").rglob("*"))
 
 
+class _Requests(logging.Handler):
+    """The server's request log (werkzeug's access lines): what the client really asked."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def test_one_listing_and_one_get_per_image(bucket, tmp_path):
+    log = logging.getLogger("werkzeug")
+    requests = _Requests()
+    log.addHandler(requests)
+    log.setLevel(logging.INFO)
+    try:
+        r = extract(f"s3://{BUCKET}/orl/", tmp_path / "b.zarr")
+    finally:
+        log.removeHandler(requests)
+        log.setLevel(logging.ERROR)
+    assert r.exit_code == 0, r.output
+    listings = [line for line in requests.lines if "list-type=2" in line]
+    gets = [line for line in requests.lines if '"GET /photos/orl/' in line]
+    assert len(listings) == 1 and "delimiter=&" in listings[0]  # one recursive listing, not one per folder
+    assert len(gets) == len(CLASSES) * PER_CLASS  # each image read once: the reader decodes the digested bytes
+
+
 def test_deleted_objects_are_skipped_with_a_reason(bucket, tmp_path, monkeypatch):
     client = bucket["client"]
     gone_at_scan, gone_at_read = f"orl/{CLASSES[0]}/1.pgm", f"orl/{CLASSES[1]}/2.pgm"

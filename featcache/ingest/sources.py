@@ -356,7 +356,8 @@ def _read(location: str) -> bytes:
     src = _SOURCES_BY_ROOT.get(f"{protocol}://{bucket}")
     if src is None:
         src = _SOURCES_BY_ROOT.setdefault(f"{protocol}://{bucket}", FsspecSource(f"{protocol}://{bucket}"))
-    # the cached source's client follows the environment: a changed configuration opens a new one
+    # the cached source follows the environment: a changed configuration opens a new client
+    src.policy = ReadPolicy.from_environment()
     src.fs = _filesystem(src.protocol, src.policy)
     return src.read_bytes(location)
 
