@@ -3,7 +3,7 @@ function; TensorFlow is imported only inside commands, so `--help` stays instant
 
 Exit codes: 0 success, 1 finished but some inputs failed (e.g. unreadable images in predict),
 2 user error (bad option, missing or damaged file, wrong store, a refused system call), 70 a featcache
-bug (its traceback is printed), 130 interrupted (work done so far is kept). Every failure is one
+bug (its traceback is printed), 130 interrupted (extract keeps the units it saved, and says how many images). Every failure is one
 ``error: ...`` line on stderr; with --json also {"error", "remedy", "exit_code"} on stdout.
 """
 

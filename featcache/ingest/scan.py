@@ -79,7 +79,7 @@ class Manifest:
     root: str
     classes: list[str]
     paths: list[str]  # relative to root, POSIX separators
-    labels: np.ndarray  # int32 index into classes
+    labels: np.ndarray  # int32 index into classes (multi-label: the image's first label, -1 when it has none)
     digests: list[str]  # content digest (hex)
     splits: np.ndarray  # int8: 0 train, 1 validation, 2 test
     presplit: bool = False
@@ -88,6 +88,12 @@ class Manifest:
     unreadable: list[SkippedImage] = field(default_factory=list)  # image files skipped, with the reason
     empty_classes: list[str] = field(default_factory=list)  # class folders without a usable image
     groups: list[str] | None = None  # per image, where images come in groups (one split per group)
+    # multi-label: (n, classes) uint8, 1 where image i has class j (None: one label per image)
+    label_sets: np.ndarray | None = None
+
+    @property
+    def multilabel(self) -> bool:
+        return self.label_sets is not None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -100,15 +106,36 @@ class Manifest:
         return join(self.root, self.paths[i])
 
     def counts(self) -> dict[str, dict[str, int]]:
-        return split_counts(self.classes, self.labels, self.splits)
+        return split_counts(self.classes, self.labels, self.splits, self.label_sets)
 
 
-def split_counts(classes: list[str], labels: np.ndarray, splits: np.ndarray) -> dict[str, dict[str, int]]:
-    """{class: {split: number of images}}"""
+def split_counts(classes: list[str], labels: np.ndarray, splits: np.ndarray,
+                 label_sets: np.ndarray | None = None) -> dict[str, dict[str, int]]:
+    """{class: {split: number of images}} (multi-label: the images holding the class)"""
     out = {c: dict.fromkeys(SPLITS, 0) for c in classes}
+    if label_sets is not None:
+        for j, c in enumerate(classes):
+            for s, name in enumerate(SPLITS):
+                out[c][name] = int(np.sum(label_sets[np.asarray(splits) == s, j]))
+        return out
     for label, split in zip(labels.tolist(), splits.tolist(), strict=True):
         out[classes[label]][SPLITS[split]] += 1
     return out
+
+
+def multi_hot(label_sets: list[tuple[str, ...]], classes: list[str]) -> np.ndarray:
+    """Each image's labels -> (n, classes) uint8, 1 where the image has the class."""
+    index = {c: i for i, c in enumerate(classes)}
+    out = np.zeros((len(label_sets), len(classes)), np.uint8)
+    for i, labels in enumerate(label_sets):
+        out[i, [index[c] for c in labels]] = 1
+    return out
+
+
+def first_labels(label_sets: np.ndarray) -> np.ndarray:
+    """Multi-hot rows -> the index of each row's first class, -1 for a row without any."""
+    sets = np.asarray(label_sets)
+    return np.where(sets.any(axis=1), np.argmax(sets, axis=1), -1).astype(np.int32)
 
 
 def content_digest(path: Path | str, block: int = 1 << 20) -> str:
@@ -367,15 +394,16 @@ def _scan_table(root: Path, table: LabelTable, fractions: SplitFractions,
     if not usable:
         raise FeatcacheError(f"none of the images {printable_path(table.source.file)} lists can be read"
                              + (f" (e.g. {unreadable[0].path}: {unreadable[0].reason})" if unreadable else ""))
-    classes = sorted({r.label for r in usable})
+    classes = sorted({c for r in usable for c in r.labels})
     index = {c: i for i, c in enumerate(classes)}
     groups = [r.group for r in usable] if table.grouped else None
     splits = _splits([r.split for r in usable], found, groups, fractions)
+    sets = multi_hot([r.labels for r in usable], classes) if table.multilabel else None
     return Manifest(
         root=str(root.resolve()), classes=classes, paths=[r.path for r in usable],
-        labels=np.array([index[r.label] for r in usable], np.int32), digests=found,
-        splits=np.array(splits, np.int8), presplit=table.presplit, split_fractions=fractions,
-        unreadable=unreadable, groups=groups,
+        labels=first_labels(sets) if sets is not None else np.array([index[r.label] for r in usable], np.int32),
+        digests=found, splits=np.array(splits, np.int8), presplit=table.presplit, split_fractions=fractions,
+        unreadable=unreadable, groups=groups, label_sets=sets,
     )
 
 

@@ -51,6 +51,10 @@ def backend_for(path: Path) -> type[Backend]:
         if path.suffix.lower() in cls.suffixes:
             return cls
     known = ", ".join(f"{s} ({cls.name})" for cls in STORES for s in cls.suffixes)
+    if path.is_dir():  # the commonest slip: the image folder where the store was meant
+        raise FeatcacheError(f"{path} is a folder, not a feature store (a store's name ends in one of {known})",
+                             remedy=Remedy("make one from the images with {}",
+                                           Step.of("extract", data_dir=path, store=f"{path.name}{DEFAULT_SUFFIX}")))
     raise FeatcacheError(f"unknown store type {path.suffix!r} for {path}: use one of {known}")
 
 

@@ -44,7 +44,13 @@ class Trial:
         return {"trial": self.index, **self.params, "val_accuracy": self.val.accuracy,
                 "val_macro_f1": self.val.macro_f1, "val_loss": self.val.log_loss,
                 "fit_seconds": round(self.result.fit_seconds, 3), "group": self.group,
-                "group_size": self.group_size, "run_dir": self.result.run_dir}
+                "group_size": self.group_size, "run_dir": self.result.run_dir,
+                **({"val_map": self.val.mean_ap} if self.result.multilabel else {})}
+
+    @property
+    def score(self) -> float:
+        """What ranks the trial: validation accuracy (multi-label: mean average precision)."""
+        return self.val.mean_ap if self.result.multilabel else self.val.accuracy
 
 
 @dataclass
@@ -126,7 +132,7 @@ def sweep(store: str | Path, backbones: list[str], head: Head | str = "mlp", gri
                 bar.update(1)
         finally:
             bar.close()
-        trials.sort(key=lambda t: (-t.val.accuracy, t.val.log_loss, t.index))
+        trials.sort(key=lambda t: (-t.score, t.val.log_loss, t.index))
         best = evaluate_on_test(trials[0].result, data)
         trials[0] = replace(trials[0], result=best)
         result = SweepResult(base.name, data.keys, grid, trials, best.test, str(out_dir) if out_dir else None,
