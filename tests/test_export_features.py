@@ -152,3 +152,23 @@ def test_refusals(store, tmp_path, monkeypatch):
     assert r.stderr.count("\n") == 1 and not (tmp_path / "x").exists()
     r = run("export-features", store, "-b", TINY, "--out", tmp_path / "x", "--format", "npy", "-q")
     assert r.exit_code == 0, r.output  # npy needs no pyarrow
+
+
+def test_label_sets_of_a_multilabel_store(tmp_path, orl_dir):
+    from multilabel_data import make_canvases
+
+    table, label_rows = make_canvases(orl_dir, tmp_path / "flat", people=4, canvases=12)
+    store = tmp_path / "m.zarr"
+    r = run("extract", tmp_path / "flat", "--store", store, "-b", TINY, "--weights", "random", "--labels", table,
+            "--image-size", "64", "-q")
+    assert r.exit_code == 0, r.output
+    assert run("export-features", store, "-b", TINY, "--out", tmp_path / "pq", "-q").exit_code == 0
+    table_ = pq.read_table(tmp_path / "pq")
+    want = {name: list(labels) for name, labels in label_rows}
+    got = dict(zip(table_.column("path").to_pylist(), table_.column("labels").to_pylist(), strict=True))
+    assert got == want and table_.schema.field("labels").type == pa.list_(pa.string())
+    assert all(c == labels[0] for c, labels in zip(table_.column("class").to_pylist(),
+                                                   table_.column("labels").to_pylist(), strict=True))
+    assert run("export-features", store, "-b", TINY, "--out", tmp_path / "npy", "--format", "npy", "-q").exit_code == 0
+    with open(tmp_path / "npy" / "metadata.csv", newline="") as f:
+        assert {m["path"]: m["labels"].split("|") for m in csv.DictReader(f)} == want

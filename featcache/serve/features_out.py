@@ -90,7 +90,9 @@ def manifest_digest(rows: FeatureRows) -> str:
     m = rows.manifest
     return record_digest({"classes": list(m.classes), "paths": list(m.paths), "digests": list(m.digests),
                           "labels": np.asarray(m.labels).tolist(), "splits": np.asarray(m.splits).tolist(),
-                          "groups": None if m.groups is None else list(m.groups), "data_root": m.data_root})
+                          "groups": None if m.groups is None else list(m.groups), "data_root": m.data_root,
+                          **({"label_sets": np.asarray(m.label_sets).tolist()}
+                             if getattr(m, "label_sets", None) is not None else {})})
 
 
 def _pyarrow():
@@ -121,13 +123,24 @@ def check_out(out: str | Path) -> Path:
 
 
 def _metadata(rows: FeatureRows) -> dict[str, list]:
-    """Per image of the selection: path, digest, label index, class, split (and group)."""
+    """Per image of the selection: path, digest, label index, class, split (and group; and, where
+    images have several labels, ``labels``: all of them; ``label``/``class`` are then the first,
+    -1 and "" for an image without any)."""
     m = rows.manifest
     labels = np.asarray(rows.labels).astype(np.int64)
     out = {"path": rows.paths, "digest": rows.digests, "label": labels.tolist(),
-           "class": [m.classes[i] for i in labels], "split": [SPLITS[int(s)] for s in rows.splits]}
+           "class": [m.classes[i] if i >= 0 else "" for i in labels], "split": [SPLITS[int(s)] for s in rows.splits]}
+    if getattr(rows, "multilabel", False):
+        out["labels"] = [[m.classes[j] for j in np.flatnonzero(s)] for s in rows.label_sets]
     if m.groups is not None:
         out["group"] = [m.groups[i] for i in rows.images[rows.at]]
+    return out
+
+
+def _column(values: list, dtype=None) -> np.ndarray:
+    """A 1-D array of a metadata column (a list of lists stays one list per entry)."""
+    out = np.empty(len(values), dtype or object)
+    out[:] = values
     return out
 
 
@@ -147,8 +160,8 @@ def _parquet_table(pa, X: np.ndarray, at: np.ndarray, meta: dict[str, list], vie
     """Rows ``at`` of the selection, one table row per image and view (image-major)."""
     n, dim = len(at), X.shape[-1]
     flat = np.ascontiguousarray(X.reshape(n * views, dim))
-    columns = {k: pa.array(np.repeat(v[at], views), pa.int32() if k == "label" else pa.string())
-               for k, v in meta.items()}
+    types = {"label": pa.int32(), "labels": pa.list_(pa.string())}
+    columns = {k: pa.array(np.repeat(v[at], views).tolist(), types.get(k, pa.string())) for k, v in meta.items()}
     columns["view"] = pa.array(np.tile(np.arange(views, dtype=np.int16), n))
     columns["features"] = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), dim)
     return pa.table(columns)
@@ -157,7 +170,7 @@ def _parquet_table(pa, X: np.ndarray, at: np.ndarray, meta: dict[str, list], vie
 def _write_parquet(rows: FeatureRows, folder: Path, view: int | None, dtype, views: int, rows_per_part: int,
                    progress) -> list[str]:
     pa = _pyarrow()
-    meta = {k: np.asarray(v, np.int32 if k == "label" else object) for k, v in _metadata(rows).items()}
+    meta = {k: _column(v, np.int32 if k == "label" else None) for k, v in _metadata(rows).items()}
     files: list[str] = []
     pending: list[tuple[np.ndarray, np.ndarray]] = []  # (features (r, V, D), positions) not written yet
     per_part = max(1, rows_per_part // views)  # images per part: at most rows_per_part rows
@@ -201,6 +214,8 @@ def _write_npy(rows: FeatureRows, folder: Path, view: int | None, dtype, progres
     meta = _metadata(rows)
     with open(folder / METADATA, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
+        if "labels" in meta:  # a label set as one field: "cat|dog"
+            meta["labels"] = ["|".join(v) for v in meta["labels"]]
         w.writerow(list(meta))
         w.writerows(zip(*meta.values(), strict=True))
     return [FEATURES_NPY, METADATA]
@@ -264,7 +279,10 @@ def _write_sidecar(path: Path, store, rows: FeatureRows, result: FeatureExportRe
         "dims": rows.dims,
         "format": result.format, "dtype": result.dtype, "views": result.views, "all_views": options.all_views,
         "images": result.images, "rows": result.rows, "dim": result.dim, "files": result.files,
-        "columns": (["path", "digest", "label", "class", "split"] + (["group"] if rows.manifest.groups else [])
+        "multilabel": bool(getattr(rows, "multilabel", False)),
+        "columns": (["path", "digest", "label", "class", "split"] + (["labels"] if getattr(rows, "multilabel", False)
+                                                                      else [])
+                    + (["group"] if rows.manifest.groups else [])
                     + (["view", "features"] if result.format == "parquet" else [])),
     }
     with os.fdopen(atomic.create_exclusive(path), "w", encoding="utf-8") as f:
