@@ -83,6 +83,9 @@ def extract_cmd(data_dir, store, backbones, taps, augment, split, resplit, seed,
 
     DATA_DIR holds one folder per class, or train/validation/test folders each holding one folder
     per class, or the images a --labels table lists. Re-running resumes: only images not yet in the store are extracted.
+
+    DATA_DIR may be a URL (s3://bucket/prefix/, gs://, az://: fsspec and its package, e.g. s3fs), read
+    with the file system's standard credentials (environment, profiles, roles), which are never recorded.
     """
     from ..extraction import ExtractOptions, extract
     from ..ingest.augment import AugmentParams

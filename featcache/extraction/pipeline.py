@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import FeatcacheError, Interrupted, ParameterError
 from ..ingest.scan import Manifest, scan
+from ..ingest.sources import keeping_scanned_bytes
 from ..stores import FeatureStore, open_store
 from .executors import Executor, PlanOnlyExecutor, ShardExecutor, make_executor
 from .options import ExtractOptions
@@ -59,7 +60,7 @@ def extract(data_dir: str | Path, store: str | Path, options: ExtractOptions | N
         if executor.distributed and not st.backend.concurrent_writes:
             raise FeatcacheError(f"{st.path}: a {st.backend.name} store has a single writer; a distributed run "
                                  "needs a Zarr store (.zarr)")
-        with executor:
+        with executor, keeping_scanned_bytes():  # objects of a URL data root: read once where they fit
             return _extract(st, data_dir, configs, options, manifest, executor, executor.plan_only)
     finally:
         st.close()
@@ -89,7 +90,7 @@ def _extract(st: FeatureStore, data_dir, configs, options: ExtractOptions, manif
     st.shards.merge()  # what shards of a sharded run recorded: their skip reasons and timings
     paths: dict[str, str] = {}
     for i, d in enumerate(manifest.digests):
-        paths.setdefault(d, str(manifest.abspath(i)))
+        paths.setdefault(d, manifest.location(i))
     result = ExtractResult(str(st.path), len(manifest), manifest.classes, empty_classes=manifest.empty_classes)
     if options.strict and (known_bad := _skipped_images(st, manifest)):
         # failed rows are never redone, so an earlier run's failures must stop a strict run too
