@@ -87,7 +87,7 @@ def label_options(f):
     return _apply(
         f,
         click.option("--labels", "labels", default=None, type=click.Path(), metavar="FILE",
-                     help="A CSV, TSV or JSONL table of images and labels, used instead of the class folders "
+                     help="A CSV, TSV, JSONL or Parquet table of images and labels, used instead of the class folders "
                           "(it may list part of DATA_DIR)."),
         click.option("--path-column", default=None, help="The table's image column [default: path, file, "
                      "filename, image or image_id]."),

@@ -1,4 +1,4 @@
-"""A label table (CSV, TSV, JSONL) -> a ``LabelTable``: which images, their labels, optional split and group.
+"""A label table (CSV, TSV, JSONL, Parquet) -> a ``LabelTable``: which images, their labels, optional split and group.
 
 A table may list part of a tree (only its images are used) and its labels override the folders'.
 Paths are relative to the data folder or absolute inside it; a value without an extension (a
@@ -22,7 +22,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import FeatcacheError, ParameterError, shortlist
+from ..errors import FeatcacheError, ParameterError, describe_error, shortlist
+from ..install import pip_install
 from ..paths import printable_path
 from .splits import SPLIT_ALIASES, SPLITS
 
@@ -86,8 +87,7 @@ class LabelTable:
 def _records(file: Path) -> tuple[list[str], list[dict]]:
     suffix = file.suffix.lower()
     if suffix == ".parquet":
-        raise ParameterError("labels", f"{printable_path(file)}: Parquet tables need pyarrow, which is not "
-                                       "installed", remedy="write the table as CSV, TSV or JSONL")
+        return _parquet_records(file)
     try:
         text = file.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -107,6 +107,24 @@ def _records(file: Path) -> tuple[list[str], list[dict]]:
     delimiter = "\t" if suffix in (".tsv", ".tab") else ","
     reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
     return [c for c in reader.fieldnames or [] if c is not None], list(reader)
+
+
+def _parquet_records(file: Path) -> tuple[list[str], list[dict]]:
+    """A Parquet table's columns and rows (a list column, e.g. multi-label sets, stays a list)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ParameterError("labels", f"{printable_path(file)}: Parquet tables need pyarrow, which is not "
+                                       "installed", remedy=f"install it ({pip_install('featcache[parquet]')}), or "
+                                                           "write the table as CSV, TSV or JSONL") from None
+    try:
+        table = pq.read_table(file)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise ParameterError("labels", f"{printable_path(file)} cannot be read as Parquet ({describe_error(exc)})"
+                             ) from None
+    if table.num_rows > MAX_ROWS:
+        raise ParameterError("labels", f"{printable_path(file)} has more than {MAX_ROWS} rows")
+    return list(table.column_names), table.to_pylist()
 
 
 def _column(param: str, given: str | None, defaults: tuple[str, ...], found: list[str], file: Path) -> str | None:
