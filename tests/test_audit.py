@@ -19,8 +19,8 @@ from PIL import Image
 from featcache.audit import AuditOptions, ImageRef, audit, search, unit_rows
 from featcache.audit import knn as knn_module
 from featcache.audit.duplicates import group_duplicates
-from featcache.audit.label_errors import label_scores, out_of_fold_probabilities
-from featcache.audit.outliers import rank_outliers, robust_z
+from featcache.audit.label_errors import class_thresholds, label_scores, out_of_fold_probabilities
+from featcache.audit.outliers import next_below, rank_outliers, robust_z
 from featcache.cli import cli
 from featcache.cli.audit_cmd import audit_cmd
 from featcache.cli.neighbors_cmd import neighbors_cmd
@@ -67,16 +67,22 @@ def test_search_edges():
 
 
 # -- label errors ----------------------------------------------------------------------------------
-def test_label_scores_rank_flagged_images_and_suggest_another_class():
-    proba = np.array([[0.9, 0.1, 0.0], [0.2, 0.5, 0.3], [0.6, 0.3, 0.1], [0.05, 0.9, 0.05], [0.4, 0.35, 0.25]])
-    labels = np.array([0, 2, 1, 0, 0])
+def test_label_scores_flag_by_confident_learning_and_rank_and_suggest_another_class():
+    """Per-class thresholds (mean self-confidence): t = 0.6, 0.7, 0.6. Row 5 is an out-of-fold miss
+    (0.45 for class 0 against 0.4 for its own) that the old cut flagged, but no other class is
+    confidently it; rows 2 and 7 are below their class's threshold with another class above its own."""
+    proba = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.1, 0.85, 0.05],
+                      [0.1, 0.9, 0.0], [0.2, 0.8, 0.0], [0.45, 0.4, 0.15],
+                      [0.0, 0.1, 0.9], [0.65, 0.05, 0.3]])
+    labels = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+    np.testing.assert_allclose(class_thresholds(proba, labels), [0.6, 0.7, 0.6])
     scores, suggested, flagged = label_scores(proba, labels, "self_confidence")
-    assert flagged.tolist() == [3, 1, 2]  # the model disagrees on these; p(given) 0.05 < 0.3 = 0.3 (row order)
-    assert suggested.tolist() == [1, 1, 0, 1, 1]  # never the given class
-    assert scores[3] == pytest.approx(0.05)
+    assert flagged.tolist() == [2, 7]  # p(given) 0.1, then 0.3; row 5 (an argmax miss) not flagged
+    assert suggested.tolist() == [1, 1, 1, 0, 0, 0, 1, 0]  # never the given class
+    assert scores[2] == pytest.approx(0.1)
     margin, _, flagged = label_scores(proba, labels, "margin")
-    assert margin[1] == pytest.approx(0.3 - 0.5) and margin[4] == pytest.approx(0.05)
-    assert flagged.tolist() == [3, 2, 1]  # margins -0.85, -0.3, -0.2
+    assert margin[7] == pytest.approx(0.3 - 0.65) and margin[5] == pytest.approx(-0.05)
+    assert flagged.tolist() == [2, 7]  # margins -0.75, -0.35
 
 
 def test_out_of_fold_probabilities_find_flipped_labels():
@@ -111,6 +117,8 @@ def test_robust_z_flags_only_the_far_images():
     scores = np.r_[np.linspace(0.1, 0.2, 50), 0.9, 0.6]
     flagged, z = rank_outliers(scores, 3.5)
     assert flagged.tolist() == [50, 51]
+    assert next_below(scores, flagged, 2).tolist() == [49, 48]  # what the threshold hid, most distant first
+    assert next_below(scores, np.array([0]), 2, lowest_first=True).tolist() == [1, 2]
     assert np.all(np.isfinite(robust_z(np.zeros(5))))  # no spread at all: no division by zero
 
 
