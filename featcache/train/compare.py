@@ -169,7 +169,8 @@ def write_cv_outputs(result: CVCompareResult, out: Path) -> None:
     charts = [("Mean CV scores with 95% intervals", plot_bars(names, accs, out / "compare.png", "score",
                                                               errors=bounds))]
     charts.append(("Accuracy vs extraction throughput", plot_pareto(
-        names, accs["accuracy"], [x.views_per_s for x in e], [x.pareto for x in e], out / "cost.png")))
+        names, accs["accuracy"], [x.views_per_s for x in e], [x.pareto for x in e], out / "cost.png",
+        bounds["accuracy"])))
     if result.shots:
         curves = {x.name: {s: (i.mean, i.low, i.high) for s, i in x.shots.items()} for x in e}
         charts.append(("Accuracy vs labelled images per class", plot_curves(curves, out / "shots.png")))
