@@ -57,8 +57,8 @@ def map_figure(xy: np.ndarray, labels: np.ndarray, classes: list[str], marks: di
                        linewidths=1.6, path_effects=halo, zorder=3)
     rows = list(annotate if annotate is not None else [])
     x0, top, step = LABEL_COLUMN
-    for slot, (rank, i) in enumerate(sorted(enumerate(rows, 1), key=lambda r: -xy[r[1], 1])):  # top dot, top name
-        ax.annotate(f"{rank}. {short_path(paths[i])}", xy[i], xytext=(x0, top - slot * step),
+    for rank, i in enumerate(rows, 1):  # in rank order, top down
+        ax.annotate(f"{rank}. {short_path(paths[i])}", xy[i], xytext=(x0, top - (rank - 1) * step),
                     textcoords="axes fraction", fontsize=7, va="center", annotation_clip=False,
                     arrowprops={"arrowstyle": "-", "color": "0.35", "lw": 0.6, "shrinkA": 0, "shrinkB": 5})
     if n <= 20:  # a legend of 40 colours would not tell them apart anyway
