@@ -321,6 +321,33 @@ def test_orl_neighbours_are_the_same_person(orl_audit):
 
 
 
+# Measured (benchmarks/bench_audit.py, 128 px, one view): clean ORL flags 1 label error (0.25%) and 10
+# outliers (2.5%, top z 5.9); the planted odd images score z 23-28. Bounds with margin: 2% and 5%.
+@pytest.mark.slow
+def test_orl_defaults_flag_a_small_share_of_a_clean_set(orl_store):
+    result = audit(orl_store, "efficientnet_lite0")
+    n = result.n_images
+    print(f"clean ORL: {len(result.label_issues)} label errors, {len(result.outliers)} outliers of {n}")
+    assert n == 400 and len(result.label_issues) <= 0.02 * n and len(result.outliers) <= 0.05 * n
+    assert len(result.outliers_next) == 5 and all(o.z < 3.5 for o in result.outliers_next)
+
+
+@pytest.mark.slow
+def test_orl_planted_blank_and_off_topic_images_are_flagged_by_default(orl_audit):
+    root, store, truth, result = orl_audit
+    flagged = [o.image.path for o in result.outliers]
+    assert set(truth["odd"]) <= set(flagged[:2])  # the blank image and the ImageNet photo, by default
+    assert len(flagged) <= 0.05 * result.n_images
+    planted = set(truth["moved"]) | {c for c, o in truth["copies"].items() if c.split("/")[0] != o.split("/")[0]}
+    issues = {x.image.path for x in result.label_issues}
+    print(f"label errors: {len(issues)} flagged, {len(issues & planted)} of {len(planted)} planted")
+    assert len(issues & planted) >= 0.8 * len(planted) and len(issues) <= 2 * len(planted)
+    text = invoke(audit_cmd, store, "-q")
+    assert re.search(r"next: ranks \d+-\d+ \(z [\d.]+ to [\d.]+, the nearest within z [\d.]+ of the threshold 3.5\)",
+                     text.output), text.output
+    assert re.search(r"next: ranks \d+-\d+ \(p\(given\) [\d.]+-[\d.]+, not flagged", text.output)
+
+
 def test_audit_reports_groups_that_straddle_splits(tiny_audit, tmp_path):
     """A store split per image, audited by patient-like groups (here: the last character of the file
     name): every group with images in two splits is reported, the largest first, and none other."""
@@ -367,3 +394,46 @@ def test_audit_out_is_replaced_whole_or_not_at_all(tiny_audit, tmp_path, monkeyp
     refused = CliRunner().invoke(cli, ["audit", str(store), "--out", str(mine), "-q"])
     assert refused.exit_code == 2 and "--out" in refused.output and "audit.json" in refused.output
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+# -- the pictures (issue 24, finding 9) --------------------------------------------------------------
+def test_map_marks_are_no_class_colour_and_outlier_names_never_overlap():
+    from matplotlib.colors import to_rgb
+
+    from featcache.audit.embedding_map import MARKS, class_colours, map_figure
+
+    rng = np.random.default_rng(0)
+    xy = rng.normal(size=(120, 2))
+    xy[:10] = [4, 4] + rng.normal(0, 0.01, (10, 2))  # ten outliers on one spot: names stacked before
+    paths = [f"a_long_class_folder_{i % 30}/photo_{i}.png" for i in range(120)]
+    for n_classes in (7, 20, 30):  # tab20, and turbo past 20 classes
+        colours = np.array([class_colours(n_classes)(c)[:3] for c in range(n_classes)])
+        for finding, (_, colour, _, _) in MARKS.items():
+            assert np.linalg.norm(colours - to_rgb(colour), axis=1).min() > 0.25, (finding, n_classes)
+    fig, ax = map_figure(xy, np.arange(120) % 7, [f"c{i}" for i in range(7)],
+                         {"label_issues": np.arange(20, 25), "outliers": np.arange(10)}, paths, "t", np.arange(10))
+    fig.canvas.draw()
+    names = [t for t in ax.texts if t.get_text()[:1].isdigit()]
+    assert [t.get_text().split(". ")[0] for t in names] == [str(r) for r in range(1, 11)]
+    assert all(t.get_text().endswith(f"\u2026/photo_{r}.png") for r, t in enumerate(names))
+    from matplotlib.text import Text
+
+    boxes = [Text.get_window_extent(t) for t in names]  # the text alone (an Annotation's adds its line)
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert all(t.arrow_patch is not None for t in names)  # each name joined to its dot
+
+
+def test_sheet_captions_keep_the_file_name_and_a_blank_image_has_a_frame(tmp_path):
+    from featcache.audit.images import ImageFiles
+    from featcache.audit.sheets import PATH_CHARS, Tile, contact_sheet, short_path
+
+    long = "a_very_long_class_folder_name/moved_s33_10.pgm"
+    assert short_path(long).endswith("/moved_s33_10.pgm") and short_path(long).startswith("a_very")
+    assert len(short_path(long)) == PATH_CHARS and short_path("s1/1.pgm") == "s1/1.pgm"
+    name = "photo_taken_on_a_long_trip_number_0042.png"
+    assert short_path(name).endswith("0042.png") and len(short_path(name)) == PATH_CHARS
+    Image.new("RGB", (60, 60), (255, 255, 255)).save(tmp_path / "blank.png")  # white on the white sheet
+    sheet = contact_sheet([Tile(0, ("blank",))], ImageFiles(tmp_path, ["blank.png"]), tmp_path / "s.png", "t")
+    pixels = np.asarray(Image.open(sheet).convert("L"))
+    picture = pixels[int(pixels.shape[0] * 0.55):]  # below the title and the caption: the thumbnail's cell
+    assert (picture < 200).sum() > 100  # its frame is drawn
