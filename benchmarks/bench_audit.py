@@ -13,7 +13,10 @@ For each: the share flagged as likely label errors by the old cut (every out-of-
 default (confident learning), with precision and recall of the planted label errors; the share of
 outliers flagged at several robust-z thresholds (3.5: the default) and the planted odd images' ranks.
 
-Usage:  python benchmarks/bench_audit.py [--work /tmp/bench_audit]
+With --pictures DIR: the contact sheets and map of the orl-planted audit (the defaults) copied to DIR
+(docs/audit's pictures).
+
+Usage:  python benchmarks/bench_audit.py [--work /tmp/bench_audit] [--pictures docs/audit]
 Writes benchmarks/results/audit.json and prints a table.
 """
 
@@ -116,10 +119,8 @@ def bench(work: Path, name: str) -> dict:
     proba = out_of_fold_probabilities(fs.features, fs.labels, len(fs.classes))  # what the audit computed (seeded)
     misses = [fs.paths[i] for i in np.flatnonzero(proba.argmax(axis=1) != fs.labels)]
     flagged = [x.image.path for x in result.label_issues]
-    z = {**{o.image.path: o.z for o in result.outliers}}
-    ranked = [o.image.path for o in result.outliers] + [o.image.path for o in result.outliers_next]
-    # every image's z, for the thresholds below the default
-    all_z = _all_z(store)
+    z = {o.image.path: o.z for o in result.outliers}
+    all_z = _all_z(store)  # every image's, for the thresholds below the default
     return {
         "images": n, "classes": len(result.classes), "out_of_fold_accuracy": result.out_of_fold_accuracy,
         "planted_label_errors": len(truth["label_errors"]), "planted_odd": truth["odd"],
@@ -136,7 +137,7 @@ def bench(work: Path, name: str) -> dict:
             "top_clean_z": max((v for p, v in all_z.items() if p not in truth["odd"]), default=None),
             "by_z": {str(t): {"flagged": sum(v >= t for v in all_z.values()),
                               "odd_flagged": sum(all_z[p] >= t for p in truth["odd"])} for t in Z_THRESHOLDS},
-            "next_shown": ranked[len(result.outliers):],
+            "next_shown": [(o.image.path, o.z) for o in result.outliers_next],
         },
     }
 
@@ -158,6 +159,7 @@ def fmt(x, spec=".2f") -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_audit"))
+    parser.add_argument("--pictures", type=Path, default=None)
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     sets = {name: bench(args.work, name) for name in ("orl", "orl-planted", "fashion", "fashion-planted")}
@@ -179,6 +181,13 @@ def main(argv=None) -> None:
                                    "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
                                    "sets": sets}, indent=2))
     print(f"\nwritten {RESULTS}")
+    if args.pictures:
+        report = args.work / "orl-planted-report"
+        audit(args.work / "orl-planted.zarr", BACKBONE, AuditOptions(), out=report)
+        args.pictures.mkdir(parents=True, exist_ok=True)
+        for name in ("label_issues.png", "duplicates.png", "outliers.png", "map.png"):
+            shutil.copy(report / name, args.pictures / name)
+        print(f"pictures copied to {args.pictures}")
 
 
 if __name__ == "__main__":
