@@ -216,6 +216,7 @@ def test_audit_table_and_images_that_moved(tiny_audit, tmp_path):
     assert "duplicate groups: 1 (0 across splits, 1 with different labels)" in result.output  # the exact copy only
     assert "candidate pairs could not be checked" in result.output
     assert "blue/from_red.jpg" in result.output
+    assert result.output.count("\nnext: rank") == 2  # after the label errors and after the outliers
     found = audit(store, TINY, AuditOptions(image_root=str(moved)))
     assert found.unverified_pairs == 0 and len(found.duplicates) == 2
 
