@@ -19,8 +19,8 @@ from PIL import Image
 from featcache.audit import AuditOptions, ImageRef, audit, search, unit_rows
 from featcache.audit import knn as knn_module
 from featcache.audit.duplicates import group_duplicates
-from featcache.audit.label_errors import label_scores, out_of_fold_probabilities
-from featcache.audit.outliers import rank_outliers, robust_z
+from featcache.audit.label_errors import class_thresholds, label_scores, out_of_fold_probabilities
+from featcache.audit.outliers import next_below, rank_outliers, robust_z
 from featcache.cli import cli
 from featcache.cli.audit_cmd import audit_cmd
 from featcache.cli.neighbors_cmd import neighbors_cmd
@@ -67,16 +67,22 @@ def test_search_edges():
 
 
 # -- label errors ----------------------------------------------------------------------------------
-def test_label_scores_rank_flagged_images_and_suggest_another_class():
-    proba = np.array([[0.9, 0.1, 0.0], [0.2, 0.5, 0.3], [0.6, 0.3, 0.1], [0.05, 0.9, 0.05], [0.4, 0.35, 0.25]])
-    labels = np.array([0, 2, 1, 0, 0])
+def test_label_scores_flag_by_confident_learning_and_rank_and_suggest_another_class():
+    """Per-class thresholds (mean self-confidence): t = 0.6, 0.7, 0.6. Row 5 is an out-of-fold miss
+    (0.45 for class 0 against 0.4 for its own) that the old cut flagged, but no other class is
+    confidently it; rows 2 and 7 are below their class's threshold with another class above its own."""
+    proba = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.1, 0.85, 0.05],
+                      [0.1, 0.9, 0.0], [0.2, 0.8, 0.0], [0.45, 0.4, 0.15],
+                      [0.0, 0.1, 0.9], [0.65, 0.05, 0.3]])
+    labels = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+    np.testing.assert_allclose(class_thresholds(proba, labels), [0.6, 0.7, 0.6])
     scores, suggested, flagged = label_scores(proba, labels, "self_confidence")
-    assert flagged.tolist() == [3, 1, 2]  # the model disagrees on these; p(given) 0.05 < 0.3 = 0.3 (row order)
-    assert suggested.tolist() == [1, 1, 0, 1, 1]  # never the given class
-    assert scores[3] == pytest.approx(0.05)
+    assert flagged.tolist() == [2, 7]  # p(given) 0.1, then 0.3; row 5 (an argmax miss) not flagged
+    assert suggested.tolist() == [1, 1, 1, 0, 0, 0, 1, 0]  # never the given class
+    assert scores[2] == pytest.approx(0.1)
     margin, _, flagged = label_scores(proba, labels, "margin")
-    assert margin[1] == pytest.approx(0.3 - 0.5) and margin[4] == pytest.approx(0.05)
-    assert flagged.tolist() == [3, 2, 1]  # margins -0.85, -0.3, -0.2
+    assert margin[7] == pytest.approx(0.3 - 0.65) and margin[5] == pytest.approx(-0.05)
+    assert flagged.tolist() == [2, 7]  # margins -0.75, -0.35
 
 
 def test_out_of_fold_probabilities_find_flipped_labels():
@@ -111,6 +117,8 @@ def test_robust_z_flags_only_the_far_images():
     scores = np.r_[np.linspace(0.1, 0.2, 50), 0.9, 0.6]
     flagged, z = rank_outliers(scores, 3.5)
     assert flagged.tolist() == [50, 51]
+    assert next_below(scores, flagged, 2).tolist() == [49, 48]  # what the threshold hid, most distant first
+    assert next_below(scores, np.array([0]), 2, lowest_first=True).tolist() == [1, 2]
     assert np.all(np.isfinite(robust_z(np.zeros(5))))  # no spread at all: no division by zero
 
 
@@ -208,6 +216,7 @@ def test_audit_table_and_images_that_moved(tiny_audit, tmp_path):
     assert "duplicate groups: 1 (0 across splits, 1 with different labels)" in result.output  # the exact copy only
     assert "candidate pairs could not be checked" in result.output
     assert "blue/from_red.jpg" in result.output
+    assert result.output.count("\nnext: rank") == 2  # after the label errors and after the outliers
     found = audit(store, TINY, AuditOptions(image_root=str(moved)))
     assert found.unverified_pairs == 0 and len(found.duplicates) == 2
 
@@ -313,6 +322,33 @@ def test_orl_neighbours_are_the_same_person(orl_audit):
 
 
 
+# Measured (benchmarks/bench_audit.py, 128 px, one view): clean ORL flags 1 label error (0.25%) and 10
+# outliers (2.5%, top z 5.9); the planted odd images score z 23-28. Bounds with margin: 2% and 5%.
+@pytest.mark.slow
+def test_orl_defaults_flag_a_small_share_of_a_clean_set(orl_store):
+    result = audit(orl_store, "efficientnet_lite0")
+    n = result.n_images
+    print(f"clean ORL: {len(result.label_issues)} label errors, {len(result.outliers)} outliers of {n}")
+    assert n == 400 and len(result.label_issues) <= 0.02 * n and len(result.outliers) <= 0.05 * n
+    assert len(result.outliers_next) == 5 and all(o.z < 3.5 for o in result.outliers_next)
+
+
+@pytest.mark.slow
+def test_orl_planted_blank_and_off_topic_images_are_flagged_by_default(orl_audit):
+    root, store, truth, result = orl_audit
+    flagged = [o.image.path for o in result.outliers]
+    assert set(truth["odd"]) <= set(flagged[:2])  # the blank image and the ImageNet photo, by default
+    assert len(flagged) <= 0.05 * result.n_images
+    planted = set(truth["moved"]) | {c for c, o in truth["copies"].items() if c.split("/")[0] != o.split("/")[0]}
+    issues = {x.image.path for x in result.label_issues}
+    print(f"label errors: {len(issues)} flagged, {len(issues & planted)} of {len(planted)} planted")
+    assert len(issues & planted) >= 0.8 * len(planted) and len(issues) <= 2 * len(planted)
+    text = invoke(audit_cmd, store, "-q")
+    assert re.search(r"next: ranks \d+-\d+ \(z [\d.]+ to [\d.]+, the nearest within z [\d.]+ of the threshold 3.5\)",
+                     text.output), text.output
+    assert re.search(r"next: ranks \d+-\d+ \(p\(given\) [\d.]+-[\d.]+, not flagged", text.output)
+
+
 def test_audit_reports_groups_that_straddle_splits(tiny_audit, tmp_path):
     """A store split per image, audited by patient-like groups (here: the last character of the file
     name): every group with images in two splits is reported, the largest first, and none other."""
@@ -359,3 +395,46 @@ def test_audit_out_is_replaced_whole_or_not_at_all(tiny_audit, tmp_path, monkeyp
     refused = CliRunner().invoke(cli, ["audit", str(store), "--out", str(mine), "-q"])
     assert refused.exit_code == 2 and "--out" in refused.output and "audit.json" in refused.output
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+# -- the pictures (issue 24, finding 9) --------------------------------------------------------------
+def test_map_marks_are_no_class_colour_and_outlier_names_never_overlap():
+    from matplotlib.colors import to_rgb
+
+    from featcache.audit.embedding_map import MARKS, class_colours, map_figure
+
+    rng = np.random.default_rng(0)
+    xy = rng.normal(size=(120, 2))
+    xy[:10] = [4, 4] + rng.normal(0, 0.01, (10, 2))  # ten outliers on one spot: names stacked before
+    paths = [f"a_long_class_folder_{i % 30}/photo_{i}.png" for i in range(120)]
+    for n_classes in (7, 20, 30):  # tab20, and turbo past 20 classes
+        colours = np.array([class_colours(n_classes)(c)[:3] for c in range(n_classes)])
+        for finding, (_, colour, _, _) in MARKS.items():
+            assert np.linalg.norm(colours - to_rgb(colour), axis=1).min() > 0.25, (finding, n_classes)
+    fig, ax = map_figure(xy, np.arange(120) % 7, [f"c{i}" for i in range(7)],
+                         {"label_issues": np.arange(20, 25), "outliers": np.arange(10)}, paths, "t", np.arange(10))
+    fig.canvas.draw()
+    names = [t for t in ax.texts if t.get_text()[:1].isdigit()]
+    assert [t.get_text().split(". ")[0] for t in names] == [str(r) for r in range(1, 11)]
+    assert all(t.get_text().endswith(f"\u2026/photo_{r}.png") for r, t in enumerate(names))
+    from matplotlib.text import Text
+
+    boxes = [Text.get_window_extent(t) for t in names]  # the text alone (an Annotation's adds its line)
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert all(t.arrow_patch is not None for t in names)  # each name joined to its dot
+
+
+def test_sheet_captions_keep_the_file_name_and_a_blank_image_has_a_frame(tmp_path):
+    from featcache.audit.images import ImageFiles
+    from featcache.audit.sheets import PATH_CHARS, Tile, contact_sheet, short_path
+
+    long = "a_very_long_class_folder_name/moved_s33_10.pgm"
+    assert short_path(long).endswith("/moved_s33_10.pgm") and short_path(long).startswith("a_very")
+    assert len(short_path(long)) == PATH_CHARS and short_path("s1/1.pgm") == "s1/1.pgm"
+    name = "photo_taken_on_a_long_trip_number_0042.png"
+    assert short_path(name).endswith("0042.png") and len(short_path(name)) == PATH_CHARS
+    Image.new("RGB", (60, 60), (255, 255, 255)).save(tmp_path / "blank.png")  # white on the white sheet
+    sheet = contact_sheet([Tile(0, ("blank",))], ImageFiles(tmp_path, ["blank.png"]), tmp_path / "s.png", "t")
+    pixels = np.asarray(Image.open(sheet).convert("L"))
+    picture = pixels[int(pixels.shape[0] * 0.55):]  # below the title and the caption: the thumbnail's cell
+    assert (picture < 200).sum() > 100  # its frame is drawn

@@ -136,16 +136,74 @@ def test_report_opens_in_headless_chromium(twin_report, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not re.search(r"Uncaught|SyntaxError|TypeError|ReferenceError", proc.stderr), proc.stderr[-2000:]
     dom = proc.stdout
-    assert "featcache compare report (3 entries)" in dom  # the page's script ran to its end
+    assert 'data-ready="yes"' in dom  # the page's script ran to its end
+    assert "<title>featcache compare report (3 entries)</title>" in dom  # a real title, not "loading"
     from PIL import Image
 
     pixels = np.asarray(Image.open(shot).convert("L"), float)
     assert pixels.std() > 5  # not blank
     rows = _cells(dom)
     for row, entry in zip(rows, result["leaderboard"], strict=True):
-        for col in ("accuracy", "accuracy_low", "accuracy_high", "log_loss", "macro_f1_high", "views_per_s"):
-            assert float(row[col]) == entry[col], col
+        acc = entry["intervals"]["accuracy"]
+        assert row["accuracy"] == f"{acc['mean']:.3f} [{acc['low']:.3f}, {acc['high']:.3f}]"
+        assert row["views_per_s"] == f"{entry['views_per_s']:.3f}"
         assert row["key"] == entry["key"] and row["vs_best"] == entry["vs_best"]
+
+
+def test_report_puts_key_columns_first_and_folds_the_configurations(twin_report):
+    """Finding 9: at 1280 px the reader sees key, head, accuracy [interval] and vs_best without
+    scrolling; no split _low/_high columns; 3 decimals; configuration JSON inside <details>; asides
+    (skipped entries) after the table; a real <title>."""
+    result, out = twin_report
+    page = (out / "report.html").read_text()
+    head = page.split("<thead>", 1)[1].split("</thead>", 1)[0]
+    columns = re.findall(r"<th>([^<]*)</th>", head)
+    assert columns[:4] == ["key", "head", "accuracy", "vs_best"]
+    assert not any(c.endswith(("_low", "_high")) for c in columns) and len(columns) <= 12
+    cells = [c for row in _cells(page) for col, c in row.items() if col not in ("key", "vs_best")]
+    assert all(len(n.split(".")[1]) == 3 for c in cells for n in re.findall(r"\d+\.\d+", c))
+    assert re.search(r"<title>featcache compare report \(3 entries\)</title>", page)
+    configs = page.split("Feature configurations in the store", 1)[1]
+    assert configs.count("<details>") == len(result["configs"]) and "<pre>" not in page.split("<details>", 1)[0]
+
+
+def test_report_notes_skipped_entries_after_the_table(tmp_path):
+    from featcache.report.html import Report, render
+
+    page = render(Report("t", ["store: s"], [("Leaderboard", [{"key": "a", "accuracy": 0.91234}], ["key", "accuracy"])],
+                         footnotes=["skipped b: no rows"], data={"leaderboard": [{}]}))
+    assert page.index("store: s") < page.index("<table>") < page.index("</table>") < page.index("skipped b")
+    assert ">0.912<" in page and "<title>featcache compare report (1 entries)</title>" in page
+
+
+def test_cost_chart_draws_the_pareto_line_only_for_two_front_points_with_intervals_and_plain_ticks():
+    from matplotlib.ticker import FixedLocator
+
+    from featcache.report.charts import pareto_figure
+
+    names, acc, bounds = ["a / logreg", "b / logreg", "c / mlp"], [0.86, 0.871, 0.8525], \
+        [(0.83, 0.89), (0.845, 0.897), (0.82, 0.885)]
+
+    def legend(ax):
+        return ax.get_legend_handles_labels()[1]
+
+    fig, ax = pareto_figure(names, acc, [30.0, 24.8, 180.0], [True, True, False], bounds)
+    front = [ln for ln in ax.get_lines() if ln.get_label() == "Pareto front"]
+    assert len(front) == 1 and sorted(front[0].get_xdata()) == [24.8, 30.0] and "Pareto front" in legend(ax)
+    # error bars: the CV interval of every score; the y-range holds them all, and spans at least 0.1
+    caps = {round(y, 3) for ln in ax.get_lines() if ln.get_label() != "Pareto front" for y in ln.get_ydata()}
+    assert {0.83, 0.89, 0.845, 0.897, 0.82, 0.885} <= caps
+    low, high = ax.get_ylim()
+    assert low <= 0.82 and high >= 0.897 and high - low >= 0.1
+    # plain tick labels on the log axis: "20", "50", never 2x10^1
+    assert isinstance(ax.xaxis.get_major_locator(), FixedLocator)
+    labels = [ax.xaxis.get_major_formatter()(t, 0) for t in ax.get_xticks()]
+    assert labels and all(re.fullmatch(r"\d+(\.\d+)?", t) for t in labels), labels
+    assert not [t for t in ax.xaxis.get_minorticklabels() if t.get_text()]
+    fig, ax = pareto_figure(names, acc, [13.9, 24.8, 18.0], [False, True, False], bounds)  # one front point
+    assert "Pareto front" not in legend(ax) and not [ln for ln in ax.get_lines() if ln.get_label() == "Pareto front"]
+    labels = [ax.xaxis.get_major_formatter()(t, 0) for t in ax.get_xticks()]
+    assert all("10^" not in t and "times" not in t for t in labels) and len(labels) >= 2
 
 
 def test_a_declared_parameter_count_is_read_not_built(tmp_path, monkeypatch):

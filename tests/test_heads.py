@@ -315,16 +315,6 @@ def test_compare_out_is_replaced_whole_or_not_at_all(tiny_store, keys, tmp_path,
 
 # -- real photos, real backbone: the claim of the tool ---------------------------------------------
 
-@pytest.fixture(scope="session")
-def orl_store(orl_dir, tmp_path_factory) -> Path:
-    """The 400 ORL faces through the real efficientnet_lite0, K=1 augmented view. At 128 px, not
-    224: the photos are 92x112, and the checks below measured the same there (test accuracy 43/44
-    for both heads, nearest neighbour 0.995) at a third of the arithmetic."""
-    store = tmp_path_factory.mktemp("orl") / "orl.zarr"
-    extract(orl_dir, store, ExtractOptions(augment=AugmentParams(augmented_views=1), image_size=128, progress=False))
-    return store
-
-
 @pytest.mark.slow
 def test_real_efficientnet_lite0_extracts_all_orl_faces(orl_store):
     with open_store(orl_store) as st:

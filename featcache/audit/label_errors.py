@@ -7,8 +7,15 @@ class entirely, which the head refuses and which here just means probability 0 f
 Training rows are all cached views of the training folds' images, as `fit-head` trains; the
 held-out image is predicted on view 0.
 
-An image is flagged when its most probable class is not its given one; flagged images are ranked
-by self-confidence p(given) or by the normalized margin p(given) - max p(other), lowest first.
+Flagged by confident learning (Northcutt et al. 2021, cleanlab's per-class thresholds): class j's
+threshold t_j is the mean out-of-fold p(j) of the images labelled j; an image is flagged when its
+given class's probability is below that class's threshold AND another class's probability reaches
+that other class's threshold. Flagged images are ranked by self-confidence p(given) or by the
+normalized margin p(given) - max p(other), lowest first (the ranking is the same as before; only the
+cut moved). Measured (benchmarks/bench_audit.py, efficientnet_lite0 at 128 px): every out-of-fold
+miss, the old cut, flagged 18% of a clean Fashion-MNIST sample; confident learning flags 9.5%
+there, 0.25% of clean ORL, and 23 of ORL's 25 planted errors among 35 flagged (precision 0.66
+against 0.57).
 """
 
 from __future__ import annotations
@@ -64,5 +71,23 @@ def label_scores(proba: np.ndarray, labels: np.ndarray, score: str = "self_confi
     others[rows, labels] = -np.inf
     suggested = others.argmax(axis=1)
     scores = given if score == "self_confidence" else given - others[rows, suggested]
-    flagged = np.flatnonzero(proba.argmax(axis=1) != labels)
+    flagged = np.flatnonzero(confident_errors(proba, labels))
     return scores, suggested, flagged[np.lexsort((flagged, scores[flagged]))]
+
+
+def class_thresholds(proba: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(n_classes,) mean self-confidence: the mean p(j) over the images labelled j (1 for a class with
+    no image: nothing is ever confidently it)."""
+    n_classes = proba.shape[1]
+    counts = np.bincount(labels, minlength=n_classes)
+    sums = np.bincount(labels, weights=proba[np.arange(len(labels)), labels], minlength=n_classes)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), 1.0)
+
+
+def confident_errors(proba: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(n,) bool: p(given) below the given class's threshold, and some other class at or above its own."""
+    rows = np.arange(len(labels))
+    t = class_thresholds(proba, labels)
+    above = proba >= t[None, :]
+    above[rows, labels] = False
+    return (proba[rows, labels] < t[labels]) & above.any(axis=1)

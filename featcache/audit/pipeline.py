@@ -14,12 +14,13 @@ from .images import ImageFiles
 from .knn import search, unit_rows
 from .label_errors import label_scores, out_of_fold_probabilities
 from .options import AuditOptions
-from .outliers import knn_distance, rank_outliers
+from .outliers import knn_distance, next_below, rank_outliers
 from .records import AuditResult, LabelIssue, Outlier, group_leaks
 from .report import REPORT_FILE, write_report
 from .source import load_images
 
 MIN_IMAGES = 3
+NEXT_SHOWN = 5  # images of each ranking reported after the flagged ones
 
 
 def audit(store: str | Path, backbone: str | None, options: AuditOptions | None = None, *, out: str | Path | None = None,
@@ -43,6 +44,9 @@ def audit(store: str | Path, backbone: str | None, options: AuditOptions | None 
     scores, suggested, flagged = label_scores(proba, fs.labels, options.score)
     label_issues = [LabelIssue(refs[i], fs.classes[suggested[i]], float(proba[i, fs.labels[i]]),
                                float(proba[i, suggested[i]]), float(scores[i])) for i in flagged.tolist()]
+    label_next = [LabelIssue(refs[i], fs.classes[suggested[i]], float(proba[i, fs.labels[i]]),
+                             float(proba[i, suggested[i]]), float(scores[i]))
+                  for i in next_below(scores, flagged, NEXT_SHOWN, lowest_first=True).tolist()]
     clock.lap("label_errors")
 
     unit = unit_rows(fs.features[:, 0])
@@ -57,12 +61,15 @@ def audit(store: str | Path, backbone: str | None, options: AuditOptions | None 
     distance = knn_distance(neighbours, options.k)
     far, z = rank_outliers(distance, options.outlier_z)
     outliers = [Outlier(refs[i], float(distance[i]), float(z[i])) for i in far.tolist()]
+    outliers_next = [Outlier(refs[i], float(distance[i]), float(z[i]))
+                     for i in next_below(distance, far, NEXT_SHOWN).tolist()]
 
     result = AuditResult(
         store=str(store), key=key, classes=list(fs.classes), n_images=n, label_issues=label_issues,
         duplicates=duplicates, outliers=outliers,
         out_of_fold_accuracy=float(np.mean(proba.argmax(axis=1) == fs.labels)), unverified_pairs=unverified,
-        options=options.to_dict(), group_leaks=group_leaks(refs), seconds=clock.seconds)
+        options=options.to_dict(), group_leaks=group_leaks(refs), seconds=clock.seconds,
+        label_issues_next=label_next, outliers_next=outliers_next)
     if out is not None:
         with replaced_folder(out, REPORT_FILE) as (staging, final):  # a killed audit leaves the last report whole
             write_report(staging, result, unit, fs.labels, files, options.sheet_size, options.map, options.seed,

@@ -119,6 +119,9 @@ class AuditResult:
     group_leaks: list[GroupLeak] = field(default_factory=list)  # groups in several splits
     seconds: dict[str, float] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # what was written under ``out``
+    # the next images of each ranking that the threshold left out: what a user would look at next
+    label_issues_next: list[LabelIssue] = field(default_factory=list)
+    outliers_next: list[Outlier] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"store": self.store, "key": self.key, "classes": self.classes, "n_images": self.n_images,
@@ -127,7 +130,9 @@ class AuditResult:
                 "label_issues": [x.to_dict() for x in self.label_issues],
                 "duplicates": [x.to_dict() for x in self.duplicates],
                 "outliers": [x.to_dict() for x in self.outliers],
-                "group_leaks": [x.to_dict() for x in self.group_leaks]}
+                "group_leaks": [x.to_dict() for x in self.group_leaks],
+                "label_issues_next": [x.to_dict() for x in self.label_issues_next],
+                "outliers_next": [x.to_dict() for x in self.outliers_next]}
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ COLUMNS = 8
 THUMB = 128  # pixels of the thumbnail's longer side
 TILE_W, TILE_H, CAPTION_H, TITLE_H = 1.6, 2.15, 0.5, 0.45  # inches (100 dpi): three caption lines over each picture
 PATH_CHARS = 26
+FRAME = "0.55"  # grey frame around each thumbnail
 
 
 @dataclass(frozen=True)
@@ -24,8 +25,19 @@ class Tile:
 
 
 def short_path(path: str, width: int = PATH_CHARS) -> str:
-    """The end of a path, which names the file and its folder (the class)."""
-    return path if len(path) <= width else "\u2026" + path[-(width - 1):]
+    """At most ``width`` characters, elided in the middle: the start of the path (the class folder)
+    and the whole file name; a file name longer than that keeps its start and its end (the
+    extension and any number before it)."""
+    if len(path) <= width:
+        return path
+    folder, _, name = path.rpartition("/")
+    room = width - len(name) - 2  # "…/" between the folder's start and the name
+    if folder and room >= 1:
+        return f"{folder[:room]}\u2026/{name}"
+    if len(name) <= width:
+        return name
+    tail = (width - 1) // 2
+    return f"{name[:width - 1 - tail]}\u2026{name[-tail:]}"
 
 
 def agg_pyplot():
@@ -48,6 +60,8 @@ def save_figure(fig, path: Path) -> Path:
 def contact_sheet(tiles: list[Tile], files: ImageFiles, path: Path, title: str, columns: int = COLUMNS) -> Path:
     """Tiles laid out by hand (no tight_layout): a caption never overlaps the picture above it, and
     a sheet of 48 tiles renders in about a second."""
+    from matplotlib.patches import Rectangle
+
     plt = agg_pyplot()
     columns = max(1, min(columns, len(tiles)))
     rows = max(1, math.ceil(len(tiles) / columns))
@@ -66,6 +80,8 @@ def contact_sheet(tiles: list[Tile], files: ImageFiles, path: Path, title: str, 
         if thumb is None:  # moved or deleted since extraction: say so in place of the picture
             ax.text(0.5, 0.5, "file not readable", ha="center", va="center", fontsize=7, color="red",
                     transform=ax.transAxes)
-        else:
+        else:  # framed: a blank or white image is still a visible cell
             ax.imshow(np.asarray(thumb), cmap=None, interpolation="antialiased")
+            h, w = np.asarray(thumb).shape[:2]
+            ax.add_patch(Rectangle((-0.5, -0.5), w, h, fill=False, edgecolor=FRAME, linewidth=0.8))
     return save_figure(fig, path)

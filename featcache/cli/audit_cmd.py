@@ -58,8 +58,9 @@ def audit_cmd(store, backbone, out, folds, C, score, k, outlier_z, duplicate_k, 
     """Find likely label errors, duplicates and outliers among STORE's images from their cached features.
 
     \b
-    label errors  out-of-fold probabilities of a K-fold logistic regression; flagged when the
-                  predicted class is not the folder's; SUGGESTED is the likeliest other class
+    label errors  out-of-fold probabilities of a K-fold logistic regression; flagged by confident
+                  learning: p(folder's class) below that class's mean self-confidence while
+                  another class reaches its own; SUGGESTED is the likeliest other class
     duplicates    identical files, and near-identical ones (close features, confirmed on pixels);
                   LEAK when a group spans train/validation/test, LABELS when its classes differ
     outliers      far from their k nearest neighbours: blank, corrupt or off-topic images
@@ -83,6 +84,11 @@ def audit_cmd(store, backbone, out, folds, C, score, k, outlier_z, duplicate_k, 
     echo_table([{"rank": r, "path": x.image.path, "split": x.image.split, "given": x.image.label,
                  "suggested": x.suggested, "p(given)": x.given_probability, "p(suggested)": x.suggested_probability}
                 for r, x in enumerate(result.label_issues[shown], 1)])
+    if result.label_issues_next:
+        scores = [x.given_probability for x in result.label_issues_next]
+        click.echo(_next_line(len(result.label_issues), result.label_issues_next,
+                              f"p(given) {min(scores):.3f}-{max(scores):.3f}, not flagged: no other class reached "
+                              "its mean self-confidence"))
     leaks = sum(g.leak for g in result.duplicates)
     conflicts = sum(g.label_conflict for g in result.duplicates)
     click.echo(f"\nduplicate groups: {len(result.duplicates)} ({leaks} across splits, {conflicts} with different "
@@ -96,6 +102,11 @@ def audit_cmd(store, backbone, out, folds, C, score, k, outlier_z, duplicate_k, 
     click.echo(f"\noutliers: {len(result.outliers)}")
     echo_table([{"rank": r, "path": x.image.path, "split": x.image.split, "label": x.image.label,
                  "distance": x.score, "z": x.z} for r, x in enumerate(result.outliers[shown], 1)])
+    if result.outliers_next:
+        top = result.outliers_next[0].z
+        click.echo(_next_line(len(result.outliers), result.outliers_next,
+                              f"z {top:.2f} to {result.outliers_next[-1].z:.2f}, the nearest within z "
+                              f"{outlier_z - top:.2f} of the threshold {outlier_z:g}"))
     if result.group_leaks:
         click.echo(f"\ngroups in several splits: {len(result.group_leaks)} (their test images are not independent "
                    "of their training images)")
@@ -103,6 +114,13 @@ def audit_cmd(store, backbone, out, folds, C, score, k, outlier_z, duplicate_k, 
                     for g in result.group_leaks[shown]])
     if result.files:
         click.echo(f"\nwritten to {out}: {', '.join(sorted(p.rsplit('/', 1)[-1] for p in result.files.values()))}")
+
+
+def _next_line(flagged: int, following: list, detail: str) -> str:
+    """What the threshold hid: the ranks after the flagged ones, their scores and paths."""
+    first, last = flagged + 1, flagged + len(following)
+    ranks = f"rank {first}" if first == last else f"ranks {first}-{last}"
+    return f"next: {ranks} ({detail}): {', '.join(x.image.path for x in following)}"
 
 
 COMMANDS = [audit_cmd]

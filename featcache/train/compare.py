@@ -16,9 +16,9 @@ from ..errors import FeatcacheError, ParameterError, Remedy, Step
 from ..heads import make_head
 from ..progress import progress_bar
 from ..report.charts import plot_bars, plot_curves, plot_pareto
-from ..report.html import Report, write_report
+from ..report.html import Report, interval_cell, write_report
 from ..stores import open_store
-from .compare_cv import CVCompareResult, cross_validated_compare
+from .compare_cv import CVCompareResult, CVEntry, cross_validated_compare
 from .fit import fit_on_data, load_training_data
 from .metrics import write_leaderboard
 from .probe import ProbeOptions
@@ -169,11 +169,12 @@ def write_cv_outputs(result: CVCompareResult, out: Path) -> None:
     charts = [("Mean CV scores with 95% intervals", plot_bars(names, accs, out / "compare.png", "score",
                                                               errors=bounds))]
     charts.append(("Accuracy vs extraction throughput", plot_pareto(
-        names, accs["accuracy"], [x.views_per_s for x in e], [x.pareto for x in e], out / "cost.png")))
+        names, accs["accuracy"], [x.views_per_s for x in e], [x.pareto for x in e], out / "cost.png",
+        bounds["accuracy"])))
     if result.shots:
         curves = {x.name: {s: (i.mean, i.low, i.high) for s, i in x.shots.items()} for x in e}
         charts.append(("Accuracy vs labelled images per class", plot_curves(curves, out / "shots.png")))
-    rows = result.rows()
+    rows = [leaderboard_row(x, row) for x, row in zip(e, result.rows(), strict=True)]
     tables = [("Leaderboard (best first)", rows, list(rows[0]))]
     if result.shots:
         tables.append(("Few-shot accuracy (mean over folds)", [
@@ -188,9 +189,18 @@ def write_cv_outputs(result: CVCompareResult, out: Path) -> None:
              f"t-test on accuracy against the leader (n.s.: not significant at 5%)."
              + (" Held-out images scored on the mean over their cached views (TTA)." if result.tta else ""),
              *filter(None, [result.note])]
-    notes += [f"skipped {k}: {why}" for k, why in result.skipped.items()]
-    write_report(Report("featcache compare", notes, tables, charts, result.configs, result.to_dict()),
+    skipped = [f"skipped {k}: {why}" for k, why in result.skipped.items()]
+    write_report(Report("featcache compare", notes, tables, charts, result.configs, result.to_dict(), skipped),
                  out / "report.html")
+
+
+def leaderboard_row(entry: CVEntry, row: dict) -> dict:
+    """The report's row: what a reader compares first (key, head, accuracy with its interval,
+    vs_best), then the other scores, each with its interval in one cell, then the cost."""
+    scores = {m: interval_cell(i.mean, i.low, i.high) for m, i in entry.scores.items()}
+    first = {"key": row["key"], "head": row["head"], "accuracy": scores["accuracy"], "vs_best": row["vs_best"]}
+    return {**first, **{m: v for m, v in scores.items() if m != "accuracy"},
+            **{c: row[c] for c in ("fit_seconds", "views_per_s", "feature_dim", "backbone_params", "pareto")}}
 
 
 __all__ = ["CompareEntry", "CompareResult", "compare"]
