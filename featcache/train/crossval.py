@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import FeatcacheError, ParameterError
-from ..heads import FitContext, make_head
+from ..heads import FitContext, Head, clone, make_head
 from ..heads.data import as_rows
 from ..ingest.scan import SPLITS
 from ..stores import FeatureRows
@@ -109,13 +109,14 @@ class FoldScore:
     fit_seconds: float
 
 
-def score_fold(X, y: np.ndarray, train: np.ndarray, test: np.ndarray, head: str,
+def score_fold(X, y: np.ndarray, train: np.ndarray, test: np.ndarray, head: str | Head,
                n_classes: int, seed: int, tta: bool = False) -> FoldScore:
-    """Fit a fresh ``head`` (default parameters, no inner validation) on ``train`` rows' views,
+    """Fit a fresh ``head`` (a name: default parameters; a Head: an unfitted clone of it; no inner
+    validation) on ``train`` rows' views,
     score it on ``test`` rows' view 0 (``tta``: the mean over their views). ``X``: (n, V, D)
     arrays, or a store's view (each fold reads its rows chunk by chunk)."""
     X = as_rows(X)
-    model = make_head(head, seed=seed)
+    model = make_head(head, seed=seed) if isinstance(head, str) else clone(head)
     start = time.perf_counter()
     model.fit(X.take(train), y[train], context=FitContext(n_classes=n_classes))
     seconds = time.perf_counter() - start

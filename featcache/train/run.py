@@ -336,15 +336,17 @@ class _Pending:
 _PENDING: dict[Path, _Pending] = {}  # folder being written -> where it goes, and the lock held meanwhile
 
 
-def begin_run(out: str | Path, param: str = "out") -> Path:
+def begin_run(out: str | Path, param: str = "out", adopt: tuple[str, ...] = ()) -> Path:
     """Start a new version of the run folder ``out``: take its lock (another writer: refused),
     clear what a killed writer left, and return a new empty folder beside it to write into.
-    ``commit_run`` puts it in place; until then ``out`` stays as it was."""
+    ``commit_run`` puts it in place; until then ``out`` stays as it was. ``adopt``: file names a
+    folder that is not a run folder yet may hold (a search's records, kept beside the run)."""
     final = Path(out).expanduser().resolve()
     for staging, pending in list(_PENDING.items()):
         if pending.final == final:  # this process gave up an earlier try (an exception) without cleaning up
             abandon_run(staging)
-    if final.is_dir() and any(final.iterdir()) and not (final / CONFIG_FILE).exists():
+    foreign = final.is_dir() and any(p.name not in adopt for p in final.iterdir())
+    if foreign and not (final / CONFIG_FILE).exists():
         raise ParameterError(param, f"{final} exists and is not a featcache run folder; choose another folder")
     if final.exists() and not final.is_dir():
         raise ParameterError(param, f"{final} is a file, not a folder; choose another path")
