@@ -27,6 +27,7 @@ DEFAULT_HEADS = ("logreg", "linear", "knn", "mlp")
 # inference and training cost of a head: linear models, then a neighbour bank, then a network
 HEAD_COST = {"logreg": 0, "linear": 0, "knn": 1, "mlp": 2}
 OTHER_HEAD_COST = 3  # a plugin's head: dearest, unless its grid says otherwise
+QUICK_HEADS = ("logreg", "knn")  # fitted in moments (no training loop): searched first
 
 
 @dataclass(frozen=True)
@@ -107,5 +108,5 @@ def extensions(current: Candidate, ranked_keys: list[str], top: int) -> list[Can
     return [Candidate.of([*current.keys, k], current.head, current.param_dict, phase="concat") for k in pool]
 
 
-__all__ = ["DEFAULT_GRIDS", "DEFAULT_HEADS", "HEAD_COST", "Candidate", "extensions", "head_grids",
+__all__ = ["DEFAULT_GRIDS", "DEFAULT_HEADS", "HEAD_COST", "QUICK_HEADS", "Candidate", "extensions", "head_grids",
            "single_candidates"]

@@ -32,7 +32,7 @@ from ..train.probe import ProbeOptions
 from ..train.run import CONFIG_FILE, make_folder
 from ..train.stats import METHOD
 from .budget import Budget, parse_budget
-from .candidates import Candidate, extensions, head_grids, single_candidates
+from .candidates import QUICK_HEADS, Candidate, extensions, head_grids, single_candidates
 from .leaderboard import FILES, Entry, read_entries, write_board
 from .search import LOWER_IS_BETTER, FoldPool, better, candidate_digest, check_metric, score
 from .selection import Selection, check_prefer, select
@@ -232,36 +232,53 @@ def _leader(entries: list[Entry], metric: str) -> Entry | None:
 
 
 def _proposals(pool: FoldPool, opts: AutoOptions, board: dict[str, Entry]):
-    """The candidates in the order they are tried; the later steps read the scores of the earlier."""
+    """The candidates in the order they are tried; the later steps read the scores of the earlier.
+    The quick heads' singles first, then the greedy concatenations from their leader, so a short
+    budget reaches combinations; then the trained heads' singles (and greedy steps from one of
+    them if it leads); then an ensemble of the chosen set and TTA of the leader."""
     grids = head_grids(opts.heads, opts.grids)
-    singles = single_candidates(pool.keys, grids)
-    yield from singles
+    quick = {h: g for h, g in grids.items() if h in QUICK_HEADS}
+    trained = {h: g for h, g in grids.items() if h not in QUICK_HEADS}
 
     def scored(cands: list[Candidate]) -> list[Entry]:
         return [board[d] for d in (candidate_digest(pool, c) for c in cands) if d in board]
 
-    current = _leader(scored(singles), opts.metric)
-    if current is None:
-        return
-    if len(pool.keys) >= 2 and opts.top >= 2:
-        per_key = {k: _leader([e for e in scored(singles) if e.candidate.keys == (k,)], opts.metric) for k in pool.keys}
-        ranked = sorted((k for k in pool.keys if per_key[k] is not None),
-                        key=lambda k: (_rank_key(per_key[k], opts.metric), pool.keys.index(k)))
-        while True:
-            ext = extensions(current.candidate, ranked, opts.top)
-            if not ext:
-                break
-            yield from ext
-            step = _leader(scored(ext), opts.metric)
-            if step is None or not better(opts.metric, _mean(step, opts.metric), _mean(current, opts.metric)):
-                break
-            current = step
-        if opts.ensembles and len(current.candidate.keys) >= 2:
-            yield replace(current.candidate, combine="ensemble", phase="ensemble")
+    singles = single_candidates(pool.keys, quick)
+    yield from singles
+    chosen = yield from _greedy(pool, opts, scored, singles)
+    if trained:
+        more = single_candidates(pool.keys, trained)
+        yield from more
+        singles += more
+        leader = _leader(scored(singles), opts.metric)
+        if leader is not None and leader.candidate.head in trained:
+            chosen = yield from _greedy(pool, opts, scored, singles)
+    if chosen is not None and opts.ensembles and len(chosen.candidate.keys) >= 2:
+        yield replace(chosen.candidate, combine="ensemble", phase="ensemble")
     if opts.tta:
         top = _leader(list(board.values()), opts.metric)
         if top is not None and not top.candidate.tta and pool.min_views(top.candidate) > 1:
             yield replace(top.candidate, tta=True, phase="tta")
+
+
+def _greedy(pool: FoldPool, opts: AutoOptions, scored, singles: list[Candidate]):
+    """Greedy forward selection from the leader of ``singles``: add the configuration (of the
+    ``top`` best) that helps most, while one helps. Returns the entry it ends on."""
+    current = _leader(scored(singles), opts.metric)
+    if current is None or len(pool.keys) < 2 or opts.top < 2:
+        return current
+    per_key = {k: _leader([e for e in scored(singles) if e.candidate.keys == (k,)], opts.metric) for k in pool.keys}
+    ranked = sorted((k for k in pool.keys if per_key[k] is not None),
+                    key=lambda k: (_rank_key(per_key[k], opts.metric), pool.keys.index(k)))
+    while True:
+        ext = extensions(current.candidate, ranked, opts.top)
+        if not ext:
+            return current
+        yield from ext
+        step = _leader(scored(ext), opts.metric)
+        if step is None or not better(opts.metric, _mean(step, opts.metric), _mean(current, opts.metric)):
+            return current
+        current = step
 
 
 def _ranked(board: dict[str, Entry], opts: AutoOptions, test_over_train: float) -> tuple[list[Entry], Selection]:
