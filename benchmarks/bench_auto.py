@@ -25,21 +25,23 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from featcache.auto import AutoOptions, auto  # noqa: E402
+from featcache.cli import cli  # noqa: E402
+from featcache.cli.common import command_line  # noqa: E402
 from featcache.extraction import ExtractOptions, extract  # noqa: E402
 from featcache.heads import make_head  # noqa: E402
 from featcache.ingest.sample_data import fetch  # noqa: E402
 from featcache.stores import open_store  # noqa: E402
 from featcache.train.fit import fit_head  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results" / "auto.json"
+RESULTS = Path(__file__).parent / "results" / "auto.json"  # one entry per data set
 L0 = "efficientnet_lite0"
 TAPS = ("block10", "block14")
 
 
-def store_for(work: Path, dataset: str, backbones: list[str]) -> tuple[Path, float]:
+def store_for(work: Path, dataset: str, backbones: list[str], taps: list[str]) -> tuple[Path, float]:
     store = work / f"{dataset}-auto.zarr"
     start = time.perf_counter()
-    extract(fetch(dataset), store, ExtractOptions(backbones=backbones, taps=list(TAPS), progress=True))
+    extract(fetch(dataset), store, ExtractOptions(backbones=backbones, taps=taps, progress=True))
     return store, round(time.perf_counter() - start, 1)
 
 
@@ -48,6 +50,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "featcache-bench")
     ap.add_argument("--dataset", default="orl-faces")
     ap.add_argument("--backbones", default=L0, help="comma-separated backbones to extract (each with the taps)")
+    ap.add_argument("--taps", default=",".join(TAPS), help="comma-separated blocks of each backbone to tap")
     ap.add_argument("--budget", default="2m")
     ap.add_argument("--heads", default="logreg,knn,linear,mlp")
     ap.add_argument("--folds", type=int, default=5)
@@ -55,7 +58,8 @@ def main() -> None:
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     backbones = [b if b.startswith("efficientnet") else f"efficientnet_{b}" for b in args.backbones.split(",")]
-    store, extract_s = store_for(args.work, args.dataset, backbones)
+    taps = [t for t in args.taps.split(",") if t]
+    store, extract_s = store_for(args.work, args.dataset, backbones, taps)
     with open_store(store) as st:
         plain_key = st.resolve_key(L0)
     start = time.perf_counter()
@@ -66,12 +70,13 @@ def main() -> None:
     shutil.rmtree(out, ignore_errors=True)  # a fresh search: its time is the budget's
     start = time.perf_counter()
     result = auto(store, out, AutoOptions(budget=args.budget, folds=args.folds, seed=args.seed,
-                                          heads=tuple(args.heads.split(",")), progress=True))
+                                          heads=tuple(args.heads.split(",")), progress=True),
+                  word_step=lambda step: command_line(cli, step))
     auto_s = time.perf_counter() - start
     record = result.to_dict()
     w = record["winner"]
     summary = {
-        "dataset": args.dataset, "backbones": backbones, "taps": list(TAPS), "budget": args.budget,
+        "dataset": args.dataset, "backbones": backbones, "taps": taps, "budget": args.budget,
         "heads": args.heads.split(","), "folds": record["folds"], "seed": args.seed,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "extract_seconds_this_run": extract_s,
@@ -87,7 +92,9 @@ def main() -> None:
                                "seconds": r["seconds"]} for r in record["board"][:10]],
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=2))
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    previous = previous if "datasets" in previous else {}
+    RESULTS.write_text(json.dumps({"datasets": {**previous.get("datasets", {}), args.dataset: summary}}, indent=2))
     a = summary["auto"]
     print(f"\n{'':<14}{'chosen':<64}{'CV acc':>8}{'adjusted':>10}{'test acc':>10}{'seconds':>9}")
     print(f"{'plain probe':<14}{L0 + ' / logreg':<64}{'-':>8}{'-':>10}{plain.test_accuracy:>10.4f}{plain_s:>9.1f}")

@@ -5,6 +5,7 @@ a resumable leaderboard, a run folder predict accepts."""
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,13 @@ def test_auto_writes_a_run_folder_predict_accepts_and_a_leaderboard_of_every_can
     assert len(json.loads(p.stdout)) == 2
     config = json.loads((out / "config.json").read_text())
     assert config["head"]["type"] == w["head"] and config["keys"] == w["keys"] and config["probe"]["refit"]
+    # the printed command line reproduces the winner: the same head, bit for bit
+    argv = shlex.split(w["command"])
+    argv[argv.index("--out") + 1] = str(tmp_path / "again")
+    again = _run(*argv[1:], "-q")
+    assert again.exit_code == 0, again.output
+    files = config["files"]["head"]
+    assert all((out / f).read_bytes() == (tmp_path / "again" / f).read_bytes() for f in files)
 
 
 def test_the_test_split_is_never_read_before_the_winner_is_fixed(tmp_path):
