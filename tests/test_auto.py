@@ -141,11 +141,11 @@ def test_an_interrupted_search_resumes_scoring_only_new_candidates(two_config_st
     scored = []
     real = search_module.score
 
-    def counting(pool, c, seed):
+    def counting(pool, c, seed, deadline=None):
         scored.append(c.label)
         if len(scored) == 3:
             raise KeyboardInterrupt  # Ctrl-C in the middle of the third new candidate
-        return real(pool, c, seed)
+        return real(pool, c, seed, deadline)
 
     monkeypatch.setattr("featcache.auto.pipeline.score", counting)
     with pytest.raises(KeyboardInterrupt):
@@ -192,3 +192,15 @@ def test_budget_parsing():
         parse_budget("0")
     with pytest.raises(FeatcacheError):
         parse_budget("later")
+
+
+def test_a_keras_head_is_scored_with_early_stopping_and_time_runs_out_between_folds(two_config_store):
+    result = auto(two_config_store, None, _options(heads=("linear",), grids={"linear": ({"epochs": 5},)},
+                                                   budget="1s", backbones=(TAP,)))
+    (only,) = result.entries  # the first candidate is always finished; the time was gone after it
+    assert only.candidate.head == "linear" and len(only.score.folds["accuracy"]) == 3
+    assert result.stopped.startswith("time budget") and result.test["n"] > 0
+    with open_store(two_config_store) as st:
+        pool = search_module.FoldPool(st, [st.resolve_key(TAP)], 3, 0, 1 << 30)
+        with pytest.raises(search_module.OutOfTime):
+            search_module.score(pool, only.candidate, 0, deadline=0.0)

@@ -2,7 +2,8 @@
 
 A candidate budget counts every candidate of the leaderboard, those a resumed search read back
 included: a search stopped at 10 and run again with 20 scores 10 more. A time budget counts this
-run's time; a candidate that started before the time ran out is finished.
+run's time: a candidate still being scored when it runs out is left out (the first one is always
+finished, so a search has a winner).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from ..train.stats import METHOD
 from .budget import Budget, parse_budget
 from .candidates import QUICK_HEADS, Candidate, extensions, head_grids, single_candidates
 from .leaderboard import FILES, Entry, read_entries, write_board
-from .search import LOWER_IS_BETTER, FoldPool, better, candidate_digest, check_metric, score
+from .search import LOWER_IS_BETTER, FoldPool, OutOfTime, better, candidate_digest, check_metric, score
 from .selection import Selection, check_prefer, select
 
 RULE = ("tied: a corrected paired t-test against the best is not significant (p >= 0.05); among tied candidates "
@@ -195,6 +195,7 @@ def _resumed(pool: FoldPool, folder: Path | None) -> dict[str, Entry]:
 def _search(pool: FoldPool, opts: AutoOptions, board: dict[str, Entry], save) -> str:
     """Score the proposals until the budget ends or none is left; returns why it stopped."""
     started = time.monotonic()
+    deadline = None if opts.budget.seconds is None else started + opts.budget.seconds
     bar = progress_bar(total=opts.budget.candidates or 0, desc="auto", unit="cand", enabled=opts.progress)
     if opts.budget.candidates is None:
         bar.total = None
@@ -207,7 +208,11 @@ def _search(pool: FoldPool, opts: AutoOptions, board: dict[str, Entry], save) ->
             why = opts.budget.exhausted(started, len(board))
             if why:
                 return why
-            board[d] = Entry(c, d, score(pool, c, opts.seed), pool.feature_dim(c), c.cost(pool.dims))
+            try:
+                scored = score(pool, c, opts.seed, deadline if board else None)  # the first is always finished
+            except OutOfTime:
+                return f"{opts.budget.exhausted(started, len(board))} (in the middle of {c.label}: left out)"
+            board[d] = Entry(c, d, scored, pool.feature_dim(c), c.cost(pool.dims))
             save()
             best = _leader(list(board.values()), opts.metric)
             bar.update(1)

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import FeatcacheError, ParameterError
+from ..heads import KerasHead, get_head_class
 from ..heads.data import ArrayRows
 from ..stores import FeatureRows, FeatureStore
 from ..train.crossval import METRICS, FoldPlan, common_pool, cv_rows, make_folds, score_fold
+from ..train.fit import HOLDOUT_FRACTION
 from ..train.memory import plan_memory
 from ..train.stats import Interval, corrected_interval
 from .candidates import Candidate
@@ -151,12 +153,28 @@ def candidate_digest(pool: FoldPool, c: Candidate) -> str:
                  "configs": {k: pool.config_digest(k) for k in c.keys}})
 
 
-def score(pool: FoldPool, c: Candidate, seed: int) -> Score:
-    """``c`` fitted on each fold's training part, scored on the rest (view 0, or TTA)."""
+class OutOfTime(Exception):
+    """The time budget ran out in the middle of a candidate: it is left out, unscored."""
+
+
+def stops_on_validation(head: str) -> bool:
+    """Heads whose fit decides its length on validation (the Keras heads: early stopping)."""
+    return issubclass(get_head_class(head), KerasHead)
+
+
+def score(pool: FoldPool, c: Candidate, seed: int, deadline: float | None = None) -> Score:
+    """``c`` fitted on each fold's training part, scored on the rest (view 0, or TTA). A head
+    that stops on validation holds out a share of each fold's training part for it. Past
+    ``deadline`` (``time.monotonic()``) before a fold: OutOfTime."""
     X = pool.features(c.keys)
     head = c.make_head(pool.dims, seed)
+    holdout = HOLDOUT_FRACTION if stops_on_validation(c.head) else 0.0
     start = time.perf_counter()
-    folds = [score_fold(X, pool.labels, tr, te, head, pool.n_classes, seed, c.tta) for tr, te in pool.plan.splits]
+    folds = []
+    for tr, te in pool.plan.splits:
+        if deadline is not None and time.monotonic() > deadline:
+            raise OutOfTime(c.label)
+        folds.append(score_fold(X, pool.labels, tr, te, head, pool.n_classes, seed, c.tta, holdout))
     seconds = time.perf_counter() - start
     per = {m: tuple(round(float(getattr(f, m)), 6) for f in folds) for m in METRICS}
     return Score(per, {m: interval(v, pool.plan.test_over_train, m) for m, v in per.items()}, round(seconds, 4))
@@ -166,4 +184,4 @@ def _sha(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-__all__ = ["SEARCH_METRICS", "FoldPool", "Score", "better", "candidate_digest", "check_metric", "score"]
+__all__ = ["SEARCH_METRICS", "FoldPool", "OutOfTime", "Score", "better", "candidate_digest", "check_metric", "score"]
