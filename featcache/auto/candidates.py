@@ -3,8 +3,9 @@ how several configurations are combined, test-time augmentation), and the grids 
 
 A candidate is a frozen record: its ``record()`` is what a leaderboard stores and what its digest
 is taken of, so a resumed search recognises the candidates it already scored. ``cost()`` orders
-candidates from cheapest to dearest (fewest configurations, then the smallest head, then the
-fewest features, then no TTA, concatenation before an ensemble): among statistically tied
+candidates from cheapest to dearest (fewest backbone networks, a network's taps counting once as
+they run in one forward pass; then the smallest head, the fewest features, the fewest
+configurations, no TTA, concatenation before an ensemble): among statistically tied
 candidates the cheapest wins.
 """
 
@@ -65,9 +66,12 @@ class Candidate:
         extra = " tta" if self.tta else ""
         return f"{join.join(self.keys)} / {self.head}{f' {params}' if params else ''}{extra}"
 
-    def cost(self, dims: dict[str, int]) -> tuple:
-        """Cheapest first: configurations, head, features, TTA, ensemble."""
-        return (len(self.keys), HEAD_COST.get(self.head, OTHER_HEAD_COST), sum(dims[k] for k in self.keys),
+    def cost(self, dims: dict[str, int], networks: dict[str, str] | None = None) -> tuple:
+        """Cheapest first: backbone networks (``networks``: key -> the network it runs; taps of one
+        network are one forward pass, so they count once), head, features, configurations, TTA,
+        ensemble."""
+        nets = len({(networks or {}).get(k, k) for k in self.keys})
+        return (nets, HEAD_COST.get(self.head, OTHER_HEAD_COST), sum(dims[k] for k in self.keys), len(self.keys),
                 int(self.tta), int(self.combine == "ensemble"))
 
     def make_head(self, dims: dict[str, int], seed: int) -> Head:

@@ -38,7 +38,8 @@ from .search import LOWER_IS_BETTER, FoldPool, OutOfTime, better, candidate_dige
 from .selection import Selection, check_prefer, select
 
 RULE = ("tied: a corrected paired t-test against the best is not significant (p >= 0.05); among tied candidates "
-        "the cheapest wins (fewest configurations, then logreg/linear < knn < mlp, then fewest features)")
+        "the cheapest wins (fewest backbone networks, a network's taps counting once; then logreg/linear < knn < "
+        "mlp; then fewest features)")
 TIE_BREAK = "log_loss"  # orders candidates of equal score and cost
 ADJUSTED = ("selection-adjusted: each fold scored by the candidate the same rule picks from the other folds' "
             "scores: an estimate of the whole search, not of the maximum of many")
@@ -188,7 +189,7 @@ def _resumed(pool: FoldPool, folder: Path | None) -> dict[str, Entry]:
     out = {}
     for e in read_entries(folder):
         if all(k in pool.dims for k in e.candidate.keys) and candidate_digest(pool, e.candidate) == e.digest:
-            out[e.digest] = e
+            out[e.digest] = replace(e, cost=pool.cost(e.candidate))  # costs as this version counts them
     return out
 
 
@@ -212,7 +213,7 @@ def _search(pool: FoldPool, opts: AutoOptions, board: dict[str, Entry], save) ->
                 scored = score(pool, c, opts.seed, deadline if board else None)  # the first is always finished
             except OutOfTime:
                 return f"{opts.budget.exhausted(started, len(board))} (in the middle of {c.label}: left out)"
-            board[d] = Entry(c, d, scored, pool.feature_dim(c), c.cost(pool.dims))
+            board[d] = Entry(c, d, scored, pool.feature_dim(c), pool.cost(c))
             save()
             best = _leader(list(board.values()), opts.metric)
             bar.update(1)
@@ -238,9 +239,9 @@ def _leader(entries: list[Entry], metric: str) -> Entry | None:
 
 def _proposals(pool: FoldPool, opts: AutoOptions, board: dict[str, Entry]):
     """The candidates in the order they are tried; the later steps read the scores of the earlier.
-    The quick heads' singles first, then the greedy concatenations from their leader, so a short
-    budget reaches combinations; then the trained heads' singles (and greedy steps from one of
-    them if it leads); then an ensemble of the chosen set and TTA of the leader."""
+    The quick heads' singles first, then the greedy concatenations from their leader, an ensemble
+    of the set chosen and the leader with TTA, so a short budget reaches combinations; then the
+    trained heads' singles (and the same steps from one of them if it leads)."""
     grids = head_grids(opts.heads, opts.grids)
     quick = {h: g for h, g in grids.items() if h in QUICK_HEADS}
     trained = {h: g for h, g in grids.items() if h not in QUICK_HEADS}
@@ -248,22 +249,26 @@ def _proposals(pool: FoldPool, opts: AutoOptions, board: dict[str, Entry]):
     def scored(cands: list[Candidate]) -> list[Entry]:
         return [board[d] for d in (candidate_digest(pool, c) for c in cands) if d in board]
 
+    def extras(chosen: Entry | None):
+        """An ensemble of the chosen set, and the leader with TTA (each once: a candidate scored
+        already is skipped)."""
+        if chosen is not None and opts.ensembles and len(chosen.candidate.keys) >= 2:
+            yield replace(chosen.candidate, combine="ensemble", phase="ensemble")
+        top = _leader(list(board.values()), opts.metric)
+        if opts.tta and top is not None and not top.candidate.tta and pool.min_views(top.candidate) > 1:
+            yield replace(top.candidate, tta=True, phase="tta")
+
     singles = single_candidates(pool.keys, quick)
     yield from singles
     chosen = yield from _greedy(pool, opts, scored, singles)
+    yield from extras(chosen)
     if trained:
         more = single_candidates(pool.keys, trained)
         yield from more
-        singles += more
-        leader = _leader(scored(singles), opts.metric)
+        leader = _leader(scored(singles + more), opts.metric)
         if leader is not None and leader.candidate.head in trained:
-            chosen = yield from _greedy(pool, opts, scored, singles)
-    if chosen is not None and opts.ensembles and len(chosen.candidate.keys) >= 2:
-        yield replace(chosen.candidate, combine="ensemble", phase="ensemble")
-    if opts.tta:
-        top = _leader(list(board.values()), opts.metric)
-        if top is not None and not top.candidate.tta and pool.min_views(top.candidate) > 1:
-            yield replace(top.candidate, tta=True, phase="tta")
+            chosen = yield from _greedy(pool, opts, scored, singles + more)
+            yield from extras(chosen)
 
 
 def _greedy(pool: FoldPool, opts: AutoOptions, scored, singles: list[Candidate]):

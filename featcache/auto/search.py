@@ -89,6 +89,9 @@ class FoldPool:
         self.dims = {k: int(fs.dim) for k, fs in self.sets.items()}
         self.views = {k: int(fs.n_views) for k, fs in self.sets.items()}
         self.configs = {k: store.config(k) for k in self.keys}
+        # the network each configuration runs (a tap runs its network up to a block: the same one)
+        self.networks = {k: f"{c.backbone.name}:{c.backbone.weights_id}:{c.backbone.input_size}"
+                         for k, c in self.configs.items()}
         self._loaded: dict[str, np.ndarray] = {}
         self.streamed: set[str] = set()
         self.read_seconds = 0.0
@@ -138,6 +141,9 @@ class FoldPool:
             return ArrayRows(np.concatenate([p[:, :v] for p in parts], axis=-1), self.labels)
         return self._selection(self.store.rows(list(keys))).windowed(
             plan_memory(self._selection(self.store.rows(list(keys[:1]))), self.limit).window_chunks)
+
+    def cost(self, c: Candidate) -> tuple:
+        return c.cost(self.dims, self.networks)
 
     def feature_dim(self, c: Candidate) -> int:
         return sum(self.dims[k] for k in c.keys)

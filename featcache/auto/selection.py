@@ -5,8 +5,8 @@ simply take it:
 
 - **ties**: every candidate whose corrected paired t-test against the best (on the chosen metric,
   over the same folds; stats.py) is not significant at 5% is *tied* with it. Among tied candidates
-  the cheapest wins (``Candidate.cost``: fewest configurations, smallest head, fewest features, no
-  TTA, concatenation), unless the best mean is preferred;
+  the cheapest wins (``Candidate.cost``: fewest backbone networks, smallest head, fewest features,
+  fewest configurations, no TTA, concatenation), unless the best mean is preferred;
 - **a selection-adjusted estimate**: for each fold, the same rule (best, ties, cheapest) is applied
   to the scores of the *other* folds only, and the candidate it picks is scored on the held-out
   fold. The mean of those scores estimates what the whole procedure (search, then selection)
