@@ -204,3 +204,16 @@ def test_a_keras_head_is_scored_with_early_stopping_and_time_runs_out_between_fo
         pool = search_module.FoldPool(st, [st.resolve_key(TAP)], 3, 0, 1 << 30)
         with pytest.raises(search_module.OutOfTime):
             search_module.score(pool, only.candidate, 0, deadline=0.0)
+
+
+def test_a_grouped_store_is_searched_on_grouped_folds(tmp_path):
+    from conftest import make_image
+
+    data = tmp_path / "d"
+    for g in range(18):
+        for i in range(2):
+            make_image(data / ("a" if g % 2 else "b") / f"patient{g:03d}_{i}.png", (40 * (g % 5), 90, 200), 100 * g + i)
+    store = tmp_path / "s.zarr"
+    extract(data, store, ExtractOptions(backbones=(TINY,), weights="random", progress=False, group_by=r"patient(\d+)_"))
+    result = auto(store, None, _options(heads=("logreg",), budget=2))
+    assert result.grouped and result.to_dict()["grouped_folds"] is True and len(result.entries) == 2

@@ -93,6 +93,7 @@ class FoldPool:
         self.networks = {k: f"{c.backbone.name}:{c.backbone.weights_id}:{c.backbone.input_size}"
                          for k, c in self.configs.items()}
         self._loaded: dict[str, np.ndarray] = {}
+        self._digest: str | None = None
         self.streamed: set[str] = set()
         self.read_seconds = 0.0
 
@@ -102,6 +103,11 @@ class FoldPool:
 
     def digest(self) -> str:
         """Of what the folds are drawn from: the images (paths, content digests, labels) and the plan."""
+        if self._digest is None:
+            self._digest = self._pool_digest()
+        return self._digest
+
+    def _pool_digest(self) -> str:
         fs = self.sets[self.keys[0]]
         rows = cv_rows(fs)
         digests = fs.digests
