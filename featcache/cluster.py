@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 
 from .errors import FeatcacheError, ParameterError, describe_error
+from .install import pip_install
 
 LOCAL = re.compile(r"local:(\d+)")
 ADDRESS = re.compile(r"[a-z][a-z0-9+.-]*://\S+")
@@ -79,7 +80,7 @@ class DaskCluster:
             import dask
             from distributed import Client, LocalCluster
         except ImportError:
-            raise FeatcacheError("a Dask run needs Dask", remedy="pip install 'featcache[dask]'") from None
+            raise FeatcacheError("a Dask run needs Dask", remedy=pip_install("featcache[dask]")) from None
         if self.local_workers:
             n = self.local_workers
             threads = str(max(2, (os.cpu_count() or 1) // n))  # never 1: see the module's docstring

@@ -70,6 +70,16 @@ class FeatureConfig:
             out["compute"] = self.compute.to_dict()
         return out
 
+    def differences(self, other: FeatureConfig) -> list[str]:
+        """The identity fields (dotted) in which ``other`` differs from this config, with both values."""
+        def flat(d, prefix=""):
+            for k, v in d.items():
+                yield from flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [(prefix + k, v)]
+
+        mine, theirs = dict(flat(self.identity())), dict(flat(other.identity()))
+        return [f"{k} {theirs.get(k)} -> {mine.get(k)}" for k in sorted(mine.keys() | theirs.keys())
+                if mine.get(k) != theirs.get(k)]
+
     @property
     def key(self) -> str:
         """Readable and unique: e.g. efficientnet_lite0-224-avg-v1-3fa2b9c1 (-f16, -xla, -draft when so;

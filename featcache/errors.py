@@ -82,6 +82,14 @@ def _rebuild_parameter_error(param, message, remedy, mentions):
     return ParameterError(param, message, remedy, mentions=mentions)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what the interrupted work saved (``saved``: words, e.g. images per configuration)."""
+
+    def __init__(self, saved: str):
+        self.saved = saved
+        super().__init__(saved)
+
+
 class RegistryError(FeatcacheError):
     """A backbone, head or store type registered twice, or a plugin that cannot be loaded."""
 

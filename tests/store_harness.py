@@ -160,6 +160,15 @@ def _child(go: int, report: int, cmd: dict) -> None:
             from featcache.serve.export import export
 
             export(cmd["store"], cmd["out"])
+        elif cmd.get("op") == "worker_unit":  # a Dask worker's side of one unit (no Dask: its run_unit)
+            from featcache.extraction import dask_executor
+            from featcache.stores import WorkUnit
+
+            t = cmd["task"]
+            dask_executor.BackboneRunner = NumpyRunner  # the worker builds its model from the record
+            dask_executor.run_unit(dask_executor.UnitTask(
+                t["store"], t["token"], t["config"], t["batch_size"], WorkUnit(**t["unit"]), tuple(t["region"]),
+                t["paths"], 1))
         elif cmd.get("out"):  # a fit-head into the run folder "out"
             run_fit(cmd["store"], cmd["out"])
             if cmd.get("fingerprint"):

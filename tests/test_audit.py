@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from featcache.audit import knn as knn_module
 from featcache.audit.duplicates import group_duplicates
 from featcache.audit.label_errors import label_scores, out_of_fold_probabilities
 from featcache.audit.outliers import rank_outliers, robust_z
+from featcache.cli import cli
 from featcache.cli.audit_cmd import audit_cmd
 from featcache.cli.neighbors_cmd import neighbors_cmd
 from featcache.errors import FeatcacheError, ParameterError
@@ -309,3 +311,51 @@ def test_orl_neighbours_are_the_same_person(orl_audit):
     for q, path in zip(json.loads(got.stdout)["queries"], ("s1/1.pgm", "s20/5.pgm", "s3/blank.png"), strict=True):
         assert q["neighbors"][0]["path"] == path and q["neighbors"][0]["similarity"] > 0.999
 
+
+
+def test_audit_reports_groups_that_straddle_splits(tiny_audit, tmp_path):
+    """A store split per image, audited by patient-like groups (here: the last character of the file
+    name): every group with images in two splits is reported, the largest first, and none other."""
+    data, store = tiny_audit
+    assert json.loads(invoke(audit_cmd, store, "--json", "-q").stdout)["group_leaks"] == []  # no groups: none
+    pattern = r"(\w)\.\w+$"
+    result = invoke(audit_cmd, store, "--group-by", pattern, "--json", "-q", "--out", tmp_path / "r")
+    leaks = json.loads(result.stdout)["group_leaks"]
+    with open_store(store) as st:
+        m = st.manifest()
+    splits: dict[str, set] = {}
+    for path, split in zip(m.paths, m.splits.tolist(), strict=True):
+        if (found := re.search(pattern, path)) is not None:
+            splits.setdefault(found.group(1), set()).add(split)
+    assert {g["group"] for g in leaks} == {g for g, s in splits.items() if len(s) > 1} != set()
+    assert all(len(g["splits"]) > 1 and sum(g["splits"].values()) == len(g["images"]) for g in leaks)
+    assert [len(g["images"]) for g in leaks] == sorted((len(g["images"]) for g in leaks), reverse=True)
+    rows = [r for r in csv.DictReader((tmp_path / "r" / "flagged.csv").open()) if r["finding"] == "group_leak"]
+    assert len(rows) == sum(len(g["images"]) for g in leaks)
+    text = invoke(audit_cmd, store, "--group-by", pattern, "-q").output
+    assert f"groups in several splits: {len(leaks)}" in text
+    bad = CliRunner().invoke(cli, ["audit", str(store), "--group-by", "(", "-q"])
+    assert bad.exit_code == 2 and "--group-by" in bad.output
+
+
+def test_audit_out_is_replaced_whole_or_not_at_all(tiny_audit, tmp_path, monkeypatch):
+    """A failed (or killed) audit over an earlier report leaves that report as it was and nothing
+    beside it; a folder that is not an audit's is never replaced."""
+    from featcache.audit import report
+
+    data, store = tiny_audit
+    out = tmp_path / "report"
+    assert invoke(audit_cmd, store, "--out", out, "-q").exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setattr(report, "draw_map", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left")))
+    failed = CliRunner().invoke(cli, ["audit", str(store), "--out", str(out), "-q"])
+    assert failed.exit_code == 2 and "No space left" in failed.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no partial version left beside it
+    monkeypatch.undo()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    refused = CliRunner().invoke(cli, ["audit", str(store), "--out", str(mine), "-q"])
+    assert refused.exit_code == 2 and "--out" in refused.output and "audit.json" in refused.output
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]

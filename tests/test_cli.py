@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from featcache.cli import cli
+from featcache.stores import open_store
 
 COMMANDS = sorted(cli.commands)
 
@@ -65,6 +66,9 @@ def test_extract_then_info_json(image_tree, tmp_path):
                     "--augment", "2", "--json", "-q")
     summary = json.loads(result.output)
     assert summary["images"] == 24 and summary["configs"][0]["extracted"] == 24
+    run = summary["configs"][0]  # images/s counts images; the 3 views of each are views/s
+    assert run["images_per_s"] == pytest.approx(24 / run["seconds"], rel=0.01)
+    assert run["views_per_s"] == pytest.approx(3 * run["images_per_s"])
     again = json.loads(invoke("extract", str(image_tree), "--store", str(store), "-b", "tiny_test", "--weights",
                               "random", "--augment", "2", "--json", "-q").output)
     assert again["configs"][0]["extracted"] == 0 and again["configs"][0]["reused"] == 24
@@ -73,6 +77,7 @@ def test_extract_then_info_json(image_tree, tmp_path):
     assert info["images"] == 24 and set(info["classes"]) == {"red", "green", "blue"}
     (cfg,) = info["configs"]
     assert cfg["views"] == 3 and cfg["dim"] == 16 and cfg["complete"] and cfg["done"] == 24
+    assert cfg["stats"]["views_per_s"] == pytest.approx(3 * cfg["stats"]["images_per_s"], rel=0.01)
     text = invoke("info", str(store)).output
     assert "tiny_test-32-avg-v3" in text and "validation" in text
 
@@ -254,3 +259,68 @@ def test_a_shared_option_has_one_spelling_and_one_help_text_everywhere():
     # one name per concept: neighbours are -k/--k, classes shown are --top-k, output is -o/--out
     assert "--top" not in helps and "--dest" not in helps and "--C" not in helps and "-k" in helps
     assert {o for o in helps if o.lower() != o} == set(), "flags are lower case"
+
+
+def test_ctrl_c_during_extract_says_what_was_saved_and_the_rerun_computes_the_rest(image_tree, tmp_path,
+                                                                                     monkeypatch):
+    """Rows are saved a unit at a time: the message counts the images saved, not the ones seen."""
+    from featcache.stores import group
+
+    monkeypatch.setattr(group, "choose_chunk_rows", lambda *a, **k: 8)  # 24 images: 3 units
+    commit, calls = group.ConfigGroup.commit_unit, []
+
+    def interrupted_at_the_second_unit(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(group.ConfigGroup, "commit_unit", interrupted_at_the_second_unit)
+    args = ["extract", str(image_tree), "--store", str(tmp_path / "s.zarr"), "-b", "tiny_test", "--weights", "random",
+            "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 130, result.output
+    assert "8 of 24 images saved (8 in this run)" in result.stderr and "resume" in result.stderr
+    monkeypatch.setattr(group.ConfigGroup, "commit_unit", commit)
+    rerun = json.loads(CliRunner().invoke(cli, [*args, "--json"]).stdout)["configs"][0]
+    assert (rerun["reused"], rerun["extracted"]) == (8, 16)
+
+
+def test_a_rerun_with_another_split_is_refused_unless_resplit(image_tree, tmp_path):
+    """A forgotten or changed --split would move images between train and test under the runs
+    trained on the old split: refused, naming both splits and the flag; --resplit does it."""
+    store = tmp_path / "s.zarr"
+    args = ["extract", str(image_tree), "--store", str(store), "-b", "tiny_test", "--weights", "random", "-q"]
+    assert CliRunner().invoke(cli, [*args, "--split", "50/25/25"]).exit_code == 0
+    same = CliRunner().invoke(cli, [*args, "--split", "0.5/0.25/0.25"])  # the same fractions, written otherwise
+    assert same.exit_code == 0, same.output
+    refused = CliRunner().invoke(cli, [*args, "--split", "80/10/10"])
+    assert refused.exit_code == 2
+    assert "--split" in refused.stderr and "50/25/25" in refused.stderr and "--resplit" in refused.stderr
+    with open_store(store) as st:
+        assert st.manifests.stored_split() == "50/25/25"
+    assert CliRunner().invoke(cli, [*args, "--split", "80/10/10", "--resplit"]).exit_code == 0
+    with open_store(store) as st:
+        assert st.manifests.stored_split() == "80/10/10"
+
+
+def test_a_rerun_with_other_options_says_it_adds_a_second_configuration(image_tree, tmp_path):
+    args = ["extract", str(image_tree), "--store", str(tmp_path / "s.zarr"), "-b", "tiny_test", "--weights", "random",
+            "-q"]
+    first = json.loads(CliRunner().invoke(cli, [*args, "--json"]).stdout)
+    assert first["added_beside"] == []
+    result = CliRunner().invoke(cli, [*args, "--augment", "1"])
+    assert result.exit_code == 0
+    assert f"beside {first['configs'][0]['key']}" in result.stderr and "augmented_views 0 -> 1" in result.stderr
+
+
+def test_an_image_folder_given_as_a_store_says_so(image_tree):
+    result = CliRunner().invoke(cli, ["verify", str(image_tree)])
+    assert result.exit_code == 2 and "is a folder, not a feature store" in result.stderr
+    assert f"featcache extract {image_tree} --store" in result.stderr
+
+
+def test_an_install_remedy_names_this_interpreter_not_whichever_pip_is_first():
+    from featcache.install import pip_install
+
+    assert pip_install("featcache[dask]") == f"{sys.executable} -m pip install 'featcache[dask]'"

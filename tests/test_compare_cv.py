@@ -87,7 +87,7 @@ def test_identical_configs_are_not_significantly_different(twin_report, twin_sto
     assert acc["low"] <= acc["mean"] <= acc["high"] and result["folds"] == 5
     assert "Nadeau-Bengio" in result["interval"]
     # cost and curves: extraction speed from the store's stats, the tiny net's 1,376 weights
-    assert a["images_per_s"] > 0 and a["feature_dim"] == 16 and a["backbone_params"] == 8 * 27 + 8 + 16 * 72 + 16
+    assert a["views_per_s"] > 0 and a["feature_dim"] == 16 and a["backbone_params"] == 8 * 27 + 8 + 16 * 72 + 16
     assert list(a["shots"]) == ["1", "3", "all"] == result["shots"]
     assert a["shots"]["all"] == acc
     # the test split was scored once, by the winner only
@@ -143,7 +143,7 @@ def test_report_opens_in_headless_chromium(twin_report, tmp_path):
     assert pixels.std() > 5  # not blank
     rows = _cells(dom)
     for row, entry in zip(rows, result["leaderboard"], strict=True):
-        for col in ("accuracy", "accuracy_low", "accuracy_high", "log_loss", "macro_f1_high", "images_per_s"):
+        for col in ("accuracy", "accuracy_low", "accuracy_high", "log_loss", "macro_f1_high", "views_per_s"):
             assert float(row[col]) == entry[col], col
         assert row["key"] == entry["key"] and row["vs_best"] == entry["vs_best"]
 

@@ -337,3 +337,63 @@ def test_a_kill_at_any_write_of_export_over_an_existing_model_leaves_the_old_mod
                 or "then" in kind]
     assert not failures, failures[:5]
     assert outcomes["old"] > 0 and outcomes["new"] > 0
+
+
+# -- a Dask worker's unit (issue 21): its commit_unit path, killed at each write ----------------------
+
+def test_a_worker_killed_at_any_write_of_its_unit_leaves_a_store_the_next_run_completes_identically(servers, tmp_path):
+    """A worker opens the store with the run's token and writes one unit (features, checksums,
+    then status), while the client holds the lock. Killed at each of its writes, the next run
+    completes the store exactly as an uninterrupted one. The worker is featcache's run_unit, the
+    function a Dask task calls, forked from a warm server without Dask around it."""
+    from dataclasses import asdict
+
+    from store_harness import CHUNK, NUMPY_NET, numpy_backbone
+
+    from featcache.extraction import ExtractOptions, extract
+    from featcache.stores import open_store
+
+    data = make_tree(tmp_path / "data", per_class=2, classes=COLOURS)  # 4 images: 2 units of CHUNK rows
+    base = tmp_path / "planned.zarr"
+    with numpy_backbone():
+        extract(data, base, ExtractOptions(backbones=[NUMPY_NET], weights="random", chunk_rows=CHUNK, progress=False,
+                                           workers=1, batch_size=4), executor="plan-only")
+    sweep = Sweep(servers, tmp_path, base, data, ".zarr")
+    expected = json.loads(sweep.run(sweep.fresh("reference"), fingerprint=True)["message"])
+
+    def worker(store: Path, strace: list[str]) -> dict:
+        with open_store(store, "a") as holder:  # the client: holds the lock while its worker writes
+            (key,) = holder.keys()
+            group, manifest = holder[key], holder.manifest()
+            unit = group.plan(manifest.digests)[1]
+            region = group.row_digests()[unit.start:unit.stop]
+            paths = {d: str(data / p) for p, d in zip(manifest.paths, manifest.digests, strict=True)}
+            task = {"store": str(store), "token": holder.token, "config": holder.config(key).to_dict(),
+                    "batch_size": 4, "unit": asdict(unit), "region": region, "paths": paths}
+            srv = sweep.free.get()
+            try:
+                return srv.request({"op": "worker_unit", "task": task, "strace": strace})
+            finally:
+                sweep.free.put(srv)
+
+    trace = tmp_path / "trace.txt"
+    assert worker(sweep.fresh("count"), ["-e", f"trace={','.join(FIT_SYSCALLS)}", "-o", str(trace)])["code"] == 0
+    counts = {c: n for c, n in _per_thread_counts(trace, FIT_SYSCALLS).items() if n}
+    points = [(call, n) for call, total in counts.items() for n in range(1, total + 1)]
+
+    def kill_and_resume(point):
+        call, n = point
+        store = sweep.fresh(f"{call}-{n}")
+        killed = worker(store, ["-e", f"trace={call}", "-e", f"inject={call}:signal=KILL:when={n}", "-o", "/dev/null"])
+        if killed["signal"] != 9:
+            return "not killed", killed
+        resumed = sweep.run(store, fingerprint=True)
+        if resumed["code"] != 0:
+            return "refused or traceback", resumed["message"]
+        return ("identical", None) if json.loads(resumed["message"]) == expected else ("different", None)
+
+    with ThreadPoolExecutor(sweep.free.qsize()) as pool:
+        results = list(pool.map(lambda p: (p, kill_and_resume(p)), points))
+    outcomes = collections.Counter(kind for _, (kind, _) in results)
+    print(f"\nworker unit: {len(points)} kill points {dict(counts)}: {dict(outcomes)}")
+    assert points and outcomes["identical"] == len(points), [r for r in results if r[1][0] != "identical"][:5]

@@ -212,12 +212,17 @@ def test_predict_reads_every_format_export_writes(tiny_run, tmp_path):
 
 
 def test_format_follows_a_tflite_out_and_text_output(tiny_run, tmp_path):
-    run_dir, _ = tiny_run
+    run_dir, photos = tiny_run
     result = _cli("export", run_dir, "--out", tmp_path / "m.tflite", "--quantize", "int8",
                   "--calibration-images", run_dir.parent / "data", "--calibration-size", "5")
     assert result.exit_code == 0, result.output
     assert "exported tflite int8 model" in result.output and "m.tflite.labels.json" in result.output
     assert "int8 calibrated on 5 images from" in result.output
+    # LiteRT's C++ notes ("Created TensorFlow Lite XNNPACK delegate for CPU") are not featcache's output
+    predict = subprocess.run([sys.executable, "-m", "featcache", "predict", str(tmp_path / "m.tflite"), str(photos),
+                              "-q"], capture_output=True, text=True, timeout=120)
+    assert predict.returncode == 0 and predict.stdout, predict.stderr
+    assert predict.stderr == "", predict.stderr
 
 
 @pytest.mark.parametrize("args, message", [

@@ -70,6 +70,8 @@ def test_compare_folds_on_a_grouped_store(tmp_path):
     r = CliRunner().invoke(cli, ["compare", str(store), "--folds", "3", "-q", "--json"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["grouped_folds"] is True
+    text = CliRunner().invoke(cli, ["compare", str(store), "--folds", "3", "-q"], catch_exceptions=False)
+    assert "3-fold CV (grouped: no group in two folds' test parts)" in text.output
 
 
 def test_info_shows_group_counts(tmp_path):

@@ -288,9 +288,29 @@ def test_compare_every_config(tiny_store, keys, tmp_path):
     assert sorted(e.key for e in result.entries) == sorted(keys)
     vals = [e.val_accuracy for e in result.entries]
     assert vals == sorted(vals, reverse=True)
-    assert all(e.feature_dim == 16 and e.images_per_s for e in result.entries)
+    assert all(e.feature_dim == 16 and e.views_per_s for e in result.entries)
     for name in ("compare.csv", "compare.json", "compare.png"):
         assert (tmp_path / "cmp" / name).is_file()
+    assert all(load_run(e.run_dir).config.head_type == "logreg" for e in result.entries)  # where they ended up
+
+
+def test_compare_out_is_replaced_whole_or_not_at_all(tiny_store, keys, tmp_path, monkeypatch):
+    from featcache.train import compare as compare_module
+
+    out = tmp_path / "cmp"
+    compare_module.compare(tiny_store, ["logreg"], out=out, progress=False, backbones=[keys[0]])
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    report = (out / "compare.json").read_bytes()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(compare_module, "plot_bars", full_disk)
+    with pytest.raises(OSError):
+        compare_module.compare(tiny_store, ["logreg"], out=out, progress=False)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+    assert (out / "compare.json").read_bytes() == report
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == ["cmp"]
 
 
 # -- real photos, real backbone: the claim of the tool ---------------------------------------------
@@ -328,3 +348,21 @@ def test_orl_faces_real_backbone(orl_store, head, tmp_path):
     data = load_training_data(orl_store, ["efficientnet_lite0"])
     np.testing.assert_allclose(np.asarray(run.head.to_keras()(data.X_test)), run.head.predict_proba(data.X_test),
                                atol=1e-5)
+
+
+@pytest.mark.parametrize("solver", ["sklearn", "lbfgs"])
+def test_logreg_path_point_is_what_a_fit_at_its_C_alone_gives(orl_store, solver):
+    """The C the search reports reproduces its scores: each point of the path is the fit of its C
+    alone (real features: weak penalties make the objective flat, where a warm-started point
+    would stop near the previous C's optimum)."""
+    data = load_training_data(orl_store, ["efficientnet_lite0"])
+    grid = [0.01, 1.0, 10.0, 100.0]
+    val = (data.X_val, data.y_val)
+    path = make_head("logreg", {"c_grid": grid, "solver": solver}).fit(data.X_train, data.y_train, validation=val)
+    for row in path.grid_scores_:
+        alone = make_head("logreg", {"C": row["C"], "solver": solver}).fit(data.X_train, data.y_train,
+                                                                            validation=val)
+        assert alone.grid_scores_[0]["val_loss"] == pytest.approx(row["val_loss"], rel=1e-4), row["C"]
+        assert alone.grid_scores_[0]["val_accuracy"] == row["val_accuracy"]
+        if row["C"] == path.C_:
+            np.testing.assert_allclose(alone.coef_, path.coef_, rtol=1e-3, atol=1e-5)

@@ -126,6 +126,10 @@ def test_predict_cli_table_csv_all_classes_and_folder_accuracy(run_dir, tmp_path
     assert len(lines) == 9 and all(all(c in line for c in ("red", "green", "blue")) for line in lines)
     accuracy = [line for line in table.stdout.splitlines() if line.startswith("accuracy")]
     assert accuracy and float(accuracy[0].rsplit("=", 1)[1]) >= 0.66
+    correct = int(accuracy[0].split()[1].split("/")[0])
+    wrong = [line for line in lines if "WRONG (folder: " in line]  # each miss is marked, naming its folder
+    assert len(wrong) == 9 - correct
+    assert all(line.split("WRONG (folder: ")[1].rstrip(")") in line.split()[0] for line in wrong)
 
     as_csv = CliRunner().invoke(cli, ["predict", str(exported), str(folder), "--csv", "--top-k", "2"])
     rows = list(csv.reader(io.StringIO(as_csv.stdout)))

@@ -326,3 +326,56 @@ def test_a_record_written_before_record_digests_is_read_and_bound_by_the_next_ex
     with open_store(store) as st:
         assert "record_digest" in st[key].attrs()
     assert fingerprint(store) == intact
+
+
+def test_info_lists_a_configuration_with_an_edited_record_as_damaged(data, tmp_path):
+    """`info` still describes the store, and names the damaged configuration and its repair."""
+    store = tmp_path / "features.zarr"
+    run_extract(data, store)
+    key = only_key(store)
+    _edit_attrs(store, f"features/{key}", _set("config.backbone.input_size", 64))
+    text = CliRunner().invoke(cli, ["info", str(store)])
+    assert text.exit_code == 0, text.output
+    assert "6 images" in text.output and f"  {key}: " in text.output and "featcache extract" in text.output
+    as_json = CliRunner().invoke(cli, ["info", str(store), "--json"])
+    info = json.loads(as_json.stdout)
+    assert info["configs"] == [] and [d["key"] for d in info["damaged"]] == [key]
+    assert "record" in info["damaged"][0]["problem"] and "featcache rm" in info["damaged"][0]["remedy"]
+
+
+def _garbage_array_metadata(store: Path, key: str):
+    (store / "features" / key / "features" / "zarr.json").write_text("garbage")
+
+
+def _lost_digest_array(store: Path, key: str):
+    import shutil
+
+    shutil.rmtree(store / "features" / key / "digest")
+
+
+@pytest.mark.parametrize("damage", [_garbage_array_metadata, _lost_digest_array], ids=["garbage-json", "lost-digest"])
+def test_a_config_with_unreadable_array_metadata_is_one_clear_line_and_extract_recomputes_it(data, tmp_path, damage):
+    """Not an internal error (exit 70): info lists the config as damaged, fit-head refuses it in
+    one line (exit 2), verify reports it, and the next extract makes it again."""
+    store = tmp_path / "features.zarr"
+    run_extract(data, store)
+    key, intact = only_key(store), fingerprint(store)
+    damage(store, key)
+    info = CliRunner().invoke(cli, ["info", str(store), "--json"])
+    assert info.exit_code == 0, info.output
+    assert [d["key"] for d in json.loads(info.stdout)["damaged"]] == [key]
+    fit = CliRunner().invoke(cli, ["fit-head", str(store), "--head", "logreg", "--out", str(tmp_path / "run"), "-q"])
+    assert fit.exit_code == 2 and "damaged" in fit.stderr and "featcache extract" in fit.stderr, fit.output
+    assert verify_cli(store).exit_code == 1
+    assert run_extract(data, store).configs[0].extracted == 6
+    assert fingerprint(store) == intact
+
+
+def test_a_store_whose_root_metadata_is_not_an_object_is_refused_in_one_line(data, tmp_path):
+    store = tmp_path / "features.zarr"
+    run_extract(data, store)
+    (store / "zarr.json").write_text("[]")
+    for args in (["info", str(store)], ["verify", str(store)], ["fit-head", str(store), "--out", str(tmp_path / "r")]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        assert "zarr.json is damaged" in result.stderr and "Traceback" not in result.output

@@ -153,3 +153,24 @@ def test_ambiguous_image_id_via_cli(tmp_path):
     r = CliRunner().invoke(cli, ["extract", str(data), "--store", str(tmp_path / "s.zarr"), "-b", TINY,
                                  "--weights", "random", "-q", "--labels", str(table)])
     assert r.exit_code == 2 and "matches several files" in r.output and not (tmp_path / "s.zarr").exists()
+
+
+def test_a_parquet_table_reads_as_its_csv(tmp_path):
+    """The same rows as Parquet (pyarrow) and as CSV give the same manifest; a list column holds
+    label sets; a file that is not Parquet is one clear error."""
+    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    data = make_tree(tmp_path / "d", per_class=2)
+    rows = [{"path": p.relative_to(data).as_posix(), "label": p.parent.name, "split": ["train", "test"][i % 2]}
+            for i, p in enumerate(sorted(data.rglob("*.*")))]
+    csv_table = _write_csv(tmp_path / "t.csv", rows)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "t.parquet")
+    a, b = scan(data, labels=LabelSource(csv_table)), scan(data, labels=LabelSource(tmp_path / "t.parquet"))
+    assert (a.paths, a.classes, a.labels.tolist(), a.splits.tolist()) == (b.paths, b.classes, b.labels.tolist(),
+                                                                          b.splits.tolist())
+    sets = [{"path": r["path"], "labels": ["x", r["label"]]} for r in rows]
+    pq.write_table(pa.Table.from_pylist(sets), tmp_path / "sets.parquet")
+    multi = scan(data, labels=LabelSource(tmp_path / "sets.parquet"))
+    assert multi.multilabel and multi.classes == ["blue", "green", "red", "x"]
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(FeatcacheError, match="cannot be read as Parquet"):
+        scan(data, labels=LabelSource(tmp_path / "bad.parquet"))

@@ -232,7 +232,7 @@ def test_the_records_architecture_md_lists_are_frozen_dataclasses():
 def test_compare_never_breaks_ties_with_test_accuracy():
     def entry(test, seconds, loss=0.3):
         return CompareEntry(key="k", backbone="b", head="h", val_accuracy=0.9, val_loss=loss, test_accuracy=test,
-                            fit_seconds=seconds, images_per_s=None, feature_dim=4)
+                            fit_seconds=seconds, views_per_s=None, feature_dim=4)
 
     entries = [entry(0.99, 2.0), entry(0.50, 1.0), entry(1.0, 0.5, loss=0.4)]
     ranked = sorted(entries, key=rank_key)

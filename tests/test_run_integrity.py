@@ -82,6 +82,31 @@ def test_a_fit_killed_while_writing_over_an_existing_run_leaves_the_old_run_whol
     assert load_run(run).config.classes == sorted(SECOND)
 
 
+def test_a_sweep_killed_over_an_earlier_sweep_leaves_it_whole(stores, tmp_path, monkeypatch):
+    """A sweep's --out (trial run folders, leaderboard, sweep.json) is replaced in one step: killed
+    after some trials were written, the earlier sweep is there as it was, its leaderboard naming
+    its own trials."""
+    from featcache.train import sweep as sweep_module
+
+    out = tmp_path / "sw"
+    first = sweep_module.sweep(stores["first"], [NUMPY_NET], "logreg", {"C": [0.1, 1.0]}, out=out, progress=False)
+    assert all(Path(t.result.run_dir).parent == out / "trials" for t in first.trials)
+    before = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # as a kill after the trials, before the leaderboard
+
+    monkeypatch.setattr(sweep_module, "write_leaderboard", killed)
+    with pytest.raises(KeyboardInterrupt):
+        sweep_module.sweep(stores["second"], [NUMPY_NET], "logreg", {"C": [0.1, 1.0]}, out=out, progress=False)
+    monkeypatch.undo()
+    assert {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+    assert beside(out) == []
+    second = sweep_module.sweep(stores["second"], [NUMPY_NET], "logreg", {"C": [0.1, 1.0]}, out=out, progress=False)
+    assert load_run(second.best.result.run_dir).config.classes == sorted(SECOND)
+    assert json.loads((out / "sweep.json").read_text())["best"]["run_dir"] == second.best.result.run_dir
+
+
 def test_a_second_writer_of_one_run_folder_is_refused_naming_the_first(stores, tmp_path):
     run = tmp_path / "r"
     fit(stores["first"], run)

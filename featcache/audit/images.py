@@ -10,6 +10,7 @@ from PIL import Image
 
 from ..errors import ImageDecodeError
 from ..ingest.decode import decode_image
+from ..ingest.sources import is_url, join
 
 
 class ImageFiles:
@@ -17,12 +18,12 @@ class ImageFiles:
     (an audit reports what it can rather than stopping at a moved or deleted image)."""
 
     def __init__(self, root: str | Path, paths: list[str]):
-        self.root = Path(root)
+        self.root = root if is_url(root) else Path(root)  # a URL: read through its source (sources.py)
         self.paths = paths
 
     def _rgb(self, index: int) -> Image.Image | None:
         try:
-            return decode_image(self.root / self.paths[index]).convert("RGB")
+            return decode_image(join(str(self.root), self.paths[index])).convert("RGB")
         except (ImageDecodeError, OSError):
             return None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ..errors import ParameterError
+from ..ingest.label_file import group_pattern
 
 SCORES = ("self_confidence", "margin")
 MAPS = ("pca", "tsne")
@@ -27,9 +28,12 @@ class AuditOptions:
     map: str = "pca"
     sheet_size: int = 48  # thumbnails per contact sheet
     image_root: str | None = None  # where the images are, when not at the store's recorded data folder
+    # group leaks: the store's groups, or groups by a regular expression on the paths (a store without)
+    group_by: str | None = None
     seed: int = 0
 
     def __post_init__(self):
+        group_pattern(self.group_by)  # a bad expression is refused before anything is read
         for name, low in (("folds", 2), ("k", 1), ("duplicate_k", 1), ("sheet_size", 1)):
             if getattr(self, name) < low:
                 raise ParameterError(name, f"must be at least {low}, got {getattr(self, name)}")

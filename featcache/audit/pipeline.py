@@ -8,14 +8,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FeatcacheError
+from ..train.run import replaced_folder
 from .duplicates import candidate_pairs, confirm_pairs, group_duplicates
 from .images import ImageFiles
 from .knn import search, unit_rows
 from .label_errors import label_scores, out_of_fold_probabilities
 from .options import AuditOptions
 from .outliers import knn_distance, rank_outliers
-from .records import AuditResult, LabelIssue, Outlier
-from .report import write_report
+from .records import AuditResult, LabelIssue, Outlier, group_leaks
+from .report import REPORT_FILE, write_report
 from .source import load_images
 
 MIN_IMAGES = 3
@@ -27,10 +28,13 @@ def audit(store: str | Path, backbone: str | None, options: AuditOptions | None 
     with ``out``, write contact sheets, the map, flagged.csv and audit.json there."""
     options = options or AuditOptions()
     clock = _Clock()
-    stored = load_images(store, backbone)
+    stored = load_images(store, backbone, group_by=options.group_by)
     key, fs, refs, n = stored.key, stored.features, stored.refs, len(stored.refs)
     if n < MIN_IMAGES:
         raise FeatcacheError(f"{store} has features of {n} image(s) for {key}; an audit needs at least {MIN_IMAGES}")
+    if fs.label_sets is not None:  # label errors are scored against one label per image
+        raise FeatcacheError(f"{store} has several labels per image; the audit scores one label per image and "
+                             "does not read label sets yet")
     files = ImageFiles(options.image_root or stored.data_root, fs.paths)
     clock.lap("load")
 
@@ -58,9 +62,11 @@ def audit(store: str | Path, backbone: str | None, options: AuditOptions | None 
         store=str(store), key=key, classes=list(fs.classes), n_images=n, label_issues=label_issues,
         duplicates=duplicates, outliers=outliers,
         out_of_fold_accuracy=float(np.mean(proba.argmax(axis=1) == fs.labels)), unverified_pairs=unverified,
-        options=options.to_dict(), seconds=clock.seconds)
+        options=options.to_dict(), group_leaks=group_leaks(refs), seconds=clock.seconds)
     if out is not None:
-        write_report(out, result, unit, fs.labels, files, options.sheet_size, options.map, options.seed)
+        with replaced_folder(out, REPORT_FILE) as (staging, final):  # a killed audit leaves the last report whole
+            write_report(staging, result, unit, fs.labels, files, options.sheet_size, options.map, options.seed,
+                         final=final)
         clock.lap("report")
     return result
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from ..ingest.splits import SPLITS
+
 
 @dataclass(frozen=True)
 class ImageRef:
@@ -14,6 +16,7 @@ class ImageRef:
     path: str
     label: str
     split: str
+    group: str | None = None  # the image's group (patient, site, ...) where the store has groups
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,33 @@ class DuplicateGroup:
 
 
 @dataclass(frozen=True)
+class GroupLeak:
+    """A group (patient, site, camera) with images in more than one split: its test images are not
+    independent of its training images, so the test score leaks."""
+
+    group: str
+    splits: dict[str, int]  # split -> images of the group there
+    images: tuple[ImageRef, ...]
+
+    def to_dict(self) -> dict:
+        return {"group": self.group, "splits": self.splits, "images": [asdict(im) for im in self.images]}
+
+
+def group_leaks(refs: list[ImageRef]) -> list[GroupLeak]:
+    """Groups found in several splits, the largest first."""
+    members: dict[str, list[ImageRef]] = {}
+    for ref in refs:
+        if ref.group is not None:
+            members.setdefault(ref.group, []).append(ref)
+    leaks = []
+    for group, images in members.items():
+        splits = {s: n for s in SPLITS if (n := sum(im.split == s for im in images))}
+        if len(splits) > 1:
+            leaks.append(GroupLeak(group, splits, tuple(images)))
+    return sorted(leaks, key=lambda g: (-len(g.images), g.group))
+
+
+@dataclass(frozen=True)
 class Outlier:
     """An image far from its nearest neighbours, whatever their class."""
 
@@ -86,6 +116,7 @@ class AuditResult:
     out_of_fold_accuracy: float
     unverified_pairs: int  # near-duplicate candidates whose files could not be read to confirm them
     options: dict
+    group_leaks: list[GroupLeak] = field(default_factory=list)  # groups in several splits
     seconds: dict[str, float] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # what was written under ``out``
 
@@ -95,7 +126,8 @@ class AuditResult:
                 "options": self.options, "seconds": self.seconds, "files": self.files,
                 "label_issues": [x.to_dict() for x in self.label_issues],
                 "duplicates": [x.to_dict() for x in self.duplicates],
-                "outliers": [x.to_dict() for x in self.outliers]}
+                "outliers": [x.to_dict() for x in self.outliers],
+                "group_leaks": [x.to_dict() for x in self.group_leaks]}
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from .images import ImageFiles
 from .records import AuditResult
 from .sheets import Tile, contact_sheet
 
+REPORT_FILE = "audit.json"  # every finding; also what makes a folder an audit's, which a new audit replaces
 CSV_COLUMNS = ["finding", "rank", "path", "label", "split", "score", "suggested", "group", "detail"]
 GROUP_COLOURS = ("black", "tab:blue")  # alternate per duplicate group, so a group's tiles read as one
 ANNOTATED_OUTLIERS = 10
@@ -33,6 +34,10 @@ def finding_rows(result: AuditResult) -> list[dict]:
         rows += [{"finding": f"{g.kind}_duplicate", "rank": r, "path": im.path, "label": im.label, "split": im.split,
                   "score": g.similarity, "suggested": "", "group": r,
                   "detail": "; ".join([*flags, f"pixel difference {g.pixel_difference:.2f}"])} for im in g.images]
+    for r, g in enumerate(result.group_leaks, 1):
+        rows += [{"finding": "group_leak", "rank": r, "path": im.path, "label": im.label, "split": im.split,
+                  "score": len(g.images), "suggested": "", "group": g.group,
+                  "detail": ", ".join(f"{s} {n}" for s, n in g.splits.items())} for im in g.images]
     rows += [{"finding": "outlier", "rank": r, "path": x.image.path, "label": x.image.label, "split": x.image.split,
               "score": x.score, "suggested": "", "group": "", "detail": f"z={x.z:.1f}"}
              for r, x in enumerate(result.outliers, 1)]
@@ -57,9 +62,10 @@ def sheet_tiles(result: AuditResult, limit: int) -> dict[str, list[Tile]]:
 
 
 def write_report(out: str | Path, result: AuditResult, unit: np.ndarray, labels: np.ndarray, files: ImageFiles,
-                 limit: int, map_method: str = "pca", seed: int = 0) -> dict[str, str]:
-    """Write everything under ``out``; returns {what: path}. ``unit``: the unit-normalised view-0
-    features the audit searched, for the map."""
+                 limit: int, map_method: str = "pca", seed: int = 0, final: Path | None = None) -> dict[str, str]:
+    """Write everything under ``out``; returns {what: path}, the paths under ``final`` (where ``out``
+    goes once complete; default ``out`` itself). ``unit``: the unit-normalised view-0 features the
+    audit searched, for the map."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}
@@ -69,18 +75,16 @@ def write_report(out: str | Path, result: AuditResult, unit: np.ndarray, labels:
     for finding, tiles in sheet_tiles(result, limit).items():
         if tiles:
             title = f"{TITLES[finding]}: {len(tiles)} of {len(marks[finding])} images"
-            written[f"{finding}_sheet"] = str(contact_sheet(tiles, files, out / f"{finding}.png", title))
+            written[f"{finding}_sheet"] = contact_sheet(tiles, files, out / f"{finding}.png", title).name
     xy = embed_2d(unit, map_method, seed)
-    written["map"] = str(draw_map(xy, labels, result.classes, marks, files.paths, out / "map.png",
-                                  f"{result.key}: {map_method.upper()} of view-0 features, {len(unit)} images",
-                                  annotate=marks["outliers"][:ANNOTATED_OUTLIERS]))
-    csv_path = out / "flagged.csv"
-    with csv_path.open("w", newline="") as f:
+    written["map"] = draw_map(xy, labels, result.classes, marks, files.paths, out / "map.png",
+                              f"{result.key}: {map_method.upper()} of view-0 features, {len(unit)} images",
+                              annotate=marks["outliers"][:ANNOTATED_OUTLIERS]).name
+    with (out / "flagged.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(finding_rows(result))
-    written["csv"] = str(csv_path)
-    written["json"] = str(out / "audit.json")
-    result.files = written
-    (out / "audit.json").write_text(json.dumps(result.to_dict(), indent=2))
-    return written
+    written["csv"], written["json"] = "flagged.csv", REPORT_FILE
+    result.files = {what: str(Path(final or out) / name) for what, name in written.items()}
+    (out / REPORT_FILE).write_text(json.dumps(result.to_dict(), indent=2))
+    return result.files

@@ -165,6 +165,10 @@ def _take(folder: Path | None) -> RunLock | None:
 
 def _usable(st, backbones) -> tuple[list[str], dict[str, str]]:
     """The configurations to search (complete ones; the others skipped, with why)."""
+    if st.manifest().multilabel:
+        raise FeatcacheError(f"{st.path} has several labels per image; the search scores one label per image",
+                             remedy=Remedy("fit a head on it with {}",
+                                           Step.of("fit_head", store=st.path, backbones="NAME", out="RUN_DIR")))
     keys = [st.resolve_key(b) for b in backbones] if backbones else st.keys()
     if not keys:
         raise FeatcacheError(f"{st.path} holds no features yet",

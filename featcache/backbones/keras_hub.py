@@ -25,13 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import FeatcacheError, ParameterError
+from ..install import pip_install
 from .spec import BackboneSpec, Preprocess, WeightsRecord
 
 PRESET_CONFIG = "config.json"  # what save_to_preset writes, and a Hugging Face checkpoint's config
 PRESET_WEIGHTS = "model.weights.h5"
 HF_WEIGHTS = "model.safetensors"
 CONVERTER_FILE = "image_converter.json"
-INSTALL = "install keras-hub (pip install 'featcache[hub]')"
+INSTALL = f"install keras-hub ({pip_install('featcache[hub]')})"
 
 
 def hub_available() -> bool:

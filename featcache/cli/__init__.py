@@ -3,7 +3,7 @@ function; TensorFlow is imported only inside commands, so `--help` stays instant
 
 Exit codes: 0 success, 1 finished but some inputs failed (e.g. unreadable images in predict),
 2 user error (bad option, missing or damaged file, wrong store, a refused system call), 70 a featcache
-bug (its traceback is printed), 130 interrupted (work done so far is kept). Every failure is one
+bug (its traceback is printed), 130 interrupted (extract keeps the units it saved, and says how many images). Every failure is one
 ``error: ...`` line on stderr; with --json also {"error", "remedy", "exit_code"} on stdout.
 """
 
@@ -42,6 +42,7 @@ def _register() -> None:
         compare_cmd,
         data_cmd,
         export_cmd,
+        export_features_cmd,
         extract_cmd,
         fine_tune_cmd,
         fit_head_cmd,
@@ -54,9 +55,9 @@ def _register() -> None:
         verify_cmd,
     )
 
-    for module in (audit_cmd, auto_cmd, backbones_cmd, classify_cmd, compare_cmd, data_cmd, export_cmd, extract_cmd,
-                   fine_tune_cmd, fit_head_cmd, heads_cmd, info_cmd, neighbors_cmd, predict_cmd, rm_cmd, sweep_cmd,
-                   verify_cmd):
+    for module in (audit_cmd, auto_cmd, backbones_cmd, classify_cmd, compare_cmd, data_cmd, export_cmd,
+                   export_features_cmd, extract_cmd, fine_tune_cmd, fit_head_cmd, heads_cmd, info_cmd, neighbors_cmd,
+                   predict_cmd, rm_cmd, sweep_cmd, verify_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
 

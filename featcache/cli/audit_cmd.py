@@ -44,6 +44,9 @@ from .options import (
 @click.option("--sheet-size", type=int, default=48, show_default=True, help="Thumbnails per contact sheet.")
 @click.option("--data", type=click.Path(), default=None,
               help="The images' folder, if not where the store recorded it (to check duplicates and draw sheets).")
+@click.option("--group-by", default=None, metavar="REGEX", help="Check that no group (patient, site, camera) "
+              "straddles splits, by this expression on the image paths (its first capture group, or the whole "
+              "match) [default: the store's own groups, if it has any].")
 @seed_option("the folds, the logistic regression and the map")
 @click.option("--show", type=click.IntRange(0), default=10, show_default=True,
               help="Findings of each kind to print (0: all); --out and --json hold every one.")
@@ -51,7 +54,7 @@ from .options import (
 @quiet_option
 @json_option
 def audit_cmd(store, backbone, out, folds, C, score, k, outlier_z, duplicate_k, duplicate_similarity,
-              pixel_tolerance, map_method, sheet_size, data, seed, show, quiet, as_json):
+              pixel_tolerance, map_method, sheet_size, data, group_by, seed, show, quiet, as_json):
     """Find likely label errors, duplicates and outliers among STORE's images from their cached features.
 
     \b
@@ -60,13 +63,15 @@ def audit_cmd(store, backbone, out, folds, C, score, k, outlier_z, duplicate_k, 
     duplicates    identical files, and near-identical ones (close features, confirmed on pixels);
                   LEAK when a group spans train/validation/test, LABELS when its classes differ
     outliers      far from their k nearest neighbours: blank, corrupt or off-topic images
+    group leaks   (stores with groups) a patient, site or camera with images in several splits
     """
     from ..audit import AuditOptions, audit
+    from ..ingest.splits import SPLITS
 
     options = AuditOptions(folds=folds, C=C, score=score.replace("-", "_"), k=k, outlier_z=outlier_z,
                            duplicate_k=duplicate_k, duplicate_similarity=duplicate_similarity,
                            pixel_tolerance=pixel_tolerance, map=map_method, sheet_size=sheet_size, image_root=data,
-                           seed=seed)
+                           group_by=group_by, seed=seed)
     result = audit(store, backbone, options, out=out, progress=not quiet)
     if as_json:
         emit_json(result.to_dict())
@@ -91,6 +96,11 @@ def audit_cmd(store, backbone, out, folds, C, score, k, outlier_z, duplicate_k, 
     click.echo(f"\noutliers: {len(result.outliers)}")
     echo_table([{"rank": r, "path": x.image.path, "split": x.image.split, "label": x.image.label,
                  "distance": x.score, "z": x.z} for r, x in enumerate(result.outliers[shown], 1)])
+    if result.group_leaks:
+        click.echo(f"\ngroups in several splits: {len(result.group_leaks)} (their test images are not independent "
+                   "of their training images)")
+        echo_table([{"group": g.group, "images": len(g.images), **{s: g.splits.get(s, 0) for s in SPLITS}}
+                    for g in result.group_leaks[shown]])
     if result.files:
         click.echo(f"\nwritten to {out}: {', '.join(sorted(p.rsplit('/', 1)[-1] for p in result.files.values()))}")
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.abc
 import importlib.machinery
 import json
-import os
 import re
 import shlex
 import sys
@@ -15,25 +13,9 @@ import traceback
 import click
 
 from ..errors import FeatcacheError, ParameterError, Remedy, Step, describe_error
+from ..quiet import stderr_silenced
 
 INTERNAL_ERROR = 70  # sysexits' EX_SOFTWARE: a featcache bug, never mistaken for 1 (some inputs failed) or 2
-
-
-@contextlib.contextmanager
-def _stderr_silenced():
-    """File descriptor 2 pointed at /dev/null for the block: TensorFlow's C++ start-up lines
-    (oneDNN notice, absl pre-init warning, CUDA probing on machines without a GPU) are written
-    there before TF_CPP_MIN_LOG_LEVEL is honoured. Python-level errors still surface: they are
-    raised after stderr is restored."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _probe_devices() -> None:
@@ -45,7 +27,7 @@ def import_tensorflow_quietly() -> None:
     """Import TensorFlow now, its C++ start-up lines hidden."""
     if "tensorflow" in sys.modules:
         return
-    with _stderr_silenced():
+    with stderr_silenced():
         import tensorflow  # noqa: F401
 
         _probe_devices()
@@ -63,7 +45,7 @@ class _QuietLoader(importlib.abc.Loader):
 
     def exec_module(self, module):
         try:
-            with _stderr_silenced():
+            with stderr_silenced():
                 self.loader.exec_module(module)
                 _probe_devices()
         finally:  # the module keeps its own loader (resources, reloads)
@@ -249,9 +231,10 @@ class FeatcacheGroup(click.Group):
             problem = f"internal error ({describe_error(exc)})"
             fail(ctx, f"{problem}; please report it with the command and the traceback above", problem,
                  "please report it with the command and the traceback on stderr", INTERNAL_ERROR, as_json)
-        except KeyboardInterrupt:
-            message = "interrupted: everything finished so far is saved"
-            remedy = "re-run the same command to resume"
+        except KeyboardInterrupt as exc:
+            saved = getattr(exc, "saved", None)  # what the work saved, when it says (extract does)
+            message = f"interrupted: {saved}" if saved else "interrupted"
+            remedy = "re-run the same command to resume" if saved else "re-run the same command"
             if as_json:
                 emit_json({"error": message, "remedy": remedy, "exit_code": 130})
             click.secho(f"{message}; {remedy}", fg="yellow", err=True)

@@ -33,8 +33,9 @@ def _echo_cv(result) -> None:
     rows = [{**r, **{m: _interval_text(r, m) for m in ("accuracy", "macro_f1", "balanced_accuracy", "log_loss")}}
             for r in result.rows()]
     echo_table(rows, ["key", "head", "accuracy", "macro_f1", "balanced_accuracy", "log_loss", "vs_best",
-                      "fit_seconds", "images_per_s", "feature_dim", "backbone_params"])
-    click.echo(f"{result.folds}-fold CV x {result.repeats} over {result.images} train+validation images; "
+                      "fit_seconds", "views_per_s", "feature_dim", "backbone_params"])
+    grouped = " (grouped: no group in two folds' test parts)" if result.grouped else ""
+    click.echo(f"{result.folds}-fold CV{grouped} x {result.repeats} over {result.images} train+validation images; "
                "95% Nadeau-Bengio corrected t-intervals; vs_best: corrected paired t-test (n.s.: not significant)")
     if result.note:
         click.secho(result.note, fg="yellow", err=True)
@@ -69,7 +70,7 @@ def compare_cmd(store, heads, backbones, folds, repeats, shots, out, seed, tta, 
     """Leaderboard of every backbone configuration in STORE x each head.
 
     With --folds: mean accuracy, macro-F1, balanced accuracy and log-loss with 95% intervals over
-    the folds, cost (extraction img/s, feature size, backbone parameters, fit time), and the
+    the folds, cost (backbone views/s as extracted, feature size, backbone parameters, fit time), and the
     winner's accuracy on the untouched test split.
     """
     from ..train.compare import compare
@@ -82,8 +83,9 @@ def compare_cmd(store, heads, backbones, folds, repeats, shots, out, seed, tta, 
     if folds is not None:
         _echo_cv(result)
     else:
-        echo_table(result.rows(), ["key", "head", "val_accuracy", "val_loss", "test_accuracy", "fit_seconds",
-                                   "images_per_s", "feature_dim"])
+        multilabel = any(e.val_map is not None for e in result.entries)
+        echo_table(result.rows(), ["key", "head", *(("val_map", "test_map") if multilabel else ()), "val_accuracy",
+                                   "val_loss", "test_accuracy", "fit_seconds", "views_per_s", "feature_dim"])
     for key, why in result.skipped.items():
         if (err := result.skip_errors.get(key)) is not None and err.remedy:  # its remedy as a command line
             why = f"{err.problem}; {worded_remedy(click.get_current_context().find_root().command, err.remedy)}"

@@ -35,6 +35,8 @@ from .options import (
               help="K augmented views per image, on top of the un-augmented view 0.")
 @click.option("--split", default=None, help="train/validation/test fractions, e.g. 70/20/10 (default; "
               "ignored for pre-split folders).")
+@click.option("--resplit", is_flag=True, help="Allow a --split other than the store's (images move between "
+              "train, validation and test; runs trained on the old split no longer match it).")
 @seed_option("the augmentation")
 @click.option("--image-size", type=int, default=None, help="Input size (default: the backbone's).")
 @click.option("--pooling", type=click.Choice(POOLINGS), default="avg", show_default=True)
@@ -73,14 +75,17 @@ from .options import (
 @label_options
 @quiet_option
 @json_option
-def extract_cmd(data_dir, store, backbones, taps, augment, split, seed, image_size, pooling, weights, batch_size, dtype,
+def extract_cmd(data_dir, store, backbones, taps, augment, split, resplit, seed, image_size, pooling, weights, batch_size, dtype,
                 workers, rotation, shift, shear, zoom, channel_shift, hflip, vflip, strict, precision, jit, jpeg_draft,
-                device, executor, labels, path_column, label_column, split_column, group_column, group_by, quiet,
-                as_json):
+                device, executor, labels, path_column, label_column, label_delimiter, label_columns, split_column,
+                group_column, group_by, quiet, as_json):
     """Run each backbone once over DATA_DIR and cache the features in STORE.
 
     DATA_DIR holds one folder per class, or train/validation/test folders each holding one folder
     per class, or the images a --labels table lists. Re-running resumes: only images not yet in the store are extracted.
+
+    DATA_DIR may be a URL (s3://bucket/prefix/, gs://, az://: fsspec and its package, e.g. s3fs), read
+    with the file system's standard credentials (environment, profiles, roles), which are never recorded.
     """
     from ..extraction import ExtractOptions, extract
     from ..ingest.augment import AugmentParams
@@ -89,12 +94,14 @@ def extract_cmd(data_dir, store, backbones, taps, augment, split, seed, image_si
     params = AugmentParams(augmented_views=augment, rotation=rotation, width_shift=shift, height_shift=shift,
                            shear=shear, zoom=zoom, channel_shift=channel_shift, horizontal_flip=hflip,
                            vertical_flip=vflip, seed=seed)
-    options = ExtractOptions(backbones=tuple(backbones), augment=params, split=split, image_size=image_size,
+    options = ExtractOptions(backbones=tuple(backbones), augment=params, split=split, resplit=resplit,
+                             image_size=image_size,
                              pooling=pooling, weights=weights, dtype=dtype, workers=workers, strict=strict,
                              batch_size=batch_size if batch_size == "auto" else _int(batch_size, "--batch-size"),
                              precision=precision, jit=jit, jpeg_draft=jpeg_draft, device=device, progress=not quiet,
                              taps=taps, group_by=group_by,
-                             labels=LabelSource(labels, path_column, label_column, split_column, group_column)
+                             labels=LabelSource(labels, path_column, label_column, split_column, group_column,
+                                                label_delimiter, label_columns)
                              if labels else None)
     result = extract(data_dir, store, options, executor=executor)
     if as_json:
@@ -102,9 +109,12 @@ def extract_cmd(data_dir, store, backbones, taps, augment, split, seed, image_si
                    "configs": [{"key": c.key, "backbone": c.backbone, "extracted": c.extracted, "reused": c.reused,
                                 "failed": c.failed, "repaired": c.repaired, "pending": c.pending, "views": c.views,
                                 "batch_size": c.batch_size, "seconds": round(c.seconds, 3),
-                                "images_per_s": c.images_per_s} for c in result.configs],
+                                "images_per_s": c.images_per_s, "views_per_s": c.views_per_s}
+                               for c in result.configs],
                    "skipped": [{"path": s.path, "reason": s.reason} for s in result.skipped],
-                   "empty_classes": result.empty_classes})
+                   "empty_classes": result.empty_classes,
+                   "added_beside": [{"key": new, "beside": old, "differences": d}
+                                    for new, old, d in result.added_beside]})
     else:
         _echo_summary(result)
     if not result.complete:
@@ -119,10 +129,17 @@ def _int(text: str, flag: str) -> int:
 
 
 def _echo_summary(result) -> None:
-    click.echo(f"{result.images} images in {len(result.classes)} classes -> {result.store}")
+    n = len(result.classes)
+    click.echo(f"{result.images} images in {n} {'class' if n == 1 else 'classes'} -> {result.store}")
+    if n == 1:
+        click.secho("  note: one class: neighbors works on it; fit-head, compare and audit need at least two",
+                    fg="yellow", err=True)
+    for new, old, differences in result.added_beside:
+        click.secho(f"  note: {new} is a new configuration beside {old} ({'; '.join(differences)}); "
+                    "name either by its key from now on, or remove one with `featcache rm`", fg="yellow", err=True)
     for c in result.configs:
-        views = f", {c.views} views per image" if c.views > 1 else ""
-        rate = f" in {c.seconds:.1f} s ({c.images_per_s:.1f} img/s{views})" if c.images_per_s else ""
+        views = f"; {c.views} views each: {c.views_per_s:.1f} views/s" if c.views > 1 and c.images_per_s else ""
+        rate = f" in {c.seconds:.1f} s ({c.images_per_s:.1f} images/s{views})" if c.images_per_s else ""
         repaired = f" (of which {c.repaired} damaged rows recomputed)" if c.repaired else ""
         pending = f", {c.pending} to compute" if c.pending else ""
         click.echo(f"  {c.key}: {c.extracted} extracted{repaired}, {c.reused} reused, {c.failed} failed{pending}{rate}")

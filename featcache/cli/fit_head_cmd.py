@@ -67,8 +67,17 @@ def fit_head_cmd(store, backbones, head, out, seed, tensorboard_dir, checkpoint_
     click.echo(f"{head} head on {' + '.join(result.keys)} ({result.input_dim}-d): {n['train']} train images x "
                f"{n['views']} views, {n['validation']} validation ({result.validation_source}), {n['test']} test")
     for name, m in (("validation", result.val), ("test", result.test)):
-        if m is not None:
+        if m is not None and result.multilabel:
+            click.echo(f"  {name:<10} mAP {m.mean_ap:.4f} (micro {m.micro_ap:.4f})  F1-macro {m.f1_macro:.4f}  "
+                       f"subset accuracy {m.subset_accuracy:.4f}  (n={m.n})")
+        elif m is not None:
             click.echo(f"  {name:<10} accuracy {m.accuracy:.4f}  macro-F1 {m.macro_f1:.4f}  ECE {m.ece:.4f}  (n={m.n})")
+    if not result.multilabel:
+        click.echo("  (ECE: expected calibration error, the gap between confidence and accuracy: 0 is calibrated)")
+    if result.multilabel:
+        shown = ", ".join(f"{c} {t:.3f}" for c, t in list(zip(result.classes, result.thresholds, strict=True))[:8])
+        more = f", ... ({len(result.classes)} classes)" if len(result.classes) > 8 else ""
+        click.echo(f"  thresholds (best F1 per class on validation): {shown}{more}")
     if result.temperature != 1.0:
         click.echo(f"  temperature {result.temperature:.3f} (fitted on validation)")
     if result.refit:

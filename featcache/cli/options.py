@@ -87,11 +87,16 @@ def label_options(f):
     return _apply(
         f,
         click.option("--labels", "labels", default=None, type=click.Path(), metavar="FILE",
-                     help="A CSV, TSV or JSONL table of images and labels, used instead of the class folders "
+                     help="A CSV, TSV, JSONL or Parquet table of images and labels, used instead of the class folders "
                           "(it may list part of DATA_DIR)."),
         click.option("--path-column", default=None, help="The table's image column [default: path, file, "
                      "filename, image or image_id]."),
         click.option("--label-column", default=None, help="The table's label column [default: label, labels or class]."),
+        click.option("--label-delimiter", default="|", show_default=True,
+                     help="Between the labels of one cell (several labels per image); ' ' splits on any whitespace. "
+                          "A cell holding a JSON list ([\"a\", \"b\"]) is read as a list."),
+        click.option("--label-columns", default=None, metavar="A,B,C",
+                     help="Several labels per image as one 0/1 column per class, instead of a label column."),
         click.option("--split-column", default=None, help="A column of train/validation/test splits to keep "
                      "[default: split, if there is one]."),
         click.option("--group-column", default=None, help="A column naming each image's group, whose images "

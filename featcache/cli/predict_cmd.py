@@ -28,6 +28,9 @@ def predict_cmd(model, inputs, top_k, batch_size, fmt, folder_labels, tta, quiet
     """Classify image files or folders with MODEL: a fit-head run folder, or a model from export
     (a .keras file, a SavedModel folder or a .tflite file).
 
+    A multi-label MODEL (several labels per image) gives each class's probability and the
+    predicted label set (the classes at or above the thresholds chosen on validation).
+
     Exit code 1 when any file could not be read or predicted (the others are still predicted).
     """
     from ..serve.predict import load_classifier, score_folder_labels
@@ -35,6 +38,10 @@ def predict_cmd(model, inputs, top_k, batch_size, fmt, folder_labels, tta, quiet
     clf = load_classifier(model)
     preds = clf.predict(inputs, batch_size=batch_size, progress=not quiet, tta=tta)
     classes = clf.classes
+    if clf.multilabel:
+        _emit_multilabel(preds, classes, fmt)
+        _exit_on_errors([p.error for p in preds])
+        return
     records = []
     for p in preds:
         rec = {"path": p.path, "label": p.label, "confidence": p.confidence, "error": p.error,
@@ -58,17 +65,44 @@ def predict_cmd(model, inputs, top_k, batch_size, fmt, folder_labels, tta, quiet
                 click.secho(f"{r['path']}: ERROR {r['error']}", fg="red", err=True)
                 continue
             tops = "  ".join(f"{t['class']} {t['probability']:.1%}" for t in r["top"])
-            click.echo(f"{r['path']}  {tops}")
+            wrong = folder_labels and r["true"] in classes and r["label"] != r["true"]
+            click.echo(f"{r['path']}  {tops}" + (f"  WRONG (folder: {r['true']})" if wrong else ""))
     if folder_labels:
         score = score_folder_labels(preds, classes)
         if score.unknown_folders:
             click.secho(f"note: folders not among the classes: {', '.join(score.unknown_folders)}", err=True)
         click.echo(f"accuracy {score.correct}/{score.scored} = {score.accuracy:.4f}", err=fmt is not None)
-    failed = [r for r in records if r["error"]]
+    _exit_on_errors([r["error"] for r in records])
+
+
+def _exit_on_errors(errors: list) -> None:
+    failed = [e for e in errors if e]
     if failed:
-        click.secho(f"{len(failed)} of {len(records)} files could not be read or predicted (errors above)",
+        click.secho(f"{len(failed)} of {len(errors)} files could not be read or predicted (errors above)",
                     fg="red", err=True)
         sys.exit(1)
+
+
+def _emit_multilabel(preds, classes: list[str], fmt) -> None:
+    """Per image: its predicted label set and every class's probability."""
+    records = [{"path": p.path, "labels": p.labels if not p.error else None, "error": p.error,
+                "probabilities": dict(zip(classes, p.probabilities, strict=True)) if not p.error else {}}
+               for p in preds]
+    if fmt == "json":
+        emit_json(records)
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["path", "labels", "error", *classes])
+        for r in records:
+            writer.writerow([r["path"], "|".join(r["labels"] or []), r["error"] or "",
+                             *(f"{r['probabilities'][c]:.6f}" if r["probabilities"] else "" for c in classes)])
+    else:
+        for r in records:
+            if r["error"]:
+                click.secho(f"{r['path']}: ERROR {r['error']}", fg="red", err=True)
+                continue
+            probs = "  ".join(f"{c} {v:.1%}" for c, v in sorted(r["probabilities"].items(), key=lambda kv: -kv[1]))
+            click.echo(f"{r['path']}  [{'|'.join(r['labels']) or 'no label'}]  {probs}")
 
 
 COMMANDS = [predict_cmd]

@@ -43,7 +43,8 @@ def sweep_cmd(store, backbones, head, out, seed, memory_limit, executor, quiet, 
     click.echo(f"{len(result.trials)} trials in {result.seconds:.2f} s (fitting {result.fit_seconds:.2f} s; "
                "fit_seconds: each trial's share of its group, trained together)")
     test = f"{result.test.accuracy:.4f}" if result.test else "- (no test images)"
-    click.echo(f"best: {result.best.params or 'defaults'}  validation {result.best.val.accuracy:.4f}  test {test}")
+    best = "  ".join(f"{k} {v}" for k, v in result.best.params.items()) or "defaults"
+    click.echo(f"best: {best}  validation {result.best.val.accuracy:.4f}  test {test}")
     if result.out:
         click.echo(f"written to {result.out}")
 

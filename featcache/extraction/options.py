@@ -21,6 +21,7 @@ class ExtractOptions:
     backbones: tuple[str, ...] = (DEFAULT_BACKBONE,)
     augment: AugmentParams = field(default_factory=AugmentParams)
     split: SplitFractions | str | None = None  # None: the store's split (70/20/10 for a new store)
+    resplit: bool = False  # allow a split other than the store's: images move between train/validation/test
     image_size: int | None = None  # None: each backbone's own input size
     pooling: str = "avg"
     weights: str = "imagenet"  # "imagenet", "random" (tests) or a local weights file (one backbone)

@@ -14,8 +14,9 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
-from ..errors import FeatcacheError, ParameterError
+from ..errors import FeatcacheError, Interrupted, ParameterError
 from ..ingest.scan import Manifest, scan
+from ..ingest.sources import keeping_scanned_bytes
 from ..stores import FeatureStore, open_store
 from .executors import Executor, PlanOnlyExecutor, ShardExecutor, make_executor
 from .options import ExtractOptions
@@ -59,7 +60,7 @@ def extract(data_dir: str | Path, store: str | Path, options: ExtractOptions | N
         if executor.distributed and not st.backend.concurrent_writes:
             raise FeatcacheError(f"{st.path}: a {st.backend.name} store has a single writer; a distributed run "
                                  "needs a Zarr store (.zarr)")
-        with executor:
+        with executor, keeping_scanned_bytes():  # objects of a URL data root: read once where they fit
             return _extract(st, data_dir, configs, options, manifest, executor, executor.plan_only)
     finally:
         st.close()
@@ -67,12 +68,17 @@ def extract(data_dir: str | Path, store: str | Path, options: ExtractOptions | N
 
 def _extract(st: FeatureStore, data_dir, configs, options: ExtractOptions, manifest: Manifest | None,
              executor: Executor, plan_only: bool) -> ExtractResult:
-    split = options.split
+    split, stored = options.split, st.manifests.stored_split()
     if split is None and manifest is None:
-        split = st.manifests.stored_split()  # keep the store's split unless asked otherwise
+        split = stored  # keep the store's split unless asked otherwise
     # before the store's first write: a bad folder leaves none
     manifest = manifest or scan(data_dir, split, digests=executor.digests, labels=options.labels,
                                 group_by=options.group_by)
+    if stored is not None and not manifest.presplit and not options.resplit and str(manifest.split_fractions) != stored:
+        raise ParameterError("split", f"{st.path} is split {stored}; splitting it {manifest.split_fractions} would "
+                                      "move images between train, validation and test under the runs trained on "
+                                      "the old split", remedy="leave the split out to keep the store's, or ask for "
+                                      "the new one with resplit", mentions=("resplit",))
     if options.strict and manifest.unreadable:
         first = manifest.unreadable[0]
         raise FeatcacheError(f"{manifest.root}/{first.path}: {first.reason} (strict mode; "
@@ -84,13 +90,14 @@ def _extract(st: FeatureStore, data_dir, configs, options: ExtractOptions, manif
     st.shards.merge()  # what shards of a sharded run recorded: their skip reasons and timings
     paths: dict[str, str] = {}
     for i, d in enumerate(manifest.digests):
-        paths.setdefault(d, str(manifest.abspath(i)))
+        paths.setdefault(d, manifest.location(i))
     result = ExtractResult(str(st.path), len(manifest), manifest.classes, empty_classes=manifest.empty_classes)
     if options.strict and (known_bad := _skipped_images(st, manifest)):
         # failed rows are never redone, so an earlier run's failures must stop a strict run too
         first = known_bad[0]
         raise FeatcacheError(f"{manifest.root}/{first.path}: {first.reason} (strict mode; {len(known_bad)} "
                              "image(s) in this store could not be decoded)")
+    held = {k: st.config(k) for k in st.keys() if st[k].record_intact()}
     plans: list[ConfigPlan] = []
     device = options.resolved_device()
     for cfg in configs:
@@ -102,6 +109,8 @@ def _extract(st: FeatureStore, data_dir, configs, options: ExtractOptions, manif
         if any(p.key == plan.key for p in plans):  # the same config twice: computed once
             plan = replace(plan, units=[], reused=len(set(manifest.digests)))
         plans.append(plan)
+    result.added_beside = [(p.key, k, p.cfg.differences(c)) for p in plans if p.key not in held
+                           for k, c in held.items() if c.backbone.label == p.cfg.backbone.label]
     if plan_only:
         st.shards.record_plan([p.key for p in plans])
     elif any(p.units for p in plans):
@@ -116,12 +125,21 @@ def _extract(st: FeatureStore, data_dir, configs, options: ExtractOptions, manif
                             **({"together": tuple(together)} if together else {}))
         try:
             compute_config(runs, lead.todo, run_units, options.strict, options.progress)
+        except KeyboardInterrupt:
+            raise Interrupted(_saved(result.configs)) from None
         finally:
             for run in runs:
                 if run.extracted:
                     st[run.key].add_stats(run.extracted, run.extracted * run.views, run.seconds)
     result.skipped = manifest.unreadable + _skipped_images(st, manifest)
     return result
+
+
+def _saved(runs: list[ConfigRun]) -> str:
+    """What an interrupted extract keeps: rows are saved a whole unit (chunk) at a time, so images
+    computed since the last saved unit are computed again by the next run."""
+    return "; ".join(f"{r.key}: {r.reused + r.extracted} of {r.reused + r.extracted + r.pending} images saved"
+                     f" ({r.extracted} in this run)" for r in runs)
 
 
 def _skipped_images(st: FeatureStore, manifest: Manifest) -> list[SkippedImage]:

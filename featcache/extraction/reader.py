@@ -1,4 +1,8 @@
-"""The reader: decodes and augments rows on a thread pool, a bounded window of rows ahead."""
+"""The reader: decodes and augments rows on a thread pool, a bounded window of rows ahead.
+
+Images of a URL data root are fetched on a second pool of ``FETCH_THREADS`` threads as their rows
+enter the window (an object store answers many requests at once, each after its latency), and
+decoded on the decoding threads as for local files."""
 
 from __future__ import annotations
 
@@ -13,7 +17,10 @@ from ..errors import ImageDecodeError
 from ..ingest.augment import AugmentParams, augment_view
 from ..ingest.decode import read_image
 from ..ingest.scan import SkippedImage
+from ..ingest.sources import is_url, read_location
 from ..stores import WorkUnit
+
+FETCH_THREADS = 16  # objects of a URL data root fetched at once, at most
 
 
 def decode_threads(workers: int | None = None) -> int:
@@ -30,13 +37,24 @@ class ImageReader:
         self.augment = augment
         self.jpeg_draft = jpeg_draft
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="featcache-read")
+        self.fetcher: ThreadPoolExecutor | None = None  # made at the first URL
 
-    def load(self, row: int) -> np.ndarray | SkippedImage:
+    def fetch(self, row: int) -> Future | None:
+        """The bytes of a row's object at a URL, being fetched; None for a local file."""
+        path = self.paths[self.row_digests[row]]
+        if not is_url(path):
+            return None
+        if self.fetcher is None:
+            self.fetcher = ThreadPoolExecutor(max_workers=FETCH_THREADS, thread_name_prefix="featcache-fetch")
+        return self.fetcher.submit(read_location, path)
+
+    def load(self, row: int, fetched: Future | None = None) -> np.ndarray | SkippedImage:
         """(V, S, S, 3) uint8 views of one row's image, or why it could not be decoded."""
         digest = self.row_digests[row]
         path = self.paths[digest]
         try:
-            image = read_image(path, self.size, self.jpeg_draft)
+            data = fetched.result() if fetched is not None else None
+            image = read_image(path, self.size, self.jpeg_draft, data)
         except ImageDecodeError as exc:
             return SkippedImage(path, exc.reason)
         out = np.empty((self.augment.views, *image.shape), np.uint8)
@@ -54,7 +72,9 @@ class ImageReader:
 
         def submit_next() -> None:
             for unit, row in pending:
-                inflight.append((unit, row, self.pool.submit(self.load, row)))
+                fetched = self.fetch(row)
+                job = self.pool.submit(self.load, row) if fetched is None else self.pool.submit(self.load, row, fetched)
+                inflight.append((unit, row, job))
                 return
 
         for _ in range(window):
@@ -74,3 +94,5 @@ class ImageReader:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.fetcher is not None:
+            self.fetcher.shutdown(wait=True, cancel_futures=True)

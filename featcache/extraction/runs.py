@@ -35,7 +35,12 @@ class ConfigRun:
 
     @property
     def images_per_s(self) -> float | None:
-        """Images through the backbone per second (rows x views), as the store's stats record it."""
+        """Images (rows) extracted per second, all their views included."""
+        return None if not self.seconds or not self.extracted else self.extracted / self.seconds
+
+    @property
+    def views_per_s(self) -> float | None:
+        """Forward passes per second (rows x views): the backbone's throughput, as the store's stats record it."""
         return None if not self.seconds or not self.extracted else self.extracted * self.views / self.seconds
 
 
@@ -47,6 +52,8 @@ class ExtractResult:
     configs: list[ConfigRun] = field(default_factory=list)
     skipped: list[SkippedImage] = field(default_factory=list)  # image files that could not be used
     empty_classes: list[str] = field(default_factory=list)  # class folders without a usable image
+    added_beside: list[tuple[str, str, list[str]]] = field(default_factory=list)  # (new key, key of the same
+    # backbone the store already held, what differs): a second configuration of one backbone
 
     @property
     def complete(self) -> bool:

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..config import FeatureConfig
 from ..errors import FeatcacheError, ParameterError, Remedy, Step
 from ..ingest.scan import SplitFractions
+from ..ingest.sources import join, open_source
 from ..stores import FeatureStore, StoredManifest, open_store
 from .compute import compute_units
 from .options import ExtractOptions
@@ -57,7 +58,7 @@ def run_shard(data_dir: str | Path, store: str | Path, options: ExtractOptions, 
         keys = _planned_keys(st, data_dir, options, manifest)
         paths: dict[str, str] = {}
         for rel, d in zip(manifest.paths, manifest.digests, strict=True):
-            paths.setdefault(d, str(Path(manifest.data_root) / rel))
+            paths.setdefault(d, join(manifest.data_root, rel))
         record = st.shards.get(shard.name)
         skipped, stats = record.get("skipped", {}), record.get("stats", {})
 
@@ -112,7 +113,7 @@ def _planned_keys(st: FeatureStore, data_dir, options: ExtractOptions, manifest:
         raise FeatcacheError(f"{st.path} was not planned for shards", remedy=Remedy(again, planning))
     if plan["manifest"] != st.manifests.version():
         raise FeatcacheError(f"{st.path}: its image list changed since it was planned", remedy=Remedy(again, planning))
-    if Path(data_dir).expanduser().resolve() != Path(manifest.data_root):
+    if open_source(data_dir).root != manifest.data_root:
         raise ParameterError("data_dir", f"{st.path} was planned for {manifest.data_root}, not {data_dir}")
     if options.split is not None and not manifest.presplit:
         split = options.split if isinstance(options.split, SplitFractions) else SplitFractions.parse(options.split)

@@ -17,6 +17,7 @@ from ..errors import FeatcacheError, ParameterError, shortlist
 from ..ingest.augment import AugmentParams, augment_view
 from ..ingest.decode import read_image
 from ..ingest.scan import SPLITS, digest_files
+from ..ingest.sources import local_root
 from ..paths import printable_path
 from ..stores import open_store
 from ..train.fit import HOLDOUT_FRACTION, _holdout
@@ -60,7 +61,7 @@ def load_image_set(run: RunConfig, data: str | Path | None) -> ImageSet:
     if manifest.classes != run.classes:
         raise FeatcacheError(f"the classes of store {run.store_path} are no longer those the run was trained on; "
                              "fit the head on the store again before fine-tuning")
-    root = Path(data if data is not None else manifest.data_root).expanduser().resolve()
+    root = local_root(str(data) if data is not None else manifest.data_root, "fine-tuning")
     if not root.is_dir():
         raise ParameterError("data", f"{printable_path(root)} is not a folder; give the image folder the store "
                                      "was extracted from")

@@ -83,7 +83,9 @@ def fit_inputs(X, y, validation=None, context: FitContext | None = None):
         if isinstance(X_val, np.ndarray) and X_val.ndim == 3:
             X_val = X_val[:, 0]
     context = context or FitContext()
-    if context.n_classes is None and len(y):
+    if context.n_classes is None and y.ndim == 2:  # multi-label: one 0/1 column per class
+        context = replace(context, n_classes=int(y.shape[1]))
+    elif context.n_classes is None and len(y):
         top = max(int(np.max(y)), int(np.max(y_val)) if y_val is not None else 0)
         context = replace(context, n_classes=1 + top)
     return X, y, X_val, y_val, context
@@ -94,6 +96,8 @@ class Head(ABC):
     parameters: ClassVar[tuple[Param, ...]] = ()
     files: ClassVar[tuple[str, ...]] = ()  # what save() writes into the run folder
     group_limit: ClassVar[int | None] = None  # at most this many heads in one fit_group call (None: any)
+    # trains on multi-hot y ((n, classes) 0/1) and gives independent per-class probabilities
+    multilabel_capable: ClassVar[bool] = False
 
     def __init__(self, **params: Any):
         for p in self.parameters:

@@ -125,7 +125,7 @@ class EpochSampler:
     def __iter__(self):
         eye = np.eye(self.n_classes, dtype=np.float32)
         for xb, yb in self._batches:
-            yield xb, eye[yb]
+            yield xb, (np.asarray(yb, np.float32) if np.ndim(yb) == 2 else eye[yb])  # multi-hot as it is
 
 
 class ViewSampler(EpochSampler):

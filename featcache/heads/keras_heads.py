@@ -8,6 +8,10 @@ in featcache.train.fit) only ever see view 0, the un-augmented image.
 Early stopping monitors validation accuracy and restores the best epoch's weights. Without
 validation rows the head trains for ``epochs`` epochs and keeps the last weights.
 
+Multi-label (y a multi-hot (n, classes) 0/1 matrix): sigmoid outputs, one independent probability
+per class, trained with binary cross-entropy; early stopping then monitors the validation mean
+average precision (``val_map``), ties broken by the lower validation loss.
+
 The classic recipes, as parameters:
 - Innolitics: ``mlp`` with its defaults (Adam lr 1e-3, batch 64, dropout 0.5, 128 hidden units).
 - InceptionV3 cats vs dogs: ``linear`` with its defaults (Dropout 0.4, RMSprop lr 1e-3, batch 32).
@@ -103,7 +107,7 @@ def _best_epoch_callback(patience: int | None, checkpoint: Path | None):
                 if checkpoint is not None:
                     self.model.save_weights(checkpoint)
                 return
-            key = (logs["val_accuracy"], -logs["val_loss"])
+            key = (logs.get("val_map", logs["val_accuracy"]), -logs["val_loss"])
             if self.best is None or key > self.best:
                 self.best, self.best_weights, self.wait = key, self.model.get_weights(), 0
                 if checkpoint is not None:
@@ -124,18 +128,21 @@ class KerasHead(Head):
     """Shared training loop of the Keras heads; subclasses only describe their layers."""
 
     files: ClassVar[tuple[str, ...]] = (MODEL_FILE,)
+    multilabel_capable: ClassVar[bool] = True
+    multilabel_ = False
 
     def _hidden_layers(self, x):
         """Layers between the (flattened) input and the softmax."""
         raise NotImplementedError
 
-    def _build(self, input_shape: tuple[int, ...], n_classes: int):
+    def _build(self, input_shape: tuple[int, ...], n_classes: int, multilabel: bool = False):
         import keras
 
         inputs = keras.Input(input_shape, name="features")
         x = keras.layers.Flatten()(inputs) if len(input_shape) > 1 else inputs
         x = self._hidden_layers(x)
-        outputs = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+        outputs = keras.layers.Dense(n_classes, activation="sigmoid" if multilabel else "softmax",
+                                     name="probabilities")(x)
         return keras.Model(inputs, outputs, name=f"{self.name}_head")
 
     def fit(self, X, y, *, validation=None, context: FitContext | None = None) -> KerasHead:
@@ -147,10 +154,12 @@ class KerasHead(Head):
             raise ValueError("X_train must be (n, V, D): the cached views of each training image")
         has_val = X_val is not None
         n_classes = context.n_classes
+        self.multilabel_ = np.ndim(y_train) == 2
         keras.utils.set_random_seed(int(self.seed))  # weights and dropout masks; views use their own rng
-        model = self._build(tuple(X_train.shape[2:]), n_classes)
+        model = self._build(tuple(X_train.shape[2:]), n_classes, self.multilabel_)
         model.compile(optimizer=make_optimizer(self.optimizer, self.lr, self.momentum),
-                      loss="categorical_crossentropy", metrics=["accuracy"])
+                      loss="binary_crossentropy" if self.multilabel_ else "categorical_crossentropy",
+                      metrics=["binary_accuracy" if self.multilabel_ else "accuracy"])
         self.model_ = model
         self._set_classes(n_classes)
         sampler = EpochSampler(X_train, n_classes, self.batch_size, self.seed)
@@ -164,7 +173,8 @@ class KerasHead(Head):
         self.views_drawn_ = np.stack(sampler.drawn)
         self.epochs_trained_ = len(self.views_drawn_)
         if "val_accuracy" in self.history_:  # the same (accuracy, -loss) order as BestEpoch
-            keys = list(zip(self.history_["val_accuracy"], (-v for v in self.history_["val_loss"]), strict=True))
+            score = self.history_.get("val_map", self.history_["val_accuracy"])
+            keys = list(zip(score, (-v for v in self.history_["val_loss"]), strict=True))
             self.best_epoch_ = 1 + max(range(len(keys)), key=keys.__getitem__)
         else:
             self.best_epoch_ = self.epochs_trained_
@@ -208,7 +218,9 @@ class KerasHead(Head):
                     sums[k] = sums.get(k, 0.0) + float(v) * len(xb)
                 seen += len(xb)
             logs = {k: v / seen for k, v in sums.items()}
-            if X_val is not None:
+            if X_val is not None and self.multilabel_:
+                logs.update(multilabel_scores(self.predict_proba(X_val), y_val))
+            elif X_val is not None:
                 proba = self.predict_proba(X_val)
                 picked = np.clip(proba[np.arange(len(y_val)), y_val], 1e-7, 1.0)  # Keras' epsilon
                 logs["val_loss"] = float(-np.mean(np.log(picked)))
@@ -236,6 +248,7 @@ class KerasHead(Head):
         head = cls(**params)
         head.model_ = keras.saving.load_model(Path(folder) / MODEL_FILE, compile=False)
         head._set_classes(int(head.model_.output_shape[-1]))
+        head.multilabel_ = head.model_.layers[-1].get_config().get("activation") == "sigmoid"
         return head
 
     def refit_params(self) -> dict:
@@ -257,7 +270,7 @@ class KerasHead(Head):
 
         contexts = [c or FitContext() for c in (contexts if contexts is not None else [None] * len(heads))]
         X_train, y_train, X_val, y_val, first = fit_inputs(X, y, validation, contexts[0])
-        alone = len(heads) < 2 or X_val is None or any(
+        alone = len(heads) < 2 or X_val is None or np.ndim(y_train) == 2 or any(
             c.tensorboard_dir is not None or c.checkpoint_every_epoch or c.callbacks for c in contexts)
         if alone:
             return super().fit_group(heads, X, y, validation=validation, contexts=contexts)
@@ -273,7 +286,23 @@ class KerasHead(Head):
         val_acc = self.history_.get("val_accuracy")
         return {"epochs_trained": self.epochs_trained_, "best_epoch": self.best_epoch_,
                 "best_val_accuracy": max(val_acc) if val_acc else None,
+                **({"best_val_map": max(self.history_["val_map"])} if self.history_.get("val_map") else {}),
                 "early_stopping": bool(val_acc)}
+
+
+def multilabel_scores(proba: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Validation scores of per-class probabilities against multi-hot ``y``: binary cross-entropy
+    (``val_loss``), per-label accuracy at 0.5 (``val_accuracy``) and the macro mean average
+    precision over the classes present (``val_map``)."""
+    from sklearn.metrics import average_precision_score
+
+    y = np.asarray(y, np.float64)
+    p = np.clip(np.asarray(proba, np.float64), 1e-7, 1 - 1e-7)  # Keras' epsilon
+    present = y.any(axis=0)
+    return {"val_loss": float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))),
+            "val_accuracy": float(np.mean((p >= 0.5) == (y > 0))),
+            "val_map": float(average_precision_score(y[:, present], p[:, present], average="macro"))
+            if present.any() else 0.0}
 
 
 @register_head

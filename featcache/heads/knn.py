@@ -3,8 +3,9 @@
 Fitting only keeps a bank: the L2-normalised training rows (every cached view, or view 0 only)
 and their labels. A query's k most similar bank rows vote for their classes, each with weight
 exp(cosine / vote_temperature) (``weighting="softmax"``) or 1 (``"uniform"``, a plain majority vote);
-its probabilities are each class's share of the votes. Validation chooses nothing (k and the
-temperature are parameters: a sweep picks them), so it is accepted and ignored.
+its probabilities are each class's share of the votes (multi-label: each class's share of the
+votes of the neighbours holding it, an independent probability per class). Validation chooses
+nothing (k and the temperature are parameters: a sweep picks them), so it is accepted and ignored.
 
 A training stream is read block by block into the bank, which is the model: it has to fit in
 memory (float32, rows x dim x 4 bytes), even when the raw features did not. Prediction walks the
@@ -44,7 +45,7 @@ def _flat_rows(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(r, V, D) views or (r, D) rows and their r labels -> normalised (r * V, D) rows, labels."""
     X = np.asarray(X)
     if X.ndim == 3:  # row-major: image i's views are rows i*V .. i*V+V-1
-        X, y = X.reshape(-1, X.shape[-1]), np.repeat(y, X.shape[1])
+        X, y = X.reshape(-1, X.shape[-1]), np.repeat(y, X.shape[1], axis=0)
     return l2_normalise(X), np.asarray(y, np.int64)
 
 
@@ -52,6 +53,11 @@ def _flat_rows(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class KNNHead(Head):
     name = "knn"
     files: ClassVar[tuple[str, ...]] = (BANK_FILE,)
+    multilabel_capable: ClassVar[bool] = True  # multi-hot labels: each class's share of the votes
+
+    @property
+    def multilabel_(self) -> bool:
+        return getattr(self, "labels_", np.zeros(0)).ndim == 2
 
     parameters = (
         Param("k", int, 20, "Neighbours that vote (the whole bank when it holds fewer rows).", low=1),
@@ -81,7 +87,8 @@ class KNNHead(Head):
             raise FeatcacheError("knn needs at least one training image")
         self.bank_ = np.concatenate([X for X, _ in parts])
         self.labels_ = np.concatenate([y for _, y in parts])
-        self._set_classes(int(context.n_classes or 1 + self.labels_.max()))
+        self._set_classes(int(context.n_classes or (self.labels_.shape[1] if self.multilabel_
+                                                    else 1 + self.labels_.max())))
         return self
 
     def k_used(self) -> int:
@@ -125,6 +132,9 @@ class KNNHead(Head):
         w = np.exp((s - s.max(axis=1, keepdims=True)) / self.vote_temperature) if self.weighting == "softmax" \
             else np.ones_like(s)
         C = self.n_classes_
+        if self.multilabel_:  # each class: the weighted share of the neighbours holding it
+            mass = np.einsum("qk,qkc->qc", w, self.labels_[top].astype(np.float64))
+            return (mass / w.sum(axis=1, keepdims=True)).astype(np.float32)
         cells = np.arange(len(X))[:, None] * C + self.labels_[top]  # (query, class) of each vote
         mass = np.bincount(cells.ravel(), weights=w.ravel(), minlength=len(X) * C).reshape(len(X), C)
         return (mass / mass.sum(axis=1, keepdims=True)).astype(np.float32)
@@ -157,6 +167,13 @@ class KNNHead(Head):
             w = ops.exp((sims - sims[:, :1]) / self.vote_temperature)
         else:
             w = ops.ones_like(sims)
+        if self.multilabel_:  # each bank row's multi-hot labels as a frozen Embedding
+            label_of = keras.layers.Embedding(n, self.n_classes_, trainable=False, name="bank_labels")
+            mass = ops.sum(ops.expand_dims(w, -1) * label_of(top), axis=1)
+            model = keras.Model(features, mass / ops.sum(w, axis=1, keepdims=True), name="knn_head")
+            similarity.set_weights([self.bank_.T])
+            label_of.set_weights([self.labels_.astype(np.float32)])
+            return model
         # labels as a frozen float Embedding (exact below 2**24 classes): a Keras layer, so it is saved
         label_of = keras.layers.Embedding(n, 1, trainable=False, name="bank_labels")
         votes = ops.one_hot(ops.cast(ops.squeeze(label_of(top), -1), "int32"), self.n_classes_)

@@ -2,16 +2,24 @@
 
 Training rows are ALL cached views of the training images (view 0 and the K augmented ones).
 Unless C is given, C is chosen on the validation split (view 0) from a log grid: best accuracy,
-ties broken by the lower log-loss. The grid is walked from strong to weak regularization with
-warm starts (each fit starts from the previous solution), which cuts the path's cost several
-fold. Without validation rows and without C, C=1.0 (scikit-learn's default) is used.
+ties broken by the lower log-loss. Each C of the grid is solved from zero, as a fit given that C
+alone is, so the C the search reports reproduces its scores. Warm starts (``warm_start=True``: each
+C starts from the previous C's solution) halve the path's cost, but a weakly regularized problem
+is so flat that a warm start already meets the stopping test near the previous C's optimum, so
+those points are not what a fit at their C gives. Without validation rows and without C, C=1.0
+(scikit-learn's default) is used.
 
 Two solvers reach the same optimum (scikit-learn's objective and stopping test): scikit-learn's
-lbfgs, one C after another with warm starts (``solver="sklearn"``), and featcache's stacked L-BFGS
+lbfgs, one C after another (``solver="sklearn"``), and featcache's stacked L-BFGS
 (``solver="lbfgs"``, logreg_solver.py), which solves every C of the grid together in one pass over
 the rows per iteration and reads them in blocks, so it also trains on features streamed from a
 store. ``solver="auto"`` (the default) keeps scikit-learn for rows held in memory, as before, and
 takes the stacked solver for streamed rows.
+
+Multi-label (y a multi-hot (n, classes) 0/1 matrix): one-vs-rest, one binary
+LogisticRegression per class on the same standardized rows (scikit-learn, rows in memory; the
+stacked solver refuses), per-class sigmoid probabilities; C is chosen on validation by the macro
+mean average precision, ties broken by the lower binary cross-entropy.
 
 Learned state is saved as plain arrays (``logreg.npz``) and JSON (``logreg.json``), never pickle;
 prediction is numpy only, so a loaded head does not need scikit-learn.
@@ -28,7 +36,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..errors import FeatcacheError
+from ..errors import FeatcacheError, ParameterError
 from .base import FitContext, Head, fit_inputs, register_head
 from .data import as_rows, map_blocks
 from .logreg_solver import moments, solve_path
@@ -55,6 +63,8 @@ def _log_loss(proba: np.ndarray, y: np.ndarray) -> float:
 class LogRegHead(Head):
     name = "logreg"
     files: ClassVar[tuple[str, ...]] = (STATE_FILE, META_FILE)
+    multilabel_capable: ClassVar[bool] = True
+    multilabel_ = False
 
     parameters = (
         Param("C", float, None, "Inverse regularization (default: the best of the C grid on validation).",
@@ -63,8 +73,8 @@ class LogRegHead(Head):
               low=0, low_open=True, optional=True, multiple=True),
         Param("max_iter", int, 1000, "Solver iterations per C.", low=1),
         Param("tol", float, 1e-4, "Solver tolerance.", low=0, low_open=True),
-        Param("warm_start", bool, True, "Start each C from the previous C's solution (solver sklearn).",
-              sweep=False),
+        Param("warm_start", bool, False, "Start each C of the search from the previous C's solution: about 2x "
+              "faster, but its points are then not what a fit at their C alone gives.", sweep=False),
         Param("solver", str, "auto", "sklearn: one C after another; lbfgs: every C together, rows in memory or "
               "streamed; auto: sklearn in memory, lbfgs when streamed.", choices=SOLVERS, sweep=False),
         Param("seed", int, 0, "Solver seed.", sweep=False),
@@ -76,14 +86,16 @@ class LogRegHead(Head):
                           + self.intercept_, len(self.intercept_))
 
     @staticmethod
-    def _proba_from_logits(z: np.ndarray) -> np.ndarray:
+    def _proba_from_logits(z: np.ndarray, multilabel: bool = False) -> np.ndarray:
+        if multilabel:  # one-vs-rest: an independent sigmoid per class
+            return 1.0 / (1.0 + np.exp(-z))
         if z.shape[1] == 1:  # scikit-learn's binary case: one logit for class 1, sigmoid
             p1 = 1.0 / (1.0 + np.exp(-z[:, 0]))
             return np.stack([1.0 - p1, p1], axis=1)
         return _softmax(z)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return self._proba_from_logits(self._logits(X)).astype(np.float32)
+        return self._proba_from_logits(self._logits(X), self.multilabel_).astype(np.float32)
 
     # -- training ----------------------------------------------------------------------------------
     def fit(self, X, y, *, validation=None, context: FitContext | None = None) -> LogRegHead:
@@ -97,6 +109,8 @@ class LogRegHead(Head):
             raise ValueError("X_train must be (n, V, D): the cached views of each training image")
         n, v = X_train.shape[:2]
         y_train = np.asarray(y_train)
+        if y_train.ndim == 2:
+            return self._fit_multilabel(X_train, y_train, X_val, y_val, context, streamed)
         n_classes = int(context.n_classes or 1 + np.max(y_train))
         missing = sorted(set(range(n_classes)) - set(np.unique(y_train).tolist()))
         if missing or n_classes < 2:
@@ -129,8 +143,69 @@ class LogRegHead(Head):
             self._write_tensorboard(Path(tensorboard_dir))
         return self
 
+    def _fit_multilabel(self, X_train, y_train, X_val, y_val, context: FitContext, streamed: bool) -> LogRegHead:
+        """One-vs-rest: a binary LogisticRegression per class, every C of the grid; the best C by
+        validation macro mean average precision."""
+        from sklearn.linear_model import LogisticRegression
+        from threadpoolctl import threadpool_limits
+
+        from .keras_heads import multilabel_scores
+
+        if streamed or self.solver == "lbfgs":
+            raise ParameterError("solver", "multi-label logreg fits one classifier per class with scikit-learn, on "
+                                           "rows held in memory; the stacked lbfgs solver fits one label per image",
+                                 remedy="give solver sklearn (or auto) and a memory limit the features fit in",
+                                 mentions=("memory_limit",))
+        n, v = X_train.shape[:2]
+        n_classes = int(y_train.shape[1])
+        rows = _MemoryRows(X_train.load(), np.arange(n))
+        Y = np.repeat(np.asarray(y_train, np.int64), v, axis=0)
+        Xs = rows.standardized()
+        self.mean_, self.scale_ = rows.mean, rows.scale
+        self.multilabel_, self.solver_ = True, "sklearn"
+        has_val = X_val is not None
+        grid = ([float(self.C)] if self.C is not None else sorted(float(c) for c in (self.c_grid or DEFAULT_C_GRID))
+                if has_val else [FALLBACK_C])
+        models = [LogisticRegression(C=grid[0], max_iter=int(self.max_iter), tol=float(self.tol),
+                                     warm_start=bool(self.warm_start), random_state=int(self.seed))
+                  for _ in range(n_classes)]
+        self.grid_scores_, best = [], None
+        D = Xs.shape[1]
+        with threadpool_limits(limits=1, user_api="blas"):
+            for C in grid:
+                start = time.perf_counter()
+                coef, intercept, n_iter = np.zeros((n_classes, D)), np.zeros(n_classes), 0
+                for j, model in enumerate(models):
+                    yj = Y[:, j]
+                    if yj.min() == yj.max():  # every training image has it, or none: a constant
+                        rate = np.clip(yj.mean(), 1e-4, 1 - 1e-4)
+                        intercept[j] = np.log(rate / (1 - rate))
+                        continue
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        model.set_params(C=C).fit(Xs, yj)
+                    coef[j], intercept[j] = model.coef_[0], model.intercept_[0]
+                    n_iter = max(n_iter, int(np.max(model.n_iter_)))
+                self.coef_, self.intercept_ = coef, intercept
+                row = {"C": C, "seconds": round(time.perf_counter() - start, 4), "n_iter": n_iter,
+                       "converged": bool(n_iter < self.max_iter),
+                       "train_map": multilabel_scores(self.predict_proba(X_train.view(0)), y_train)["val_map"]}
+                if has_val:
+                    scores = multilabel_scores(self.predict_proba(X_val), y_val)
+                    row["val_map"], row["val_loss"] = scores["val_map"], scores["val_loss"]
+                self.grid_scores_.append(row)
+                key = (row.get("val_map", 0.0), -row.get("val_loss", 0.0))
+                if best is None or key > best[0]:
+                    best = (key, C, coef.copy(), intercept.copy())
+        _, self.C_, self.coef_, self.intercept_ = best
+        self._set_classes(n_classes)
+        self.n_rows_ = int(n * v)
+        if context.workdir is not None:
+            self._write_history(Path(context.workdir))
+        return self
+
     def _fit_path(self, grid, Xs, y, X_train, y_train, X_val, y_val):
-        """scikit-learn: fit every C in increasing order (warm starts); return the best on validation."""
+        """scikit-learn: fit every C in increasing order; return the best on validation."""
         from sklearn.linear_model import LogisticRegression
 
         model = LogisticRegression(C=grid[0], max_iter=int(self.max_iter), tol=float(self.tol),
@@ -162,7 +237,7 @@ class LogRegHead(Head):
         """Every C together (logreg_solver.py); ``coef_path_``/``intercept_path_`` keep each C's
         solution (a sweep over C hands them to its trials)."""
         path = solve_path(rows.blocks, rows.n_rows, rows.n_blocks, rows.dim, n_classes, grid, float(self.tol),
-                          int(self.max_iter))
+                          int(self.max_iter), warm_start=bool(self.warm_start))
         self.coef_path_, self.intercept_path_ = path.coef, path.intercept
         self.passes_ = path.passes
         train_acc, _ = self._path_scores(path, X_train.blocks(view=0))
@@ -219,7 +294,7 @@ class LogRegHead(Head):
     def group_key(self) -> tuple | None:
         """Every parameter but C (and the solver: a group takes the stacked one); None when C is
         left to validation (that fit is a path of its own)."""
-        if self.C is None:
+        if self.C is None or self.multilabel_:
             return None
         return tuple(sorted((k, repr(v)) for k, v in self.get_params().items() if k not in ("C", "solver")))
 
@@ -227,7 +302,8 @@ class LogRegHead(Head):
     def fit_group(cls, heads, X, y, *, validation=None, contexts=None) -> list[LogRegHead]:
         """One stacked solve of every head's C (logreg_solver.py); each head gets its own C's
         solution, as fitting it alone with the lbfgs solver finds it. One head fits alone."""
-        if len(heads) < 2 or validation is None or not len(validation[1]):  # the path picks nothing
+        if (len(heads) < 2 or validation is None or not len(validation[1])  # the path picks nothing
+                or np.ndim(y) == 2):  # multi-label: one-vs-rest, each alone
             return super().fit_group(heads, X, y, validation=validation, contexts=contexts)
         contexts = [c or FitContext() for c in (contexts if contexts is not None else [None] * len(heads))]
         path = cls(**heads[0].get_params()).set_params(C=None, c_grid=sorted({float(h.C) for h in heads}),
@@ -256,7 +332,7 @@ class LogRegHead(Head):
         np.savez(folder / STATE_FILE, mean=self.mean_, scale=self.scale_, coef=self.coef_, intercept=self.intercept_)
         (folder / META_FILE).write_text(json.dumps(
             {"C": self.C_, "n_classes": self.n_classes_, "train_rows": self.n_rows_, "grid": self.grid_scores_,
-             "solver": getattr(self, "solver_", "sklearn")},
+             "solver": getattr(self, "solver_", "sklearn"), **({"multilabel": True} if self.multilabel_ else {})},
             indent=2))
 
     @classmethod
@@ -270,6 +346,7 @@ class LogRegHead(Head):
         head._set_classes(meta["n_classes"])
         head.grid_scores_ = meta.get("grid", [])
         head.solver_ = meta.get("solver", "sklearn")
+        head.multilabel_ = bool(meta.get("multilabel", False))
         return head
 
     # -- Keras -------------------------------------------------------------------------------------
@@ -278,7 +355,7 @@ class LogRegHead(Head):
         standardization is folded in, and the binary case becomes two logits [0, z]."""
         kernel = (self.coef_ / self.scale_).T
         bias = self.intercept_ - (self.mean_ / self.scale_) @ self.coef_.T
-        if kernel.shape[1] == 1:  # softmax([0, z]) == [1 - sigmoid(z), sigmoid(z)]
+        if kernel.shape[1] == 1 and not self.multilabel_:  # softmax([0, z]) == [1 - sigmoid(z), sigmoid(z)]
             kernel = np.concatenate([np.zeros_like(kernel), kernel], axis=1)
             bias = np.concatenate([np.zeros_like(bias), bias])
         return kernel, bias
@@ -288,7 +365,8 @@ class LogRegHead(Head):
 
         kernel, bias = self.folded_weights()
         inputs = keras.Input((kernel.shape[0],), name="features")
-        dense = keras.layers.Dense(kernel.shape[1], activation="softmax", name="probabilities")
+        dense = keras.layers.Dense(kernel.shape[1], activation="sigmoid" if self.multilabel_ else "softmax",
+                                   name="probabilities")
         model = keras.Model(inputs, dense(inputs), name="logreg_head")
         dense.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
         return model

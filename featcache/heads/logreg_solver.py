@@ -4,8 +4,10 @@ The objective is scikit-learn's (lbfgs): mean log-loss + ||W||^2 / (2 C n), inte
 two classes use one logit (sigmoid), as scikit-learn does. The C values are solved in waves of
 ``WAVE``, in increasing order: the C of one wave are the problems of one stacked L-BFGS (lbfgs.py),
 a pass over the rows evaluating all of them with one matrix product against their stacked
-weights, and each wave starts from the previous wave's solution for its largest C (the warm start
-that makes scikit-learn's path cheap: a weaker penalty barely moves the optimum).
+weights. Each C starts from zero, as a fit of that C alone does, so every point of the path is
+what fitting its C gives; with ``warm_start`` each wave starts from the previous wave's solution
+for its largest C instead (cheaper, but on a flat objective the warm start already meets the
+stopping test, so the point stays near the previous C's optimum).
 
 Warm starts on large data: the problems are first solved on every 16th, then every 4th block
 (the same penalty: the same problem on fewer rows), each stage starting the next; the last runs on
@@ -79,7 +81,7 @@ class PathResult:
 
 
 def solve_path(blocks: Blocks, n_rows: int, n_blocks: int, dim: int, n_classes: int, Cs: list[float],
-               tol: float, max_iter: int, wave: int = WAVE) -> PathResult:
+               tol: float, max_iter: int, wave: int = WAVE, warm_start: bool = False) -> PathResult:
     """Fit every C in ``Cs`` on the same rows (``n_rows`` of ``dim`` features in ``n_blocks`` blocks)."""
     start = time.perf_counter()
     k = 1 if n_classes == 2 else n_classes
@@ -99,7 +101,8 @@ def solve_path(blocks: Blocks, n_rows: int, n_blocks: int, dim: int, n_classes: 
             xg = res.x
             passes += res.evaluations / every
         x[group], n_iter[group], converged[group] = xg, res.n_iter, res.converged
-        warm = xg[-1]  # the wave's largest C starts the next wave
+        if warm_start:
+            warm = xg[-1]  # the wave's largest C starts the next wave
     W, b = loss.unpack(x)
     return PathResult(Cs, W.transpose(0, 2, 1), b, n_iter, converged, passes, time.perf_counter() - start)
 

@@ -31,6 +31,7 @@ Refused with an ImageDecodeError saying why (extraction skips the file and recor
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 import warnings
@@ -43,6 +44,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..errors import FeatcacheError, ImageDecodeError, ParameterError
 from ..paths import printable_path
+from .sources import is_url, read_location
 
 IMAGE_EXTENSIONS = frozenset(
     ".jpg .jpeg .jpe .jfif .png .bmp .gif .tif .tiff .webp .pgm .ppm .pbm .pnm".split()
@@ -141,22 +143,35 @@ def _normalise(img: Image.Image) -> Image.Image:
     return img
 
 
-def decode_image(path: str | Path, max_bytes: int = DECODE_BUDGET_BYTES, draft: int | None = None) -> Image.Image:
-    """Decode a file to an upright image in mode RGB or L (greyscale), or raise ImageDecodeError.
-    ``max_bytes``: the most its decoded pixels may take (see the module docstring). ``draft``: a
-    JPEG at least twice that size on both sides is decoded at 1/2, 1/4 or 1/8 scale, still at
-    least ``draft`` pixels a side (libjpeg's DCT scaling: much faster, slightly other pixels)."""
-    if max_bytes <= 0:
-        raise ParameterError("max_bytes", f"must be a positive number of bytes, not {max_bytes}")
+def _open(path: str | Path, data: bytes | None = None):
+    """A file object of the image's bytes: ``data`` when given (already read), a local file, or an
+    object of a URL data root (sources.py: read whole, retried on transient errors, a permanent
+    failure an ImageDecodeError)."""
+    if data is not None or is_url(path):
+        data = read_location(path) if data is None else data
+        if not data:
+            raise ImageDecodeError(path, "file is empty (0 bytes)")
+        return io.BytesIO(data)
     path = Path(path)
     if check_regular_file(path).st_size == 0:
         raise ImageDecodeError(path, "file is empty (0 bytes)")
     # A file object, not the path: Pillow would memory-map an uncompressed file, and the image
     # handed back must own its pixels, not alias a file that may change under it.
     try:
-        f = path.open("rb")
+        return path.open("rb")
     except OSError as exc:
         raise ImageDecodeError(path, f"cannot read file ({exc.strerror})") from exc
+
+
+def decode_image(path: str | Path, max_bytes: int = DECODE_BUDGET_BYTES, draft: int | None = None,
+                 data: bytes | None = None) -> Image.Image:
+    """Decode a file to an upright image in mode RGB or L (greyscale), or raise ImageDecodeError.
+    ``max_bytes``: the most its decoded pixels may take (see the module docstring). ``draft``: a
+    JPEG at least twice that size on both sides is decoded at 1/2, 1/4 or 1/8 scale, still at
+    least ``draft`` pixels a side (libjpeg's DCT scaling: much faster, slightly other pixels)."""
+    if max_bytes <= 0:
+        raise ParameterError("max_bytes", f"must be a positive number of bytes, not {max_bytes}")
+    f = _open(path, data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # EXIF warnings on odd camera files are noise here
@@ -194,9 +209,10 @@ def resize(img: Image.Image, size: int) -> np.ndarray:
     return np.asarray(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8)
 
 
-def read_image(path: str | Path, size: int, jpeg_draft: bool = False) -> np.ndarray:
-    """Decode + orient + resize: (size, size, 3) uint8 RGB. ``jpeg_draft``: see decode_image's draft."""
-    return resize(decode_image(path, draft=size if jpeg_draft else None), size)
+def read_image(path: str | Path, size: int, jpeg_draft: bool = False, data: bytes | None = None) -> np.ndarray:
+    """Decode + orient + resize: (size, size, 3) uint8 RGB. ``jpeg_draft``: see decode_image's draft.
+    ``data``: the file's bytes, already read."""
+    return resize(decode_image(path, draft=size if jpeg_draft else None, data=data), size)
 
 
 def collect_image_files(inputs) -> list[Path]:

@@ -1,9 +1,17 @@
-"""A label table (CSV, TSV, JSONL) -> a ``LabelTable``: which images, their labels, optional split and group.
+"""A label table (CSV, TSV, JSONL, Parquet) -> a ``LabelTable``: which images, their labels, optional split and group.
 
 A table may list part of a tree (only its images are used) and its labels override the folders'.
 Paths are relative to the data folder or absolute inside it; a value without an extension (a
 Kaggle ``image_id``) is the one file under the data folder with that name less its extension.
 Everything wrong with a table is found here, before a store is written.
+
+Several labels per image (multi-label): a cell holding several labels split by
+``label_delimiter`` (default ``|``; ``" "`` splits on any whitespace), a JSON list cell
+(``["a", "b"]``, or a JSONL list value), or one 0/1 column per class (``label_columns``). A table
+is multi-label when ``label_columns`` is given, ``multilabel`` says so, or any row holds an
+explicit list or more than one label; then an image may have no label (``[]``, a delimited cell
+left blank, or every 0/1 column 0). A table where every row has one label is single-label as before
+(a blank cell there is still an error).
 """
 
 from __future__ import annotations
@@ -14,7 +22,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import FeatcacheError, ParameterError, shortlist
+from ..errors import FeatcacheError, ParameterError, describe_error, shortlist
+from ..install import pip_install
 from ..paths import printable_path
 from .splits import SPLIT_ALIASES, SPLITS
 
@@ -32,20 +41,39 @@ class LabelSource:
     label_column: str | None = None
     split_column: str | None = None  # None: a column named "split" if there is one
     group_column: str | None = None  # None: a column named "group" if there is one
+    label_delimiter: str = "|"  # between the labels of one cell; " ": any whitespace
+    label_columns: tuple[str, ...] | None = None  # one 0/1 column per class: multi-label
+    multilabel: bool | None = None  # None: multi-label when a row has a list, several labels or none
+
+    def __post_init__(self):
+        if self.label_columns is not None:
+            cols = tuple(self.label_columns) if not isinstance(self.label_columns, str) else tuple(
+                c.strip() for c in self.label_columns.split(","))
+            if not cols or not all(isinstance(c, str) and c for c in cols) or len(set(cols)) != len(cols):
+                raise ParameterError("label_columns", f"give distinct column names, not {self.label_columns!r}")
+            object.__setattr__(self, "label_columns", cols)
+        if not isinstance(self.label_delimiter, str) or not self.label_delimiter:
+            raise ParameterError("label_delimiter", "give a non-empty delimiter, e.g. '|' or ';'")
 
 
 @dataclass(frozen=True)
 class LabelRow:
     path: str  # relative to the data folder, POSIX separators, an existing file
-    label: str
+    label: str  # the first of ``labels`` ("" when an image of a multi-label table has none)
     split: int | None  # 0 train, 1 validation, 2 test; None: decided from the digest
     group: str | None
+    labels: tuple[str, ...] = ()  # every label of the image, sorted (single-label: (label,))
+
+    def __post_init__(self):
+        if not self.labels and self.label:
+            object.__setattr__(self, "labels", (self.label,))
 
 
 @dataclass(frozen=True)
 class LabelTable:
     source: LabelSource
     rows: tuple[LabelRow, ...]  # sorted by path, one per image
+    multilabel: bool = False  # rows hold label sets (``LabelRow.labels``), of any size
 
     @property
     def presplit(self) -> bool:
@@ -59,8 +87,7 @@ class LabelTable:
 def _records(file: Path) -> tuple[list[str], list[dict]]:
     suffix = file.suffix.lower()
     if suffix == ".parquet":
-        raise ParameterError("labels", f"{printable_path(file)}: Parquet tables need pyarrow, which is not "
-                                       "installed", remedy="write the table as CSV, TSV or JSONL")
+        return _parquet_records(file)
     try:
         text = file.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -82,6 +109,24 @@ def _records(file: Path) -> tuple[list[str], list[dict]]:
     return [c for c in reader.fieldnames or [] if c is not None], list(reader)
 
 
+def _parquet_records(file: Path) -> tuple[list[str], list[dict]]:
+    """A Parquet table's columns and rows (a list column, e.g. multi-label sets, stays a list)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ParameterError("labels", f"{printable_path(file)}: Parquet tables need pyarrow, which is not "
+                                       "installed", remedy=f"install it ({pip_install('featcache[parquet]')}), or "
+                                                           "write the table as CSV, TSV or JSONL") from None
+    try:
+        table = pq.read_table(file)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise ParameterError("labels", f"{printable_path(file)} cannot be read as Parquet ({describe_error(exc)})"
+                             ) from None
+    if table.num_rows > MAX_ROWS:
+        raise ParameterError("labels", f"{printable_path(file)} has more than {MAX_ROWS} rows")
+    return list(table.column_names), table.to_pylist()
+
+
 def _column(param: str, given: str | None, defaults: tuple[str, ...], found: list[str], file: Path) -> str | None:
     names = (given,) if given else defaults
     for name in names:
@@ -95,6 +140,38 @@ def _column(param: str, given: str | None, defaults: tuple[str, ...], found: lis
 
 def _text(value) -> str:
     return "" if value is None else str(value).strip()
+
+
+def _cell_labels(raw, delimiter: str, where: str) -> tuple[tuple[str, ...], bool]:
+    """A label cell -> (its labels, sorted and distinct; whether it was a list). A list is a JSONL
+    list value or a cell holding a JSON list (``["a", "b"]``); a text cell is split by ``delimiter``
+    (" ": any whitespace)."""
+    listed = isinstance(raw, list)
+    if not listed:
+        text = _text(raw)
+        if text.startswith("["):  # a JSON list (a label never starts with "[")
+            try:
+                raw, listed = json.loads(text), True
+            except ValueError:
+                raise ParameterError("labels", f"{where}: the label cell {text!r} is not a JSON list") from None
+            if not isinstance(raw, list):
+                raise ParameterError("labels", f"{where}: the label cell {text!r} is not a JSON list")
+        else:
+            raw = text.split() if delimiter == " " else text.split(delimiter)
+    if any(isinstance(v, list | dict) or v is None for v in raw):
+        raise ParameterError("labels", f"{where}: a label list holds {raw!r}: give label names")
+    return tuple(sorted({_text(v) for v in raw} - {""})), listed
+
+
+def _binary(value, column: str, where: str) -> bool:
+    """A 0/1 label column's cell (also true/false, 1.0/0.0)."""
+    text = _text(value).lower()
+    if text in ("1", "1.0", "true"):
+        return True
+    if text in ("0", "0.0", "false"):
+        return False
+    raise ParameterError("labels", f"{where}: column {column} holds {_text(value)!r}, not 0 or 1",
+                         remedy="give 1 for a label the image has, 0 for one it has not")
 
 
 class _Resolver:
@@ -147,7 +224,15 @@ def read_label_file(source: LabelSource, data_dir: str | Path, group_by: str | N
     if len(records) > MAX_ROWS:
         raise ParameterError("labels", f"{printable_path(file)} has more than {MAX_ROWS} rows")
     path_col = _column("path_column", source.path_column, PATH_COLUMNS, found, file)
-    label_col = _column("label_column", source.label_column, LABEL_COLUMNS, found, file)
+    label_cols = source.label_columns
+    if label_cols is not None:
+        unknown = [c for c in label_cols if c not in found]
+        if unknown:
+            raise ParameterError("label_columns", f"{printable_path(file)} has no column {', '.join(unknown)}; "
+                                                  f"columns found: {shortlist(found, 12) or 'none'}")
+        label_col = None
+    else:
+        label_col = _column("label_column", source.label_column, LABEL_COLUMNS, found, file)
     split_col = _column("split_column", source.split_column, ("split",), found, file)
     group_col = _column("group_column", source.group_column, ("group",), found, file)
     if group_col and pattern:
@@ -158,14 +243,20 @@ def read_label_file(source: LabelSource, data_dir: str | Path, group_by: str | N
     resolve = _Resolver(root, file)
     rows: dict[str, LabelRow] = {}
     missing: list[str] = []
+    blank: str | None = None  # the first row with no label: an error unless the table is multi-label
+    several = label_cols is not None  # a row with a list, or more than one label
     for n, rec in enumerate(records, start=2 if file.suffix.lower() not in (".jsonl", ".ndjson") else 1):
-        value, label = _text(rec.get(path_col)), _text(rec.get(label_col))
+        value = _text(rec.get(path_col))
         where = f"{printable_path(file)} row {n}"
         if not value:
             raise ParameterError("labels", f"{where} has an empty {path_col}")
-        if not label:
-            raise ParameterError("labels", f"{where} ({value}) has an empty {label_col}",
-                                 remedy="give every listed image a label, or leave it out")
+        if label_cols is not None:
+            labels = tuple(c for c in label_cols if _binary(rec.get(c), c, f"{where} ({value})"))
+        else:
+            labels, listed = _cell_labels(rec.get(label_col), source.label_delimiter, f"{where} ({value})")
+            several = several or listed or len(labels) > 1
+            if not labels and not listed and blank is None:
+                blank = f"{where} ({value}) has an empty {label_col}"
         split = None
         if split_col:
             text = _text(rec.get(split_col)).lower()
@@ -184,19 +275,29 @@ def read_label_file(source: LabelSource, data_dir: str | Path, group_by: str | N
                 raise ParameterError("labels", f"{where} ({value}) has an empty {group_col}")
         elif pattern:
             group = group_of(pattern, rel)
-        row = LabelRow(rel, label, split, group)
+        row = LabelRow(rel, labels[0] if labels else "", split, group, labels)
         old = rows.get(rel)
         if old is not None and old != row:
-            what = "labels" if old.label != label else "splits or groups"
+            what = "labels" if old.labels != labels else "splits or groups"
             raise ParameterError("labels", f"{where}: {rel} is listed twice with different {what} "
-                                           f"({old.label if what == 'labels' else old}, "
-                                           f"{label if what == 'labels' else row})",
+                                           f"({'|'.join(old.labels) if what == 'labels' else old}, "
+                                           f"{'|'.join(labels) if what == 'labels' else row})",
                                  remedy="keep one row per image")
         rows[rel] = row
+    multilabel = several if source.multilabel is None else bool(source.multilabel)
+    if blank is not None and not multilabel:
+        raise ParameterError("labels", blank, remedy="give every listed image a label, or leave it out")
+    if multilabel and rows and not any(r.labels for r in rows.values()):
+        raise ParameterError("labels", f"{printable_path(file)}: no listed image has a label",
+                             remedy="give the images their labels")
+    if not multilabel and any(len(r.labels) != 1 for r in rows.values()):
+        bad = next(r for r in rows.values() if len(r.labels) != 1)
+        raise ParameterError("labels", f"{printable_path(file)}: {bad.path} has {len(bad.labels)} labels in a "
+                                       "single-label table", remedy="give each image one label")
     if missing:
         raise ParameterError("labels", f"{printable_path(file)}: {len(missing)} listed image(s) not found under "
                                        f"{printable_path(root)}: {shortlist(missing, 10)}")
-    table = LabelTable(source, tuple(rows[k] for k in sorted(rows)))
+    table = LabelTable(source, tuple(rows[k] for k in sorted(rows)), multilabel)
     if table.presplit and (table.grouped or pattern):
         check_groups_in_one_split([(r.group, r.split) for r in table.rows], str(printable_path(file)))
     return table

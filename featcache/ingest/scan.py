@@ -26,6 +26,7 @@ from ..paths import printable_path
 from .decode import check_regular_file, is_image_path, is_utf8_path
 from .label_file import LabelSource, LabelTable, check_groups_in_one_split, group_of, read_label_file
 from .label_file import group_pattern as _group_pattern
+from .sources import is_url, join, open_source, read_location
 from .splits import SPLIT_ALIASES, SPLITS
 
 
@@ -78,7 +79,7 @@ class Manifest:
     root: str
     classes: list[str]
     paths: list[str]  # relative to root, POSIX separators
-    labels: np.ndarray  # int32 index into classes
+    labels: np.ndarray  # int32 index into classes (multi-label: the image's first label, -1 when it has none)
     digests: list[str]  # content digest (hex)
     splits: np.ndarray  # int8: 0 train, 1 validation, 2 test
     presplit: bool = False
@@ -87,6 +88,12 @@ class Manifest:
     unreadable: list[SkippedImage] = field(default_factory=list)  # image files skipped, with the reason
     empty_classes: list[str] = field(default_factory=list)  # class folders without a usable image
     groups: list[str] | None = None  # per image, where images come in groups (one split per group)
+    # multi-label: (n, classes) uint8, 1 where image i has class j (None: one label per image)
+    label_sets: np.ndarray | None = None
+
+    @property
+    def multilabel(self) -> bool:
+        return self.label_sets is not None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -94,36 +101,78 @@ class Manifest:
     def abspath(self, i: int) -> Path:
         return Path(self.root) / self.paths[i]
 
+    def location(self, i: int) -> str:
+        """Where image i is read from: a local path, or a URL under a URL data root."""
+        return join(self.root, self.paths[i])
+
     def counts(self) -> dict[str, dict[str, int]]:
-        return split_counts(self.classes, self.labels, self.splits)
+        return split_counts(self.classes, self.labels, self.splits, self.label_sets)
 
 
-def split_counts(classes: list[str], labels: np.ndarray, splits: np.ndarray) -> dict[str, dict[str, int]]:
-    """{class: {split: number of images}}"""
+def split_counts(classes: list[str], labels: np.ndarray, splits: np.ndarray,
+                 label_sets: np.ndarray | None = None) -> dict[str, dict[str, int]]:
+    """{class: {split: number of images}} (multi-label: the images holding the class)"""
     out = {c: dict.fromkeys(SPLITS, 0) for c in classes}
+    if label_sets is not None:
+        for j, c in enumerate(classes):
+            for s, name in enumerate(SPLITS):
+                out[c][name] = int(np.sum(label_sets[np.asarray(splits) == s, j]))
+        return out
     for label, split in zip(labels.tolist(), splits.tolist(), strict=True):
         out[classes[label]][SPLITS[split]] += 1
     return out
 
 
-def content_digest(path: Path, block: int = 1 << 20) -> str:
+def multi_hot(label_sets: list[tuple[str, ...]], classes: list[str]) -> np.ndarray:
+    """Each image's labels -> (n, classes) uint8, 1 where the image has the class."""
+    index = {c: i for i, c in enumerate(classes)}
+    out = np.zeros((len(label_sets), len(classes)), np.uint8)
+    for i, labels in enumerate(label_sets):
+        out[i, [index[c] for c in labels]] = 1
+    return out
+
+
+def first_labels(label_sets: np.ndarray) -> np.ndarray:
+    """Multi-hot rows -> the index of each row's first class, -1 for a row without any."""
+    sets = np.asarray(label_sets)
+    return np.where(sets.any(axis=1), np.argmax(sets, axis=1), -1).astype(np.int32)
+
+
+def content_digest(path: Path | str, block: int = 1 << 20) -> str:
+    """The digest of a file's bytes (a local file, or an object at a URL: the same bytes, the same digest)."""
     h = hashlib.blake2b(digest_size=16)
-    with path.open("rb") as f:
+    if is_url(path):
+        h.update(read_location(path, digesting=True))
+        return h.hexdigest()
+    with Path(path).open("rb") as f:
         while chunk := f.read(block):
             h.update(chunk)
     return h.hexdigest()
 
 
-def digest_files(paths: list[Path]) -> list[tuple[str, str]]:
+URL_DIGEST_THREADS = 16  # objects read at once while a URL tree is digested
+
+
+def _digest_one(path) -> tuple[str, str]:
+    try:
+        return content_digest(path), ""
+    except ImageDecodeError as exc:  # an object gone (404) or forbidden since the listing
+        return "", exc.reason
+    except OSError as exc:  # e.g. no read permission: stat passed, open did not
+        return "", f"cannot read file ({exc.strerror})"
+
+
+def digest_files(paths: list[Path | str]) -> list[tuple[str, str]]:
     """(content digest, "") or ("", why the file cannot be read) per path. Scanning's slow part (it
-    reads every byte): a distributed executor runs it on its workers, a batch of paths per task."""
-    out = []
-    for path in paths:
-        try:
-            out.append((content_digest(Path(path)), ""))
-        except OSError as exc:  # e.g. no read permission: stat passed, open did not
-            out.append(("", f"cannot read file ({exc.strerror})"))
-    return out
+    reads every byte): a distributed executor runs it on its workers, a batch of paths per task.
+    Objects at URLs are read ``URL_DIGEST_THREADS`` at a time (their latency, not the disk, is the cost)."""
+    if paths and any(is_url(p) for p in paths):
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(URL_DIGEST_THREADS, len(paths)),
+                                thread_name_prefix="featcache-digest") as pool:
+            return list(pool.map(_digest_one, paths))
+    return [_digest_one(Path(p)) for p in paths]
 
 
 def split_from_digest(digest: str, fractions: SplitFractions) -> int:
@@ -197,36 +246,35 @@ def _stray_images(folder: Path, root: Path) -> list[str]:
                   if p.is_file() and is_image_path(p) and not p.name.startswith("."))
 
 
-def scan(data_dir: str | Path, split: SplitFractions | str | None = None,
-         digests: Callable[[list[Path]], list[tuple[str, str]]] = digest_files,
-         labels: LabelSource | LabelTable | None = None, group_by: str | None = None) -> Manifest:
-    """``digests``: computes the files' content digests (``digest_files``, or an executor's).
-    ``labels``: a label table (label_file.py) naming the images and their labels instead of the
-    folders. ``group_by``: a regular expression on each relative path naming its group (its first
-    capture group, or the whole match); the split is then drawn per group."""
-    root = Path(data_dir).expanduser()
-    if not root.exists():
-        raise FeatcacheError(f"data folder {printable_path(root)} does not exist")
-    if not root.is_dir():
-        raise FeatcacheError(f"{printable_path(root)} is not a folder: give a folder with one sub-folder per class")
-    if not is_utf8_path(root.resolve()):  # the store records it as UTF-8 text
-        raise FeatcacheError(f"{printable_path(root.resolve())}: the folder's path is not valid UTF-8; "
-                             "rename it")
-    fractions = SplitFractions.parse(split) if isinstance(split, str) else (split or SplitFractions())
-    if isinstance(labels, LabelSource):
-        labels = read_label_file(labels, root, group_by)
-    if labels is not None:
-        return _scan_table(root, labels, fractions, digests)
-    pattern = _group_pattern(group_by)
-    top = _class_dirs(root)
-    presplit = bool(top) and all(d.name.lower() in SPLIT_ALIASES for d in top)
-    split_named = [d.name for d in top if d.name.lower() in SPLIT_ALIASES]
+@dataclass
+class _Tree:
+    """A class-per-folder tree as found: (relative path, class, forced split) per usable image file."""
+
+    presplit: bool
+    entries: list[tuple[str, str, int | None]]
+    stray: list[str]  # images lying where only class folders should be
+    class_names: list[str]  # every class folder, as printed
+    ignored: list[str] = field(default_factory=list)
+    unreadable: list[SkippedImage] = field(default_factory=list)
+
+
+def _check_layout(top: list[str], shown: str) -> bool:
+    """Whether the top folders are splits (train/, validation/, test/); a mix of splits and classes is refused."""
+    presplit = bool(top) and all(d.lower() in SPLIT_ALIASES for d in top)
+    split_named = [d for d in top if d.lower() in SPLIT_ALIASES]
     if split_named and not presplit:  # "train" as a class beside real classes is a layout mistake
-        others = [d.name for d in top if d.name.lower() not in SPLIT_ALIASES]
-        raise FeatcacheError(f"data folder {printable_path(root)} holds {', '.join(split_named)} beside "
+        others = [d for d in top if d.lower() not in SPLIT_ALIASES]
+        raise FeatcacheError(f"data folder {shown} holds {', '.join(split_named)} beside "
                              f"{shortlist(others, 5)}: either every sub-folder is a split (train/, validation/, "
                              "test/, each holding one folder per class) or every one is a class",
                              remedy="move the class folders into the split folders, or rename the split folder")
+    return presplit
+
+
+def _walked_tree(root: Path) -> _Tree:
+    """A local folder's tree, walked (links followed once, special files skipped with a reason)."""
+    top = _class_dirs(root)
+    presplit = _check_layout([d.name for d in top], printable_path(root))
     ignored: list[str] = []
     unreadable: list[SkippedImage] = []
     entries: list[tuple[str, str, int | None]] = []  # (relpath, class, forced split)
@@ -241,20 +289,80 @@ def scan(data_dir: str | Path, split: SplitFractions | str | None = None,
     for class_dir, forced in class_dirs:
         for p in _walk_images(class_dir, root, ignored, unreadable):
             entries.append((p.relative_to(root).as_posix(), class_dir.name, forced))
+    return _Tree(presplit, entries, stray, [printable_path(d.name) for d, _ in class_dirs], ignored, unreadable)
+
+
+def _listed_tree(files: list[str], shown: str) -> _Tree:
+    """The same tree from one listing of every file under a URL prefix (relative POSIX paths)."""
+    files = [f for f in files if not any(part.startswith(".") for part in f.split("/"))]
+    top = sorted({f.split("/", 1)[0] for f in files if "/" in f})
+    presplit = _check_layout(top, shown)
+    depth = 2 if presplit else 1  # the folders above an image's class folder
+    stray = sorted(f for f in files if f.count("/") < depth and is_image_path(f))
+    entries, ignored, class_names = [], [], set()
+    for f in files:
+        parts = f.split("/")
+        if len(parts) <= depth:
+            if not is_image_path(f):
+                ignored.append(f)
+            continue
+        cls = parts[depth - 1]
+        class_names.add(cls)
+        if not is_image_path(f):
+            ignored.append(f)
+            continue
+        entries.append((f, cls, SPLIT_ALIASES[parts[0].lower()] if presplit else None))
+    return _Tree(presplit, entries, stray, sorted(class_names), ignored)
+
+
+def scan(data_dir: str | Path, split: SplitFractions | str | None = None,
+         digests: Callable[[list[Path]], list[tuple[str, str]]] = digest_files,
+         labels: LabelSource | LabelTable | None = None, group_by: str | None = None) -> Manifest:
+    """``digests``: computes the files' content digests (``digest_files``, or an executor's).
+    ``labels``: a label table (label_file.py) naming the images and their labels instead of the
+    folders. ``group_by``: a regular expression on each relative path naming its group (its first
+    capture group, or the whole match); the split is then drawn per group."""
+    fractions = SplitFractions.parse(split) if isinstance(split, str) else (split or SplitFractions())
+    if is_url(data_dir):
+        source = open_source(data_dir)
+        if labels is not None:
+            raise ParameterError("labels", f"a label table of images at a URL ({source.root}) is not supported yet; "
+                                           "give the class-per-folder tree, or a local copy of the images")
+        tree = _listed_tree(source.list_files(), source.root)
+        root_text, shown = source.root, source.root
+    else:
+        root = Path(data_dir).expanduser()
+        if not root.exists():
+            raise FeatcacheError(f"data folder {printable_path(root)} does not exist")
+        if not root.is_dir():
+            raise FeatcacheError(f"{printable_path(root)} is not a folder: give a folder with one sub-folder per "
+                                 "class")
+        if not is_utf8_path(root.resolve()):  # the store records it as UTF-8 text
+            raise FeatcacheError(f"{printable_path(root.resolve())}: the folder's path is not valid UTF-8; "
+                                 "rename it")
+        if isinstance(labels, LabelSource):
+            labels = read_label_file(labels, root, group_by)
+        if labels is not None:
+            return _scan_table(root, labels, fractions, digests)
+        tree = _walked_tree(root)
+        root_text, shown = str(root.resolve()), printable_path(root)
+    pattern = _group_pattern(group_by)
+    presplit, entries, stray, class_names = tree.presplit, tree.entries, tree.stray, tree.class_names
+    ignored, unreadable = tree.ignored, tree.unreadable
     entries.sort()
-    usable, found = _digested(entries, [e[0] for e in entries], root, digests, unreadable)
+    usable, found = _digested(entries, [e[0] for e in entries], root_text, digests, unreadable)
     if not usable:
-        raise FeatcacheError(f"no images found in {printable_path(root)}{_no_images_hint(stray, unreadable)}. "
+        raise FeatcacheError(f"no images found in {shown}{_no_images_hint(stray, unreadable)}. "
                              "Expected DATA_DIR/<class>/<image> or DATA_DIR/{train,validation,test}/<class>/<image> "
                              "with extensions such as .jpg .png .pgm")
     classes = sorted({c for _, c, _ in usable})
     index = {c: i for i, c in enumerate(classes)}
     groups = [group_of(pattern, rel) for rel, _, _ in usable] if pattern else None
     if groups and presplit:
-        check_groups_in_one_split(list(zip(groups, [s for _, _, s in usable], strict=True)), printable_path(root))
+        check_groups_in_one_split(list(zip(groups, [s for _, _, s in usable], strict=True)), shown)
     splits = _splits([s for _, _, s in usable], found, groups, fractions)
     return Manifest(
-        root=str(root.resolve()),
+        root=root_text,
         classes=classes,
         paths=[rel for rel, _, _ in usable],
         labels=np.array([index[c] for _, c, _ in usable], np.int32),
@@ -264,7 +372,7 @@ def scan(data_dir: str | Path, split: SplitFractions | str | None = None,
         split_fractions=fractions,
         ignored=ignored + stray,
         unreadable=unreadable,
-        empty_classes=sorted({printable_path(d.name) for d, _ in class_dirs} - set(classes)),
+        empty_classes=sorted(set(class_names) - set(classes)),
         groups=groups,
     )
 
@@ -286,23 +394,26 @@ def _scan_table(root: Path, table: LabelTable, fractions: SplitFractions,
     if not usable:
         raise FeatcacheError(f"none of the images {printable_path(table.source.file)} lists can be read"
                              + (f" (e.g. {unreadable[0].path}: {unreadable[0].reason})" if unreadable else ""))
-    classes = sorted({r.label for r in usable})
+    classes = sorted({c for r in usable for c in r.labels})
     index = {c: i for i, c in enumerate(classes)}
     groups = [r.group for r in usable] if table.grouped else None
     splits = _splits([r.split for r in usable], found, groups, fractions)
+    sets = multi_hot([r.labels for r in usable], classes) if table.multilabel else None
     return Manifest(
         root=str(root.resolve()), classes=classes, paths=[r.path for r in usable],
-        labels=np.array([index[r.label] for r in usable], np.int32), digests=found,
-        splits=np.array(splits, np.int8), presplit=table.presplit, split_fractions=fractions,
-        unreadable=unreadable, groups=groups,
+        labels=first_labels(sets) if sets is not None else np.array([index[r.label] for r in usable], np.int32),
+        digests=found, splits=np.array(splits, np.int8), presplit=table.presplit, split_fractions=fractions,
+        unreadable=unreadable, groups=groups, label_sets=sets,
     )
 
 
-def _digested(items: list, rels: list[str], root: Path, digests: Callable[[list[Path]], list[tuple[str, str]]],
+def _digested(items: list, rels: list[str], root: Path | str,
+              digests: Callable[[list[Path]], list[tuple[str, str]]],
               unreadable: list[SkippedImage]) -> tuple[list, list[str]]:
     """The items whose file digests, with their digests; the others join ``unreadable``."""
     usable, found = [], []
-    for item, rel, (digest, why) in zip(items, rels, digests([root / r for r in rels]), strict=True):
+    files = [join(root, r) for r in rels] if is_url(root) else [Path(root) / r for r in rels]
+    for item, rel, (digest, why) in zip(items, rels, digests(files), strict=True):
         if why:
             unreadable.append(SkippedImage(rel, why))
         else:

@@ -72,7 +72,7 @@ def plot_pareto(names: list[str], accuracy: list[float], throughput: list[float 
     if line:
         ax.plot(*zip(*line, strict=True), "k--", lw=1, label="Pareto front", zorder=2)
     ax.set_xscale("log")
-    return _finish(fig, ax, "extraction throughput (images/s, log scale)", "accuracy vs cost (*: on the Pareto front)",
+    return _finish(fig, ax, "backbone throughput (views/s as extracted, log scale)", "accuracy vs cost (*: on the Pareto front)",
                    bool(known), path)
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import FeatcacheError, ParameterError
+from ..ingest.sources import is_url
 
 if TYPE_CHECKING:
     from ..train.run import TrainedRun
@@ -79,6 +80,10 @@ def _training_images(run: TrainedRun) -> list[Path]:
     with open_store(store) as st:  # the images the run's features were trained on (decoded, verified)
         rows = st.rows(list(run.config.keys), allow_incomplete=True).split("train")
         m = rows.manifest
+        if is_url(m.data_root):
+            raise FeatcacheError(f"int8 calibration reads the store's training images from a local folder, and "
+                                 f"these are at {m.data_root}", remedy="give a local copy of some with "
+                                 "calibration_images DIR", mentions=("calibration_images",))
         files = [Path(m.data_root) / p for p in rows.paths]
     present = [f for f in files if f.exists()]
     if not present:

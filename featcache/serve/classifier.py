@@ -1,5 +1,8 @@
 """A Classifier: image files -> class probabilities, whatever model holds the network (a run
-folder's rebuilt model, or an exported file read by its format)."""
+folder's rebuilt model, or an exported file read by its format).
+
+A multi-label classifier (``thresholds``: one decision threshold per class) gives an independent
+probability per class; each image's predicted label set is the classes at or above their threshold."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ class FilePrediction:
     label: str | None = None
     confidence: float | None = None
     error: str | None = None
+    labels: list[str] | None = None  # multi-label: the predicted label set (None: single-label)
 
     def top(self, classes: list[str], k: int) -> list[tuple[str, float]]:
         order = np.argsort(-np.asarray(self.probabilities))
@@ -36,14 +40,20 @@ PROBABILITY_TOLERANCE = 1e-2
 NOT_FINITE = "the model gave NaN or infinite probabilities for this image"
 
 
-def _finite_rows(probs: np.ndarray, source: str, tolerance: float = PROBABILITY_TOLERANCE) -> np.ndarray:
+def _finite_rows(probs: np.ndarray, source: str, tolerance: float = PROBABILITY_TOLERANCE,
+                 multilabel: bool = False) -> np.ndarray:
     """Which rows are finite. Finite rows must be probability distributions: checked on the
     outputs themselves, of every batch (cheap), because the softmax may sit in a Dense layer's
     activation, an Activation or Softmax layer, or a custom layer, so no layer inspection is sure;
     and a model giving logits would still give an argmax that looks like a label."""
     finite = np.isfinite(probs).all(axis=1)
     rows = probs[finite].astype(np.float64)  # a float16 sum would add its own error
-    if len(rows):
+    if len(rows) and multilabel:  # independent per-class probabilities: each in [0, 1]
+        low, high = float(rows.min()), float(rows.max())
+        if low < -tolerance or high > 1 + tolerance:
+            raise FeatcacheError(f"{source}: its outputs are not per-class probabilities (each must be from 0 to 1; "
+                                 f"got {low:.4g} to {high:.4g}); end the model with a sigmoid activation")
+    elif len(rows):
         low, gap = float(rows.min()), float(np.abs(rows.sum(axis=1) - 1).max())
         if low < -tolerance or gap > tolerance:
             raise FeatcacheError(f"{source}: its outputs are not class probabilities (each image's values must be "
@@ -60,13 +70,21 @@ class Classifier:
     further)."""
 
     def __init__(self, model, classes: list[str], source: str = "the model", classes_from: str = "the class list",
-                 tolerance: float = PROBABILITY_TOLERANCE, augment: AugmentParams | None = None):
+                 tolerance: float = PROBABILITY_TOLERANCE, augment: AugmentParams | None = None,
+                 thresholds: list[float] | None = None):
         self.model = model
+        self.thresholds = None if thresholds is None else [float(t) for t in thresholds]
         self.augment = augment  # the views extraction made (a run folder's record): what --tta averages over
         self.classes = list(classes)
         self.source = source
         self.tolerance = tolerance
         self.input_sizes = check_model(model, self.classes, source, classes_from)
+        if self.thresholds is not None and len(self.thresholds) != len(self.classes):
+            raise FeatcacheError(f"{source}: {len(self.thresholds)} thresholds for {len(self.classes)} classes")
+
+    @property
+    def multilabel(self) -> bool:
+        return self.thresholds is not None
 
     def predict_images(self, images_by_size: list[np.ndarray]) -> np.ndarray:
         x = images_by_size[0] if len(images_by_size) == 1 else images_by_size
@@ -103,7 +121,7 @@ class Classifier:
             if batch.decoded:
                 probs = (self.predict_views(batch.images, [batch.paths[i] for i in batch.decoded]) if tta
                          else self.predict_images(batch.images))
-                finite = _finite_rows(probs, self.source, self.tolerance)
+                finite = _finite_rows(probs, self.source, self.tolerance, self.multilabel)
                 for i, p, ok in zip(batch.decoded, probs, finite, strict=True):
                     if not ok:
                         preds[i].error = NOT_FINITE
@@ -111,6 +129,9 @@ class Classifier:
                     preds[i].probabilities = [float(v) for v in p]
                     preds[i].label = self.classes[int(np.argmax(p))]
                     preds[i].confidence = float(np.max(p))
+                    if self.thresholds is not None:
+                        preds[i].labels = [c for c, v, t in zip(self.classes, p, self.thresholds, strict=True)
+                                           if v >= t]
             bar.update(len(batch.paths))
         bar.close()
         return results

@@ -132,7 +132,7 @@ def export_model(run_dir: str | Path, out: str | Path, format: str | None = None
             atomic.remove_leftovers(leftover)
         with atomic.replaced(out) as tmp:  # the previous export at ``out`` stays whole until this one is
             result = fmt.write(job, tmp, quantize)
-        sidecar = write_sidecar(out, job.classes, job.input_sizes, INPUT_NOTE)
+        sidecar = write_sidecar(out, job.classes, job.input_sizes, INPUT_NOTE, run.config.thresholds)
     except OSError as exc:  # no permission, disk full
         raise ParameterError("out", f"cannot write {out} ({exc.strerror})") from exc
     finally:

@@ -61,11 +61,14 @@ def check_sidecar_path(model: Path) -> Path:
     return sidecar
 
 
-def write_sidecar(model: Path, classes: list[str], input_sizes: list[int], input_note: str) -> Path:
-    """The model's own sidecar, replaced in one step, bound to the model (in place already) by its digest."""
+def write_sidecar(model: Path, classes: list[str], input_sizes: list[int], input_note: str,
+                  thresholds: list[float] | None = None) -> Path:
+    """The model's own sidecar, replaced in one step, bound to the model (in place already) by its
+    digest. ``thresholds``: a multi-label model's per-class decision thresholds."""
     sidecar = own_sidecar_path(model)
     labels = {"classes": list(classes), "input_sizes": list(input_sizes), "input": input_note,
-              "featcache_version": __version__, "model_sha256": model_digest(model)}
+              "featcache_version": __version__, "model_sha256": model_digest(model),
+              **({"multilabel": True, "thresholds": list(thresholds)} if thresholds is not None else {})}
     try:
         with atomic.replaced(sidecar) as tmp, os.fdopen(atomic.create_exclusive(tmp), "w") as f:
             f.write(json.dumps(labels, indent=2))
@@ -76,6 +79,25 @@ def write_sidecar(model: Path, classes: list[str], input_sizes: list[int], input
 
 def read_sidecar(model: Path) -> list[str]:
     """The class names of a model's sidecar: {"classes": ["name of output 0", ...], ...}."""
+    return _read_sidecar(model)["classes"]
+
+
+def sidecar_thresholds(model: Path) -> list[float] | None:
+    """A multi-label model's per-class thresholds from its sidecar (``"multilabel": true``);
+    None for a single-label model or one without a sidecar."""
+    if not sidecar_path(model).is_file():
+        return None
+    d = _read_sidecar(model)
+    if not d.get("multilabel"):
+        return None
+    t = d.get("thresholds")
+    if (not isinstance(t, list) or len(t) != len(d["classes"])
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1 for v in t)):
+        raise FeatcacheError(f'{sidecar_path(model)}: "thresholds" must list one number from 0 to 1 per class')
+    return [float(v) for v in t]
+
+
+def _read_sidecar(model: Path) -> dict:
     sidecar = sidecar_path(model)
     if not sidecar.is_file():
         raise FeatcacheError(f"{model}: no class names inside and no {sidecar.name} beside it; write one "
@@ -101,4 +123,4 @@ def read_sidecar(model: Path) -> list[str]:
         raise FeatcacheError(f"{sidecar} was written for another version of {model} (its model_sha256 does not "
                              "match the model)", remedy="export the model again, or restore the sidecar that came "
                                                         "with it")
-    return classes
+    return d

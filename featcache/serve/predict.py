@@ -27,17 +27,23 @@ def load_classifier(path: str | Path) -> Classifier:
     .keras file, a SavedModel folder or a .tflite file (or any such classifier of RGB images with
     its class names in a ``.labels.json`` sidecar)."""
     from .formats import format_holding
+    from .labels import sidecar_thresholds
 
     path = Path(path).expanduser()
     if (fmt := format_holding(path)) is not None:
-        return fmt.load(path)
+        clf = fmt.load(path)
+        if (thresholds := sidecar_thresholds(path)) is not None:  # a multi-label export
+            return Classifier(clf.model, clf.classes, clf.source, "its sidecar", clf.tolerance, clf.augment,
+                              thresholds)
+        return clf
     if path.is_dir():
         from .export import build_run_model
 
         run = load_run(path)
         augments = {f.augment for f in run.config.features}
         return Classifier(build_run_model(run), run.config.classes, f"run folder {run.path}",
-                          str(run.path / CONFIG_FILE), augment=augments.pop() if len(augments) == 1 else None)
+                          str(run.path / CONFIG_FILE), augment=augments.pop() if len(augments) == 1 else None,
+                          thresholds=run.config.thresholds)
     if not path.exists():
         raise FeatcacheError(f"{path} does not exist", remedy=f"give {WHAT}")
     raise FeatcacheError(f"{path}: expected {WHAT}")

@@ -7,6 +7,8 @@ entry-point group.
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 from ..errors import FeatcacheError, Remedy, Step
@@ -49,7 +51,24 @@ def backend_for(path: Path) -> type[Backend]:
         if path.suffix.lower() in cls.suffixes:
             return cls
     known = ", ".join(f"{s} ({cls.name})" for cls in STORES for s in cls.suffixes)
+    if path.is_dir():  # the commonest slip: the image folder where the store was meant
+        raise FeatcacheError(f"{path} is a folder, not a feature store (a store's name ends in one of {known})",
+                             remedy=Remedy("make one from the images with {}",
+                                           Step.of("extract", data_dir=path, store=f"{path.name}{DEFAULT_SUFFIX}")))
     raise FeatcacheError(f"unknown store type {path.suffix!r} for {path}: use one of {known}")
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # scheme:// (a Path keeps one slash); not a drive letter
+
+
+def check_local(path: str | os.PathLike) -> None:
+    """Stores live on a local (or mounted) file system: a URL is refused, not made a folder named
+    ``s3:``. Object storage has no rename and no flock, which the store's guarantees rest on."""
+    text = os.fspath(path)
+    if _URL.match(text):
+        raise FeatcacheError(f"{text}: a store must be a local path for now (Zarr stores in object storage are "
+                             "not supported yet; HDF5 never will be)",
+                             remedy="write the store to a local folder; images may still come from a URL")
 
 
 def open_store(path: str | Path, mode: str = "r", *, token: str | None = None, shard: str | None = None
@@ -60,6 +79,7 @@ def open_store(path: str | Path, mode: str = "r", *, token: str | None = None, s
     without taking it; it writes units but neither recovers nor commits. ``shard`` ("I-of-N"): one
     shard of a sharded run on a planned store, beside the other shards (see lock.py); it writes its
     units and its own record, nothing shared."""
+    check_local(path)
     path = Path(path).expanduser()
     if mode == "r" and not path.exists():
         raise FeatcacheError(f"store {path} does not exist",

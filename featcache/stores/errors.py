@@ -9,7 +9,7 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import FeatcacheError, Remedy, Step, shortlist
+from ..errors import FeatcacheError, Remedy, Step, describe_error, shortlist
 
 SHOWN = 5  # damaged images named in one message; `featcache verify` lists them all
 
@@ -29,6 +29,13 @@ def damaged_features(store: Path, key: str, images: list[str], data_root: str, o
         f"{store}: features {key} are damaged for {what} (checksum mismatch or unreadable data)", images,
         Remedy("run {} with the same options to recompute them ({} lists every damaged image)",
                Step.of("extract", data_dir=data_root, store=store), Step.of("verify", store=store)))
+
+
+def damaged_array(store: Path, key: str, array: str, data_root: str, exc: BaseException) -> StoreDamagedError:
+    return StoreDamagedError(
+        f"{store}: features {key} are damaged: their {array} array cannot be read ({describe_error(exc)})",
+        remedy=Remedy("run {} with the same options to compute them again, or remove them with {}",
+                      Step.of("extract", data_dir=data_root, store=store), Step.of("rm", store=store, backbone=key)))
 
 
 def damaged_manifest(store: Path, detail: str) -> StoreDamagedError:

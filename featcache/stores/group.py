@@ -18,7 +18,7 @@ from .. import __version__
 from ..config import FeatureConfig
 from ..errors import FeatcacheError
 from .checksum import damaged_rows, record_digest, row_checksums
-from .errors import damaged_features, damaged_record
+from .errors import damaged_array, damaged_features, damaged_record
 from .schema import CHECKSUM, CONFIG_ARRAYS, DIGEST, DONE, FAILED, FEATURES, PENDING, STATUS
 
 if TYPE_CHECKING:
@@ -43,7 +43,8 @@ class WorkUnit:
 
 @dataclass(frozen=True)
 class ExtractStats:
-    """What extraction recorded for a config: rows computed, images (rows x views), seconds."""
+    """What extraction recorded for a config: rows computed, images through the backbone (rows x
+    views: the stored record's name for forward passes), seconds."""
 
     rows: int = 0
     images: int = 0
@@ -51,13 +52,20 @@ class ExtractStats:
 
     @property
     def images_per_s(self) -> float | None:
+        """Rows (images, every view included) per second."""
+        return round(self.rows / self.seconds, 2) if self.seconds else None
+
+    @property
+    def views_per_s(self) -> float | None:
+        """Forward passes per second: the backbone's throughput, whatever the number of views."""
         return round(self.images / self.seconds, 2) if self.seconds else None
 
     def plus(self, rows: int, images: int, seconds: float) -> ExtractStats:
         return ExtractStats(self.rows + rows, self.images + images, round(self.seconds + seconds, 3))
 
     def to_dict(self) -> dict:
-        return {"rows": self.rows, "images": self.images, "seconds": self.seconds, "images_per_s": self.images_per_s}
+        return {"rows": self.rows, "images": self.images, "seconds": self.seconds, "images_per_s": self.images_per_s,
+                "views_per_s": self.views_per_s}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> ExtractStats:
@@ -177,13 +185,19 @@ class ConfigGroup:
     # -- arrays --------------------------------------------------------------------------------------
     def shape(self) -> tuple[int, int, int]:
         """(stored rows M, views V, feature size D)."""
-        return tuple(self.backend.shape(self.array(FEATURES)))
+        try:
+            return tuple(self.backend.shape(self.array(FEATURES)))
+        except Exception as exc:  # noqa: BLE001  (lost or unreadable array metadata)
+            raise damaged_array(self.store.path, self.key, FEATURES, self._data_root(), exc) from exc
 
     def dtype(self) -> np.dtype:
         return np.dtype(self.backend.array_info(self.array(FEATURES)).dtype)
 
     def row_digests(self) -> list[str]:
-        return self.backend.read_strings(self.array(DIGEST))
+        try:
+            return self.backend.read_strings(self.array(DIGEST))
+        except Exception as exc:  # noqa: BLE001  (a lost or unreadable array: the config's rows are unknown)
+            raise damaged_array(self.store.path, self.key, DIGEST, self._data_root(), exc) from exc
 
     def status(self) -> np.ndarray:
         return self.backend.read(self.array(STATUS))

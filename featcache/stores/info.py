@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
+from ..errors import FeatcacheError, Remedy
 from ..ingest.scan import SPLITS, split_counts
 from . import ConfigStatus, open_store
+
+
+@dataclass(frozen=True)
+class DamagedConfig:
+    """A configuration `info` cannot summarise: its record fails its digest (or cannot be read)."""
+
+    key: str
+    problem: str
+    remedy: Remedy | str | None = None
 
 
 @dataclass
@@ -19,6 +29,7 @@ class StoreInfo:
     skipped: list[dict]  # {path, reason}: path relative to data_root, as extract reports it
     configs: list[ConfigStatus]
     groups: dict[str, dict[str, int]] | None = None  # split -> {groups, images}; None: no groups
+    damaged: list[DamagedConfig] = field(default_factory=list)  # configs whose record cannot be trusted
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -31,10 +42,16 @@ class StoreInfo:
 def store_info(path) -> StoreInfo:
     with open_store(path) as st:
         m = st.manifest()
-        counts = split_counts(m.classes, m.labels, m.splits)
+        counts = split_counts(m.classes, m.labels, m.splits, m.label_sets)  # multi-label: images holding each class
         skipped = [{"path": p, "reason": reason} for p, reason in st.failed_images(m.paths, m.digests)]
-        return StoreInfo(str(st.path), m.data_root, m.split, m.presplit, len(m), counts, skipped,
-                         [st.config_status(k, m) for k in st.keys()], _group_counts(m))
+        configs, damaged = [], []
+        for key in st.keys():  # one damaged record is listed, not a reason to describe nothing
+            try:
+                configs.append(st.config_status(key, m))
+            except FeatcacheError as exc:
+                damaged.append(DamagedConfig(key, exc.problem, exc.remedy))
+        return StoreInfo(str(st.path), m.data_root, m.split, m.presplit, len(m), counts, skipped, configs,
+                         _group_counts(m), damaged)
 
 
 def _group_counts(m) -> dict[str, dict[str, int]] | None:

@@ -39,14 +39,23 @@ class StoredManifest:
     ignored: list[str] = field(default_factory=list)
     verifiable: bool = True  # False: a schema 1 manifest, written without checksums
     groups: list[str] | None = None  # per image, where the images come in groups (stores before: None)
+    # multi-label: (n, classes) uint8 multi-hot, the manifest's ``label_set`` (stores before, and
+    # single-label ones: None; ``labels`` then holds each image's first label, -1 for none)
+    label_sets: np.ndarray | None = None
+
+    @property
+    def multilabel(self) -> bool:
+        return self.label_sets is not None
 
     def __len__(self) -> int:
         return len(self.paths)
 
 
-def _attributes(classes, data_root, presplit, split) -> dict:
-    """The attributes that change what the arrays mean: bound by the ``attributes`` checksum."""
-    return {"classes": list(classes), "data_root": data_root, "presplit": bool(presplit), "split": split}
+def _attributes(classes, data_root, presplit, split, multilabel=False) -> dict:
+    """The attributes that change what the arrays mean: bound by the ``attributes`` checksum
+    (``multilabel`` recorded only when true, so single-label image lists keep their digest)."""
+    return {"classes": list(classes), "data_root": data_root, "presplit": bool(presplit), "split": split,
+            **({"multilabel": True} if multilabel else {})}
 
 
 def _arrays(paths, digests, labels, splits) -> dict:
@@ -77,6 +86,8 @@ class ManifestLog:
         arrays = _arrays(m.paths, m.digests, m.labels, m.splits)
         if m.groups is not None:
             arrays["group"] = list(m.groups)
+        if m.label_sets is not None:
+            arrays["label_set"] = np.asarray(m.label_sets, np.uint8).reshape(len(m), len(m.classes))
         with self.store._writing():
             previous = self.version()
             version = str(int(previous) + 1) if previous is not None else "1"
@@ -86,10 +97,12 @@ class ManifestLog:
             for name in ("path", "digest", "group"):
                 if name in arrays:
                     self.backend.write_strings(f"{g}/{name}", arrays[name])
-            for name in ("label", "split"):
-                self.backend.create_array(f"{g}/{name}", (len(m),), (max(1, len(m)),), arrays[name].dtype.name, 0)
-                self.backend.write(f"{g}/{name}", slice(None), arrays[name])
-            attributes = _attributes(m.classes, m.root, m.presplit, str(m.split_fractions))
+            for name in ("label", "split", "label_set"):
+                if name in arrays:
+                    a = arrays[name]
+                    self.backend.create_array(f"{g}/{name}", a.shape, (max(1, len(m)), *a.shape[1:]), a.dtype.name, 0)
+                    self.backend.write(f"{g}/{name}", slice(None), a)
+            attributes = _attributes(m.classes, m.root, m.presplit, str(m.split_fractions), m.multilabel)
             self.backend.set_attrs(g, {**attributes, "ignored": m.ignored[:1000], "checksums": {
                 **{k: array_checksum(v) for k, v in arrays.items()}, "attributes": record_digest(attributes)}})
             self.backend.flush()
@@ -114,7 +127,9 @@ class ManifestLog:
                 and cur.data_root == m.root and cur.presplit == m.presplit and cur.split == str(m.split_fractions)
                 and cur.ignored == m.ignored[:1000]
                 and "attributes" in self.backend.get_attrs(f"{VERSIONS}/{self.version()}").get("checksums", {})
-                and cur.groups == (list(m.groups) if m.groups is not None else None))
+                and cur.groups == (list(m.groups) if m.groups is not None else None)
+                and cur.multilabel == m.multilabel
+                and (m.label_sets is None or np.array_equal(cur.label_sets, m.label_sets)))
 
     def read(self) -> StoredManifest:
         a = self.backend.get_attrs()
@@ -136,15 +151,21 @@ class ManifestLog:
                              self.backend.read(f"{g}/label"), self.backend.read(f"{g}/split"))
             if self.backend.exists(f"{g}/group"):  # optional: written where the images come in groups
                 arrays["group"] = self.backend.read_strings(f"{g}/group")
+            if a.get("multilabel") or self.backend.exists(f"{g}/label_set"):  # optional: multi-label
+                arrays["label_set"] = np.asarray(self.backend.read(f"{g}/label_set"), np.uint8)
             classes = list(a["classes"])
         except Exception as exc:  # noqa: BLE001  (whatever the storage library raises: unreadable)
             raise damaged_manifest(self.store.path, f"{g} cannot be read ({type(exc).__name__}: {exc})") from exc
         if len({len(v) for v in arrays.values()}) != 1:
             raise damaged_manifest(self.store.path, f"the arrays of {g} have different lengths")
+        if "label_set" in arrays and (arrays["label_set"].ndim != 2 or arrays["label_set"].shape[1] != len(classes)
+                                      or arrays["label_set"].max(initial=0) > 1):
+            raise damaged_manifest(self.store.path, f"{g}/label_set is not one 0/1 column per class")
         if verifiable:
             checksums = a.get("checksums", {})
             bad = [k for k, v in arrays.items() if array_checksum(v) != checksums.get(k)]
-            attributes = _attributes(classes, a.get("data_root"), a.get("presplit"), a.get("split"))
+            attributes = _attributes(classes, a.get("data_root"), a.get("presplit"), a.get("split"),
+                                     bool(a.get("multilabel")))
             if "attributes" in checksums and record_digest(attributes) != checksums["attributes"]:
                 bad.append("attributes (classes, data root, split)")  # (older image lists have none)
             if bad:
@@ -154,6 +175,7 @@ class ManifestLog:
             digests=arrays["digest"], data_root=a["data_root"], presplit=bool(a.get("presplit")),
             split=a.get("split", str(SplitFractions())), ignored=list(a.get("ignored", [])), verifiable=verifiable,
             groups=list(arrays["group"]) if "group" in arrays else None,
+            label_sets=arrays.get("label_set"),
         )
 
 

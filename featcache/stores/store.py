@@ -88,11 +88,12 @@ class FeatureSet:
     splits: np.ndarray  # (n,)
     paths: list[str]
     digests: list[str]
+    label_sets: np.ndarray | None = None  # multi-label: (n, classes) uint8 multi-hot; None: single-label
 
     @classmethod
     def of(cls, rows: FeatureRows) -> FeatureSet:
         return cls(rows.keys, rows.configs, rows.classes, rows.load(), rows.labels, rows.splits, rows.paths,
-                   rows.digests)
+                   rows.digests, rows.label_sets)
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         mask = self.splits == SPLITS.index(name)
@@ -196,11 +197,15 @@ class FeatureStore:
 
     def failed_images(self, paths: list[str], digests: list[str]) -> list[tuple[str, str]]:
         """(path, reason) of the given images whose row failed to decode in any config (decoding
-        does not depend on the config)."""
+        does not depend on the config). A config whose record fails its digest is not asked."""
         failed = set()
-        for key in self.keys():
-            group = self[key]
-            rows = group.row_digests()
+        for group in (self[key] for key in self.keys()):
+            if not group.record_intact():
+                continue
+            try:
+                rows = group.row_digests()
+            except FeatcacheError:  # a config that lost its digests says nothing about decoding
+                continue
             failed.update(d for d, s in zip(rows, group.status_tolerant(len(rows)).tolist(), strict=True)
                           if s == FAILED)
         reasons = self.skipped()

@@ -127,6 +127,17 @@ class FeatureRows:
         return self.manifest.labels[self.images[self.at]]
 
     @property
+    def multilabel(self) -> bool:
+        return self.manifest.label_sets is not None
+
+    @property
+    def label_sets(self) -> np.ndarray | None:
+        """Multi-label: each row's (classes,) 0/1 labels, (n, classes) uint8; None: single-label."""
+        if self.manifest.label_sets is None:
+            return None
+        return self.manifest.label_sets[self.images[self.at]]
+
+    @property
     def splits(self) -> np.ndarray:
         return self.manifest.splits[self.images[self.at]]
 

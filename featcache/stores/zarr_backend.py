@@ -15,6 +15,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from ..errors import describe_error
 from .backend import ArrayInfo, Backend
 from .fsio import AtomicLocalStore, only_partials, remove_partials, remove_tree
 
@@ -36,7 +37,11 @@ class ZarrBackend(Backend):
             raise ValueError("it is a file, not a Zarr v3 store folder")
         if (path / "zarr.json").is_file():
             store = AtomicLocalStore(path, read_only=mode == "r")
-            self.root = zarr.open_group(store, mode="r" if mode == "r" else "r+", zarr_format=3)
+            try:
+                self.root = zarr.open_group(store, mode="r" if mode == "r" else "r+", zarr_format=3)
+            except Exception as exc:  # noqa: BLE001  (zarr raises whatever parsing the file raised)
+                raise ValueError(f"its root metadata {path / 'zarr.json'} is damaged ({describe_error(exc)}); "
+                                 "restore it from a copy, or extract into a new store") from None
         elif path.is_dir() and not only_partials(path):
             # zarr would write its zarr.json into any folder (or beside a Zarr v2 store's .zgroup)
             raise ValueError("the folder exists and is not a Zarr v3 store")
@@ -137,7 +142,12 @@ class ZarrBackend(Backend):
         return self._members(name, "arrays")
 
     def exists(self, name) -> bool:
-        return self.root is not None and name in self.root
+        if self.root is None:
+            return False
+        try:
+            return name in self.root
+        except Exception:  # noqa: BLE001  (damaged metadata: something is there, and delete() removes it)
+            return (self.path / name).exists()
 
     def is_empty(self) -> bool:
         return not (self.groups("") or self.arrays(""))

@@ -22,7 +22,10 @@ from .compare_cv import CVCompareResult, cross_validated_compare
 from .fit import fit_on_data, load_training_data
 from .metrics import write_leaderboard
 from .probe import ProbeOptions
+from .run import replaced_folder
 from .stats import METHOD
+
+REPORT_FILE = "compare.json"  # the leaderboard; also what makes a folder a compare's, which a new compare replaces
 
 
 @dataclass
@@ -34,9 +37,11 @@ class CompareEntry:
     val_loss: float | None
     test_accuracy: float | None
     fit_seconds: float
-    images_per_s: float | None  # extraction speed, from the store's stats
+    views_per_s: float | None  # backbone forward passes per second, as measured when extracted
     feature_dim: int
     run_dir: str | None = None
+    val_map: float | None = None  # multi-label: validation mean average precision (macro), what ranks
+    test_map: float | None = None
 
 
 @dataclass
@@ -55,8 +60,10 @@ class CompareResult:
 
 
 def rank_key(e: CompareEntry) -> tuple:
-    """Validation accuracy, then validation loss, then fit time: the test split never decides a rank."""
-    return (-(e.val_accuracy or 0.0), e.val_loss if e.val_loss is not None else float("inf"), e.fit_seconds)
+    """Validation accuracy (multi-label: validation mean average precision), then validation loss,
+    then fit time: the test split never decides a rank."""
+    score = e.val_map if e.val_map is not None else e.val_accuracy
+    return (-(score or 0.0), e.val_loss if e.val_loss is not None else float("inf"), e.fit_seconds)
 
 
 def compare(store: str | Path, heads: tuple[str, ...] | list[str] = ("logreg",), out: str | Path | None = None,
@@ -77,14 +84,24 @@ def compare(store: str | Path, heads: tuple[str, ...] | list[str] = ("logreg",),
         make_head(h)  # an unknown head: fail before any work
     if folds is None and (shots or repeats != 1):
         raise ParameterError("folds", "shots and repeats need cross-validation: give folds too")
-    out_dir = Path(out).expanduser().resolve() if out is not None else None
     if folds is not None:
         result = cross_validated_compare(store, heads, folds, repeats, backbones, seed, shots, progress, tta=tta,
                                          memory_limit=memory_limit)
-        if out_dir is not None:
-            result.out = str(out_dir)
-            write_cv_outputs(result, out_dir)
+        if out is not None:
+            with replaced_folder(out, REPORT_FILE) as (staging, final):
+                result.out = str(final)
+                write_cv_outputs(result, staging)
         return result
+    if out is None:
+        return _compare(store, heads, None, None, backbones, seed, progress, tta, memory_limit)
+    with replaced_folder(out, REPORT_FILE) as (staging, final):  # a killed compare leaves the last report whole
+        return _compare(store, heads, staging, final, backbones, seed, progress, tta, memory_limit)
+
+
+def _compare(store, heads, out_dir: Path | None, final: Path | None, backbones, seed, progress, tta,
+             memory_limit) -> CompareResult:
+    """One fit per head and config; run folders and outputs written under ``out_dir``, which
+    becomes ``final`` (the paths the result records)."""
     with open_store(store) as st:
         keys = [st.resolve_key(b) for b in backbones] if backbones else st.keys()
         path = str(Path(st.path).resolve())
@@ -110,8 +127,10 @@ def compare(store: str | Path, heads: tuple[str, ...] | list[str] = ("logreg",),
                         key=key, backbone=data.configs[0].backbone.name, head=head,
                         val_accuracy=r.val_accuracy, val_loss=r.val.log_loss if r.val else None,
                         test_accuracy=r.test_accuracy, fit_seconds=round(r.fit_seconds, 3),
-                        images_per_s=data.stats[key].images_per_s, feature_dim=data.input_dim,
-                        run_dir=r.run_dir))
+                        views_per_s=data.stats[key].views_per_s, feature_dim=data.input_dim,
+                        run_dir=str(final / Path(r.run_dir).relative_to(out_dir)) if out_dir else r.run_dir,
+                        val_map=r.val.mean_ap if r.multilabel and r.val else None,
+                        test_map=r.test.mean_ap if r.multilabel and r.test else None))
                     bar.update(1)
             finally:
                 data.close()  # streamed: its store
@@ -121,14 +140,14 @@ def compare(store: str | Path, heads: tuple[str, ...] | list[str] = ("logreg",),
         raise FeatcacheError("no feature config could be compared: " +
                              "; ".join(f"{k}: {why}" for k, why in skipped.items()))
     entries.sort(key=rank_key)
-    result = CompareResult(path, entries, skipped, str(out_dir) if out_dir else None, skip_errors)
+    result = CompareResult(path, entries, skipped, str(final) if final else None, skip_errors)
     if out_dir is not None:
         write_outputs(result, out_dir)
     return result
 
 
 def write_outputs(result: CompareResult, out: Path) -> None:
-    write_leaderboard(result.rows(), out / "compare.csv", out / "compare.json", result.to_dict())
+    write_leaderboard(result.rows(), out / "compare.csv", out / REPORT_FILE, result.to_dict())
     e = result.entries
     plot_bars([f"{x.key} / {x.head}" for x in e], {"validation": [x.val_accuracy for x in e],
                                                    "test": [x.test_accuracy for x in e]}, out / "compare.png")
@@ -142,7 +161,7 @@ def write_cv_outputs(result: CVCompareResult, out: Path) -> None:
     """compare.csv, compare.json, compare.png (accuracy with intervals), cost.png (accuracy vs
     throughput), shots.png (with shots) and report.html holding them all."""
     out.mkdir(parents=True, exist_ok=True)
-    write_leaderboard(result.rows(), out / "compare.csv", out / "compare.json", result.to_dict())
+    write_leaderboard(result.rows(), out / "compare.csv", out / REPORT_FILE, result.to_dict())
     e = result.entries
     names = [x.name for x in e]
     accs = {m: [x.scores[m].mean for x in e] for m in ("accuracy", "balanced_accuracy", "macro_f1")}
@@ -150,7 +169,7 @@ def write_cv_outputs(result: CVCompareResult, out: Path) -> None:
     charts = [("Mean CV scores with 95% intervals", plot_bars(names, accs, out / "compare.png", "score",
                                                               errors=bounds))]
     charts.append(("Accuracy vs extraction throughput", plot_pareto(
-        names, accs["accuracy"], [x.images_per_s for x in e], [x.pareto for x in e], out / "cost.png")))
+        names, accs["accuracy"], [x.views_per_s for x in e], [x.pareto for x in e], out / "cost.png")))
     if result.shots:
         curves = {x.name: {s: (i.mean, i.low, i.high) for s, i in x.shots.items()} for x in e}
         charts.append(("Accuracy vs labelled images per class", plot_curves(curves, out / "shots.png")))

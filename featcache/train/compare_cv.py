@@ -3,7 +3,7 @@
 Fits use the cached features only (no re-extraction). Each entry gets the mean and a 95% interval
 of accuracy, macro-F1, balanced accuracy and log-loss over the folds (stats.py: Nadeau-Bengio
 corrected t), a corrected paired t-test against the leader (and every pair in the JSON), its cost
-(extraction img/s, feature size, backbone parameters, fit time) and, with ``shots``, accuracy
+(backbone views/s as extracted, feature size, backbone parameters, fit time) and, with ``shots``, accuracy
 against labelled images per class. Ranked by mean accuracy, then log-loss. The test split is
 touched once: the winner, refit on every train + validation image, is scored on it.
 """
@@ -43,7 +43,7 @@ class CVEntry:
     scores: dict[str, Interval]  # metric -> interval over the folds
     fold_accuracy: list[float]  # per fold, in FoldPlan order: what the paired tests compare
     fit_seconds: float  # mean per fold
-    images_per_s: float | None  # extraction speed, from the store's stats
+    views_per_s: float | None  # backbone forward passes per second, as measured when extracted
     feature_dim: int
     backbone_params: int | None
     shots: dict[str, Interval] = field(default_factory=dict)  # "1", "5", "all" -> accuracy
@@ -62,7 +62,7 @@ class CVEntry:
             row |= {m: i.mean, f"{m}_low": i.low, f"{m}_high": i.high}
         row["vs_best"] = ("best" if self.vs_best is None else
                           f"{'p' if self.vs_best.significant else 'n.s. p'}={self.vs_best.p_value:.3g}")
-        row |= {"fit_seconds": self.fit_seconds, "images_per_s": self.images_per_s,
+        row |= {"fit_seconds": self.fit_seconds, "views_per_s": self.views_per_s,
                 "feature_dim": self.feature_dim, "backbone_params": self.backbone_params, "pareto": self.pareto}
         return row
 
@@ -136,6 +136,10 @@ def _cross_validate(st, heads, folds, repeats, backbones, seed, shots, progress,
     keys = [st.resolve_key(b) for b in backbones] if backbones else st.keys()
     path = str(Path(st.path).resolve())
     manifest = st.manifest()
+    if manifest.multilabel:
+        raise ParameterError("folds", f"{path} has several labels per image; cross-validated compare scores one "
+                                      "label per image", remedy="compare without folds: it ranks multi-label "
+                                                                "configurations by validation mean average precision")
     for key in keys:
         try:
             sets[key] = st.rows([key])  # lazy: nothing read yet
@@ -187,7 +191,7 @@ def _cross_validate(st, heads, folds, repeats, backbones, seed, shots, progress,
                     scores={m: _interval([getattr(f, m) for f in folds_scored], plan, m) for m in METRICS},
                     fold_accuracy=[round(f.accuracy, 6) for f in folds_scored],
                     fit_seconds=round(float(np.mean([f.fit_seconds for f in folds_scored])), 4),
-                    images_per_s=stats[key].images_per_s, feature_dim=int(X.shape[-1]),
+                    views_per_s=stats[key].views_per_s, feature_dim=int(X.shape[-1]),
                     backbone_params=n_params, shots=curve))
     finally:
         bar.close()
@@ -229,11 +233,11 @@ def _pair_tests(entries: list[CVEntry], plan: FoldPlan) -> list[dict]:
 
 def _mark_pareto(entries: list[CVEntry]) -> None:
     """The accuracy-vs-throughput front: no other entry at least as good on both and better on one."""
-    known = [e for e in entries if e.images_per_s]
+    known = [e for e in entries if e.views_per_s]
     for e in known:
-        acc, speed = e.scores["accuracy"].mean, e.images_per_s
-        e.pareto = not any(o is not e and o.scores["accuracy"].mean >= acc and o.images_per_s >= speed and
-                           (o.scores["accuracy"].mean > acc or o.images_per_s > speed) for o in known)
+        acc, speed = e.scores["accuracy"].mean, e.views_per_s
+        e.pareto = not any(o is not e and o.scores["accuracy"].mean >= acc and o.views_per_s >= speed and
+                           (o.scores["accuracy"].mean > acc or o.views_per_s > speed) for o in known)
 
 
 def _winner_on_test(fs: FeatureRows, limit: int, head: str, n_classes: int, seed: int, tta: bool) -> dict | None:

@@ -18,6 +18,12 @@ windows of chunks for training, ``window_chunks`` from the budget), and validati
 read the same way (view 0 held in memory in the stored dtype when it takes at most an eighth of
 the budget). metrics.json records which.
 
+Multi-label stores (several labels per image): the labels are the (n, classes) multi-hot label
+sets; the head (one that can: ``Head.multilabel_capable``) gives independent per-class
+probabilities; a decision threshold per class is chosen on validation (the best F1 of each class,
+0.5 without validation) and recorded in the run folder; metrics are the mean average precision
+(macro and micro), per-class AP, F1 at the thresholds and subset accuracy.
+
 Probe options (probe.py): test-time augmentation, a temperature fitted on validation, and a refit
 on train + validation with what validation chose; in memory or streamed alike.
 """
@@ -40,7 +46,14 @@ from ..heads import EnsembleHead, FitContext, Head, make_head
 from ..heads.data import ArrayRows, as_rows
 from ..stores import ExtractStats, FeatureRows, FeatureStore, open_store
 from .memory import MemoryPlan, plan_memory, resolve_memory_limit
-from .metrics import SplitMetrics, evaluate, plot_confusion
+from .metrics import (
+    MultiLabelMetrics,
+    SplitMetrics,
+    choose_thresholds,
+    evaluate,
+    evaluate_multilabel,
+    plot_confusion,
+)
 from .probe import PLAIN, ProbeOptions, apply_temperature, fit_temperature, view_proba
 from .run import (
     CONFIG_FILE,
@@ -86,6 +99,11 @@ class TrainingData:
     X_val_views: Rows | None = field(default=None, repr=False)
     X_test_views: Rows | None = field(default=None, repr=False)
 
+    @property
+    def multilabel(self) -> bool:
+        """The labels are (n, classes) multi-hot label sets."""
+        return np.ndim(self.y_train) == 2
+
     def close(self) -> None:
         """Close the store the views read from (streamed; a second close does nothing)."""
         if self.store is not None:
@@ -109,6 +127,8 @@ class TrainingData:
 def _holdout(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Boolean mask of training images to hold out: stratified, at least one per class of >= 2."""
     rng = np.random.default_rng(seed)
+    if np.ndim(y) == 2:  # multi-label: stratified by each image's first label (-1: none)
+        y = np.where(y.any(axis=1), np.argmax(y, axis=1), -1)
     mask = np.zeros(len(y), bool)
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
@@ -133,6 +153,8 @@ def load_training_data(store: str | Path, backbones: list[str], seed: int = 0,
                 raise ParameterError("backbones", f"give one or more: {exc.problem}",
                                      remedy=Remedy("{} lists them", Step.of("info", store=store))) from None
         rows = st.rows(list(backbones))  # verified, lazy: nothing read yet
+        if rows.multilabel:  # the label sets are what the heads fit and are scored on
+            rows = rows.with_labels(rows.label_sets)
         keys, classes, labels = rows.keys, rows.classes, rows.labels
         stats = {k: st.config_status(k, rows.manifest).stats for k in keys}
         path = str(Path(st.path).resolve())
@@ -143,7 +165,9 @@ def load_training_data(store: str | Path, backbones: list[str], seed: int = 0,
         if len(labels) == 0:
             raise FeatcacheError(f"{path} has no usable images for {', '.join(keys)}")
         train, val, test = (rows.positions(s) for s in ("train", "validation", "test"))
-        empty = [c for i, c in enumerate(classes) if not np.any(labels[train] == i)]
+        held = labels[train] if labels.ndim == 2 else None
+        empty = [c for i, c in enumerate(classes)
+                 if not (np.any(held[:, i]) if held is not None else np.any(labels[train] == i))]
         if empty:
             raise FeatcacheError(f"{len(empty)} class(es) have no training images: {shortlist(empty, 10)}. Add images, "
                                  "or re-extract with another split so every class has training images")
@@ -189,8 +213,8 @@ class FitResult:
     n: dict[str, int]
     validation_source: ValidationSource
     fit_seconds: float
-    val: SplitMetrics | None
-    test: SplitMetrics | None
+    val: SplitMetrics | MultiLabelMetrics | None
+    test: SplitMetrics | MultiLabelMetrics | None
     summary: dict
     seed: int
     run_dir: str | None = None
@@ -199,6 +223,7 @@ class FitResult:
     probe: ProbeOptions = ProbeOptions()
     temperature: float = 1.0  # 1.0: not calibrated
     refit: dict | None = None  # with probe.refit: the parameters fixed and the rows refitted on
+    thresholds: list[float] | None = None  # multi-label: each class's decision threshold (None: single-label)
 
     @property
     def val_accuracy(self) -> float | None:
@@ -207,6 +232,10 @@ class FitResult:
     @property
     def test_accuracy(self) -> float | None:
         return self.test.accuracy if self.test else None
+
+    @property
+    def multilabel(self) -> bool:
+        return self.thresholds is not None
 
     def metrics_dict(self) -> dict:
         return {
@@ -217,6 +246,7 @@ class FitResult:
             "validation_source": self.validation_source.value,
             "training": self.summary,  # epochs run, chosen C, ...: what fit decided
             "probe": self.probe.to_dict(), "temperature": self.temperature, "refit": self.refit,
+            **({"multilabel": True, "thresholds": self.thresholds} if self.multilabel else {}),
             **({"memory": self.memory.to_dict()} if self.memory else {}),  # in memory or streamed
         }
 
@@ -232,6 +262,7 @@ def fit_on_data(data: TrainingData, model: Head, out: str | Path | None = None,
     """Fit ``model`` (an unfitted head) on loaded data, evaluate it on validation (and test), and
     write the run folder if ``out``. ``probe``: TTA, calibration, refit (probe.py)."""
     check_probe(data, probe)
+    check_multilabel(data, model, probe)
     if probe.combine == "ensemble":
         model = EnsembleHead.of(model, data.dims)
     run_dir = prepare_run_dir(out) if out is not None else None
@@ -253,6 +284,28 @@ def _fit_and_write(data: TrainingData, model: Head, run_dir: Path | None, tensor
                                  progress=progress, checkpoint_every_epoch=checkpoint_every_epoch,
                                  classes=data.classes, features=data.configs))
     return fitted_result(data, model, time.perf_counter() - start, run_dir, evaluate_test, probe)
+
+
+def check_multilabel(data: TrainingData, model: Head, probe: ProbeOptions) -> None:
+    """A multi-label store needs a head that gives independent per-class probabilities."""
+    if not data.multilabel:
+        return
+    if not getattr(model, "multilabel_capable", False) or probe.combine == "ensemble":
+        capable = ", ".join(sorted(n for n, c in _head_classes() if getattr(c, "multilabel_capable", False)))
+        what = "an ensemble" if probe.combine == "ensemble" else f"the {model.name} head"
+        raise ParameterError("combine" if probe.combine == "ensemble" else "head",
+                             f"the store has several labels per image, and {what} gives one label per image",
+                             remedy=f"choose a multi-label head: {capable}")
+    if probe.calibrate:
+        raise ParameterError("calibrate", "a temperature calibrates one softmax over the classes; a multi-label "
+                                          "head gives a probability per class, with thresholds chosen on validation",
+                             remedy="leave calibration out")
+
+
+def _head_classes():
+    from ..heads import HEADS
+
+    return [(c.name, c) for c in HEADS]
 
 
 def check_probe(data: TrainingData, probe: ProbeOptions) -> None:
@@ -286,6 +339,10 @@ def fitted_result(data: TrainingData, model: Head, fit_seconds: float, run_dir: 
     has_val = len(data.y_val) > 0
     val_proba = split_proba(model, data, "validation", probe.tta) if has_val else None
     temperature = fit_temperature(val_proba, data.y_val) if probe.calibrate and has_val else 1.0
+    thresholds = None
+    if data.multilabel:  # chosen on validation before any refit, as the temperature is
+        thresholds = (choose_thresholds(data.y_val, val_proba) if has_val
+                      else np.full(len(data.classes), 0.5)).round(6).tolist()
     refit = None
     if probe.refit and has_val:
         start = time.perf_counter()
@@ -294,9 +351,9 @@ def fitted_result(data: TrainingData, model: Head, fit_seconds: float, run_dir: 
     result = FitResult(
         head_type=model.name, params=model.params_record(), keys=data.keys, classes=data.classes,
         input_dim=data.input_dim, n=data.n, validation_source=data.validation, fit_seconds=fit_seconds,
-        val=evaluate(data.y_val, apply_temperature(val_proba, temperature), data.classes) if has_val else None,
+        val=_evaluate(data, data.y_val, apply_temperature(val_proba, temperature), thresholds) if has_val else None,
         test=None, summary=model.summary(), seed=data.seed, head=model, memory=data.memory, probe=probe,
-        temperature=temperature, refit=refit,
+        temperature=temperature, refit=refit, thresholds=thresholds,
     )
     if evaluate_test:
         result = evaluate_on_test(result, data)
@@ -310,14 +367,21 @@ def evaluate_on_test(result: FitResult, data: TrainingData) -> FitResult:
     if not len(data.y_test):
         return result
     proba = split_proba(result.head, data, "test", result.probe.tta)
-    return replace(result, test=evaluate(data.y_test, apply_temperature(proba, result.temperature), data.classes))
+    return replace(result, test=_evaluate(data, data.y_test, apply_temperature(proba, result.temperature),
+                                          result.thresholds))
+
+
+def _evaluate(data: TrainingData, y: np.ndarray, proba: np.ndarray, thresholds: list[float] | None):
+    if thresholds is not None:
+        return evaluate_multilabel(y, proba, data.classes, np.asarray(thresholds))
+    return evaluate(y, proba, data.classes)
 
 
 def prepare_run_dir(out: str | Path, adopt: tuple[str, ...] = ()) -> Path:
     """The folder a new version of the run folder ``out`` is written in (the head's fit may put
     its history there), beside ``out`` and under its lock; ``write_run`` puts it in place.
     ``adopt``: files ``out`` may hold before it is a run folder (run.py ``begin_run``)."""
-    return begin_run(out, "out", adopt)
+    return begin_run(out, "out", adopt=adopt)
 
 
 def write_run(result: FitResult, data: TrainingData, out: str | Path, adopt: tuple[str, ...] = ()) -> Path:
@@ -346,7 +410,7 @@ def _write_files(result: FitResult, data: TrainingData, run_dir: Path) -> Path:
     result.head.save(run_dir)
     pngs = []
     for split, m in (("validation", result.val), ("test", result.test)):
-        if m is not None:
+        if m is not None and not result.multilabel:  # a confusion matrix pairs one true and one predicted label
             png = run_dir / f"confusion_{split}.png"
             plot_confusion(m, data.classes, png, f"{result.head_type} on {split}: accuracy {m.accuracy:.3f} (n={m.n})")
             pngs.append(png.name)
@@ -359,7 +423,7 @@ def _write_files(result: FitResult, data: TrainingData, run_dir: Path) -> Path:
         features=data.configs, keys=data.keys, classes=data.classes, store_path=data.store_path,
         data_root=data.data_root, input_dim=data.input_dim, seed=result.seed, validation=data.validation,
         files=files, created=datetime.now(UTC).isoformat(timespec="seconds"), probe=result.probe,
-        temperature=result.temperature,
+        temperature=result.temperature, thresholds=result.thresholds,
     ).write(run_dir)
     return final_path(run_dir)
 

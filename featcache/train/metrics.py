@@ -59,6 +59,89 @@ def evaluate(y_true: np.ndarray, proba: np.ndarray, classes: list[str]) -> Split
     )
 
 
+@dataclass
+class ClassAP:
+    name: str
+    average_precision: float | None  # None: no image of the split has the class
+    f1: float
+    precision: float
+    recall: float
+    support: int  # images of the split holding the class
+    threshold: float
+
+
+@dataclass
+class MultiLabelMetrics:
+    """Several labels per image: ranking (average precision) and the label sets at per-class thresholds."""
+
+    n: int
+    mean_ap: float  # macro: the mean of the per-class APs over the classes present in the split
+    micro_ap: float  # every (image, class) decision pooled
+    f1_macro: float  # at the thresholds, over the classes present
+    subset_accuracy: float  # images whose predicted label set is exactly their label set
+    log_loss: float  # binary cross-entropy, mean over images and classes
+    per_class: list[ClassAP]
+    multilabel: bool = True
+
+    @property
+    def accuracy(self) -> float:  # what single-label code ranks by: the strictest multi-label score
+        return self.subset_accuracy
+
+    @property
+    def macro_f1(self) -> float:
+        return self.f1_macro
+
+    @property
+    def ece(self) -> float:
+        return 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def choose_thresholds(y: np.ndarray, proba: np.ndarray, default: float = 0.5) -> np.ndarray:
+    """Per class, the decision threshold that maximizes its F1 on these (validation) images: the
+    midpoint between the lowest score kept and the next one below. A class no image has keeps
+    ``default``."""
+    y, proba = np.asarray(y) > 0, np.asarray(proba, np.float64)
+    out = np.full(y.shape[1], default)
+    for j in range(y.shape[1]):
+        positives = int(y[:, j].sum())
+        if positives == 0:
+            continue
+        order = np.argsort(-proba[:, j], kind="stable")
+        scores, tp = proba[order, j], np.cumsum(y[order, j])
+        last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]  # cut only between distinct scores
+        f1 = 2 * tp[last] / (last + 1 + positives)
+        k = last[int(np.argmax(f1))]
+        out[j] = float(scores[k] + scores[k + 1]) / 2 if k + 1 < len(scores) else float(scores[k]) / 2
+    return out
+
+
+def evaluate_multilabel(y_true: np.ndarray, proba: np.ndarray, classes: list[str],
+                        thresholds: np.ndarray) -> MultiLabelMetrics:
+    from sklearn.metrics import average_precision_score, precision_recall_fscore_support
+
+    y = (np.asarray(y_true) > 0).astype(int)
+    proba = np.asarray(proba, np.float64)
+    pred = (proba >= np.asarray(thresholds)[None, :]).astype(int)
+    present = y.any(axis=0)
+    ap = [float(average_precision_score(y[:, j], proba[:, j])) if present[j] else None for j in range(len(classes))]
+    p, r, f, s = precision_recall_fscore_support(y, pred, average=None, zero_division=0,
+                                                 labels=list(range(len(classes))))
+    q = np.clip(proba, 1e-15, 1 - 1e-15)
+    return MultiLabelMetrics(
+        n=int(len(y)),
+        mean_ap=float(np.mean([a for a in ap if a is not None])) if present.any() else 0.0,
+        micro_ap=float(average_precision_score(y.ravel(), proba.ravel())) if y.any() else 0.0,
+        f1_macro=float(np.mean(f[present])) if present.any() else 0.0,
+        subset_accuracy=float(np.mean(np.all(pred == y, axis=1))) if len(y) else 0.0,
+        log_loss=float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))) if len(y) else 0.0,
+        per_class=[ClassAP(c, ap[j], float(f[j]), float(p[j]), float(r[j]), int(s[j]), float(thresholds[j]))
+                   for j, c in enumerate(classes)],
+    )
+
+
 def plot_confusion(metrics: SplitMetrics, classes: list[str], path: str | Path, title: str = "") -> Path:
     """A PNG heat map (counts written in the cells when there are few classes)."""
     import matplotlib

@@ -14,6 +14,7 @@ config.json::
       "validation": "store" | "train-holdout" | "none",   # ValidationSource
       "probe": {"tta": false, "calibrate": false, "refit": false, "combine": "concat"},  # ProbeOptions
       "temperature": 1.0,   # divides the head's log-probabilities (calibration; 1.0: none)
+      "multilabel": true, "thresholds": [0.42, ...],   # only for several labels per image: per-class cut-offs
       "files": {"head": ["head.keras"], "metrics": "metrics.json", ...},
       "created": "2025-01-01T12:00:00+00:00",
       "integrity": {"algorithm": "sha256", "record": "<digest of every other key>",
@@ -31,10 +32,12 @@ Every number of the record that sizes an allocation is bounded before anything i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -84,6 +87,11 @@ class RunConfig:
     probe: ProbeOptions = ProbeOptions()
     temperature: float = 1.0
     integrity: dict | None = None  # as read: the digests load_run checks the folder's files against
+    thresholds: list[float] | None = None  # multi-label: each class's decision threshold (None: single-label)
+
+    @property
+    def multilabel(self) -> bool:
+        return self.thresholds is not None
 
     def to_dict(self) -> dict:
         return {
@@ -100,6 +108,7 @@ class RunConfig:
             "temperature": self.temperature,
             "files": self.files,
             "created": self.created,
+            **({"multilabel": True, "thresholds": list(self.thresholds)} if self.thresholds is not None else {}),
             **({INTEGRITY: self.integrity} if self.integrity is not None else {}),  # as read; write() makes a new one
         }
 
@@ -136,6 +145,7 @@ class RunConfig:
                                   if k in ProbeOptions.__dataclass_fields__}),
             temperature=_temperature(d),
             integrity=_integrity(d),
+            thresholds=_thresholds(d, len(classes)),
         )
 
     def write(self, folder: Path, extra: dict | None = None) -> Path:
@@ -232,6 +242,17 @@ def _integrity(d: dict) -> dict | None:
         raise InvalidRunConfig("it was changed after the run was written (its content does not match its "
                                f"{INTEGRITY!r} digest)")
     return rec
+
+
+def _thresholds(d: dict, n_classes: int) -> list[float] | None:
+    if not d.get("multilabel"):
+        return None
+    t = d.get("thresholds")
+    if (not isinstance(t, list) or len(t) != n_classes
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1 for v in t)):
+        raise InvalidRunConfig(f"'thresholds' must list one number from 0 to 1 per class ({n_classes}), "
+                               f"not {t!r:.60}")
+    return [float(v) for v in t]
 
 
 def _temperature(d: dict) -> float:
@@ -336,18 +357,21 @@ class _Pending:
 _PENDING: dict[Path, _Pending] = {}  # folder being written -> where it goes, and the lock held meanwhile
 
 
-def begin_run(out: str | Path, param: str = "out", adopt: tuple[str, ...] = ()) -> Path:
+def begin_run(out: str | Path, param: str = "out", marker: str = CONFIG_FILE,
+              adopt: tuple[str, ...] = ()) -> Path:
     """Start a new version of the run folder ``out``: take its lock (another writer: refused),
     clear what a killed writer left, and return a new empty folder beside it to write into.
-    ``commit_run`` puts it in place; until then ``out`` stays as it was. ``adopt``: file names a
-    folder that is not a run folder yet may hold (a search's records, kept beside the run)."""
+    ``commit_run`` puts it in place; until then ``out`` stays as it was. ``marker``: the file that
+    makes an existing folder one of featcache's (anything else is never replaced). ``adopt``: file
+    names a folder without the marker may hold yet (a search's records, kept beside the run)."""
     final = Path(out).expanduser().resolve()
     for staging, pending in list(_PENDING.items()):
         if pending.final == final:  # this process gave up an earlier try (an exception) without cleaning up
             abandon_run(staging)
     foreign = final.is_dir() and any(p.name not in adopt for p in final.iterdir())
-    if foreign and not (final / CONFIG_FILE).exists():
-        raise ParameterError(param, f"{final} exists and is not a featcache run folder; choose another folder")
+    if foreign and not (final / marker).exists():
+        what = "run folder" if marker == CONFIG_FILE else f"output folder (it has no {marker})"
+        raise ParameterError(param, f"{final} exists and is not a featcache {what}; choose another folder")
     if final.exists() and not final.is_dir():
         raise ParameterError(param, f"{final} is a file, not a folder; choose another path")
     make_folder(final.parent, param)
@@ -396,6 +420,20 @@ def abandon_run(staging: Path) -> None:
     if pending is not None:
         atomic.remove_path(Path(staging))
         pending.lock.release()
+
+
+@contextlib.contextmanager
+def replaced_folder(out: str | Path, marker: str, param: str = "out") -> Iterator[tuple[Path, Path]]:
+    """``with replaced_folder(out, "audit.json") as (staging, final):`` write the outputs into
+    ``staging``; on success they replace ``final`` in one step, on any failure (or kill) ``final``
+    stays as it was. A second writer of ``out`` is refused meanwhile."""
+    staging = begin_run(out, param, marker)
+    try:
+        yield staging, final_path(staging)
+    except BaseException:
+        abandon_run(staging)
+        raise
+    commit_run(staging)
 
 
 @dataclass

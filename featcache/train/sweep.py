@@ -21,11 +21,12 @@ from pathlib import Path
 from ..errors import FeatcacheError, ParameterError
 from ..heads import Head, clone, make_head
 from ..progress import progress_bar
-from ..stores.lock import RunLock
 from .fit import FitResult, evaluate_on_test, load_training_data, write_run
 from .metrics import SplitMetrics, write_leaderboard
-from .run import ValidationSource, make_folder
+from .run import ValidationSource, replaced_folder
 from .sweep_tasks import plan_tasks, run_task
+
+SWEEP_FILE = "sweep.json"  # the leaderboard; also what makes a folder a sweep's, which a new sweep replaces
 
 
 @dataclass
@@ -44,7 +45,13 @@ class Trial:
         return {"trial": self.index, **self.params, "val_accuracy": self.val.accuracy,
                 "val_macro_f1": self.val.macro_f1, "val_loss": self.val.log_loss,
                 "fit_seconds": round(self.result.fit_seconds, 3), "group": self.group,
-                "group_size": self.group_size, "run_dir": self.result.run_dir}
+                "group_size": self.group_size, "run_dir": self.result.run_dir,
+                **({"val_map": self.val.mean_ap} if self.result.multilabel else {})}
+
+    @property
+    def score(self) -> float:
+        """What ranks the trial: validation accuracy (multi-label: mean average precision)."""
+        return self.val.mean_ap if self.result.multilabel else self.val.accuracy
 
 
 @dataclass
@@ -107,40 +114,48 @@ def sweep(store: str | Path, backbones: list[str], head: Head | str = "mlp", gri
     combos = expand_grid(grid)
     models = [clone(base).set_params(**combo) for combo in combos]  # bad names or values: fail before training
     data = load_training_data(store, backbones, seed, memory_limit)
-    lock = None
     try:
         if data.validation == ValidationSource.NONE:
             raise FeatcacheError("a sweep ranks configurations on validation images, and this store has none "
                                  "(and too few training images to hold some out); re-extract with a validation split")
-        out_dir = Path(out).expanduser().resolve() if out is not None else None
-        if out_dir is not None:  # a second sweep on one out is refused (each trial's folder has its own lock too)
-            lock = RunLock.acquire(make_folder(out_dir.parent, "out") / out_dir.name)
-        runs = [str(out_dir / "trials" / f"{i:03d}-{_slug(c)}") if out_dir else None for i, c in enumerate(combos)]
-        tasks = plan_tasks(base, combos, models, runs, data.store_path, list(data.keys), seed, memory_limit)
-        trials = []
-        bar = progress_bar(total=len(combos), desc=f"sweep {base.name}", unit="fit", enabled=progress)
-        try:
-            for o in _outcomes(tasks, data, executor, progress):
-                trials.append(Trial(o.index, o.params, o.result, o.task, o.task_size))
-                bar.set_postfix({"val_acc": f"{o.result.val.accuracy:.3f}"}, refresh=False)
-                bar.update(1)
-        finally:
-            bar.close()
-        trials.sort(key=lambda t: (-t.val.accuracy, t.val.log_loss, t.index))
-        best = evaluate_on_test(trials[0].result, data)
-        trials[0] = replace(trials[0], result=best)
-        result = SweepResult(base.name, data.keys, grid, trials, best.test, str(out_dir) if out_dir else None,
-                             fit_seconds=sum(t.result.fit_seconds for t in trials))
-        if out_dir is not None:
-            write_run(best, data, best.run_dir)  # again, now with the test metrics
-        result.seconds = time.perf_counter() - start
-        if out_dir is not None:
-            _write_outputs(result, out_dir)
-        return result
+        if out is None:
+            return _sweep(data, base, grid, combos, models, None, None, seed, memory_limit, executor, progress, start)
+        # a second sweep on one out is refused; a killed one leaves the previous sweep's folder whole
+        with replaced_folder(out, SWEEP_FILE) as (staging, final):
+            return _sweep(data, base, grid, combos, models, staging, final, seed, memory_limit, executor, progress,
+                          start)
     finally:
-        if lock is not None:
-            lock.release()
         data.close()
+
+
+def _sweep(data, base, grid, combos, models, out_dir: Path | None, final: Path | None, seed, memory_limit, executor,
+           progress, start) -> SweepResult:
+    """Train and rank the trials; run folders and outputs under ``out_dir``, which becomes ``final``
+    (the paths the result records)."""
+    runs = [str(out_dir / "trials" / f"{i:03d}-{_slug(c)}") if out_dir else None for i, c in enumerate(combos)]
+    tasks = plan_tasks(base, combos, models, runs, data.store_path, list(data.keys), seed, memory_limit)
+    trials = []
+    bar = progress_bar(total=len(combos), desc=f"sweep {base.name}", unit="fit", enabled=progress)
+    try:
+        for o in _outcomes(tasks, data, executor, progress):
+            trials.append(Trial(o.index, o.params, o.result, o.task, o.task_size))
+            bar.set_postfix({"val_acc": f"{o.result.val.accuracy:.3f}"}, refresh=False)
+            bar.update(1)
+    finally:
+        bar.close()
+    trials.sort(key=lambda t: (-t.score, t.val.log_loss, t.index))
+    best = evaluate_on_test(trials[0].result, data)
+    trials[0] = replace(trials[0], result=best)
+    if out_dir is not None:
+        write_run(best, data, best.run_dir)  # again, now with the test metrics
+        trials = [replace(t, result=replace(t.result, run_dir=str(final / Path(t.result.run_dir).relative_to(out_dir))))
+                  for t in trials]
+    result = SweepResult(base.name, data.keys, grid, trials, best.test, str(final) if final else None,
+                         fit_seconds=sum(t.result.fit_seconds for t in trials))
+    result.seconds = time.perf_counter() - start
+    if out_dir is not None:
+        _write_outputs(result, out_dir)
+    return result
 
 
 def _outcomes(tasks: list, data, executor, progress: bool):
@@ -160,7 +175,7 @@ def _outcomes(tasks: list, data, executor, progress: bool):
 
 
 def _write_outputs(result: SweepResult, out: Path) -> None:
-    write_leaderboard(result.leaderboard(), out / "leaderboard.csv", out / "sweep.json", result.to_dict())
+    write_leaderboard(result.leaderboard(), out / "leaderboard.csv", out / SWEEP_FILE, result.to_dict())
 
 
 __all__ = ["SweepResult", "Trial", "expand_grid", "sweep"]

@@ -21,6 +21,7 @@ import numpy as np
 
 from ...atomic import create_exclusive
 from ...errors import FeatcacheError, ParameterError, describe_error
+from ...quiet import stderr_silenced
 from ..labels import read_sidecar, sidecar_path
 from .base import ExportFormat, ExportJob, ExportResult, TensorInfo, size_of
 
@@ -37,7 +38,8 @@ def convert(job: ExportJob, quantize: str, samples: list[list[np.ndarray]] | Non
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _converter(frozen, quantize, samples).convert()
+            with stderr_silenced():  # the int8 converter prints its quantization summary from C++
+                return _converter(frozen, quantize, samples).convert()
     except Exception as exc:  # the converter raises many types, with pages of MLIR
         raise FeatcacheError(f"{job.source}: cannot convert to TFLite {quantize} ({describe_error(exc)})") from exc
     finally:
@@ -98,8 +100,9 @@ class TFLiteRunner:
 
             Interpreter = tf.lite.Interpreter  # noqa: N806
         try:
-            self._interpreter = Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
-            self._interpreter.allocate_tensors()
+            with stderr_silenced():  # "Created TensorFlow Lite XNNPACK delegate for CPU", from C++
+                self._interpreter = Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
+                self._interpreter.allocate_tensors()
         except Exception as exc:  # not a flatbuffer, truncated, unsupported ops
             raise FeatcacheError(f"{path}: cannot load as a TFLite model ({describe_error(exc)})") from exc
         # ascending input size, as a Keras export orders its inputs
