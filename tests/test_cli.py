@@ -140,6 +140,7 @@ JSON_FAILURES = {
     "compare": ["{missing}"],
     "data": ["no-such-set"],
     "export": ["{missing}", "--out", "{tmp}/m.keras"],
+    "export-features": ["{missing}", "-b", "tiny_test", "--out", "{tmp}/f"],
     "extract": ["{missing}", "--store", "{tmp}/s.zarr", "-b", "tiny_test"],
     "fine-tune": ["{missing}", "--out", "{tmp}/r"],
     "fit-head": ["{missing}", "-b", "tiny_test", "--out", "{tmp}/r"],
