@@ -217,3 +217,21 @@ def test_a_grouped_store_is_searched_on_grouped_folds(tmp_path):
     extract(data, store, ExtractOptions(backbones=(TINY,), weights="random", progress=False, group_by=r"patient(\d+)_"))
     result = auto(store, None, _options(heads=("logreg",), budget=2))
     assert result.grouped and result.to_dict()["grouped_folds"] is True and len(result.entries) == 2
+
+
+def test_a_multi_label_store_is_refused_in_one_clear_line(tmp_path):
+    from conftest import CLASS_COLOURS, make_image
+
+    from featcache.ingest.label_file import LabelSource
+
+    rows = ["path,labels"]
+    for i in range(12):
+        names = list(CLASS_COLOURS)[i % 3], list(CLASS_COLOURS)[(i + 1) % 3]
+        make_image(tmp_path / "flat" / f"img{i:02d}.png", CLASS_COLOURS[names[0]], i)
+        rows.append(f"img{i:02d}.png,{'|'.join(names)}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    store = tmp_path / "s.zarr"
+    extract(tmp_path / "flat", store, ExtractOptions(backbones=(TINY,), weights="random", progress=False,
+                                                    labels=LabelSource(tmp_path / "labels.csv")))
+    r = _run("auto", store, "--budget", 2, "-q")
+    assert r.exit_code == 2 and "several labels per image" in r.stderr and "featcache fit-head" in r.stderr
