@@ -134,11 +134,13 @@ def test_extract_reports_files_scan_could_not_use_and_empty_classes(image_tree, 
 # One cheap failing input per command that has --json; a new command with --json must add its own here.
 JSON_FAILURES = {
     "audit": ["{missing}", "-b", "tiny_test"],
+    "auto": ["{missing}", "--out", "{tmp}/best"],
     "backbones": ["--blocks", "no_such_net"],
     "classify": ["{missing}", "-b", "no_such_net"],
     "compare": ["{missing}"],
     "data": ["no-such-set"],
     "export": ["{missing}", "--out", "{tmp}/m.keras"],
+    "export-features": ["{missing}", "-b", "tiny_test", "--out", "{tmp}/f"],
     "extract": ["{missing}", "--store", "{tmp}/s.zarr", "-b", "tiny_test"],
     "fine-tune": ["{missing}", "--out", "{tmp}/r"],
     "fit-head": ["{missing}", "-b", "tiny_test", "--out", "{tmp}/r"],

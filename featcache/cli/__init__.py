@@ -36,6 +36,7 @@ def cli():
 def _register() -> None:
     from . import (
         audit_cmd,
+        auto_cmd,
         backbones_cmd,
         classify_cmd,
         compare_cmd,
@@ -54,9 +55,9 @@ def _register() -> None:
         verify_cmd,
     )
 
-    for module in (audit_cmd, backbones_cmd, classify_cmd, compare_cmd, data_cmd, export_cmd, export_features_cmd,
-                   extract_cmd, fine_tune_cmd, fit_head_cmd, heads_cmd, info_cmd, neighbors_cmd, predict_cmd, rm_cmd,
-                   sweep_cmd, verify_cmd):
+    for module in (audit_cmd, auto_cmd, backbones_cmd, classify_cmd, compare_cmd, data_cmd, export_cmd,
+                   export_features_cmd, extract_cmd, fine_tune_cmd, fit_head_cmd, heads_cmd, info_cmd, neighbors_cmd,
+                   predict_cmd, rm_cmd, sweep_cmd, verify_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -263,7 +263,8 @@ def command_line(group: click.Group, step: Step) -> str:
             positional.append((command.params.index(p), shlex.quote(str(value))))
         elif isinstance(p, click.Option):
             flag = _long(p)
-            options.append(flag if value is True else f"{flag} {shlex.quote(str(value))}")
+            values = value if isinstance(value, list | tuple) else [value]  # a repeatable option: once per value
+            options += [flag if v is True else f"{flag} {shlex.quote(str(v))}" for v in values]
         else:  # not one of this command's options: said as the library says it
             options.append(f"({key}={value})")
     return " ".join(["featcache", name, *(v for _, v in sorted(positional)), *options])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import FeatcacheError, ParameterError
-from ..heads import FitContext, make_head
+from ..heads import FitContext, Head, clone, make_head
 from ..heads.data import as_rows
 from ..ingest.scan import SPLITS
 from ..stores import FeatureRows
@@ -109,15 +109,25 @@ class FoldScore:
     fit_seconds: float
 
 
-def score_fold(X, y: np.ndarray, train: np.ndarray, test: np.ndarray, head: str,
-               n_classes: int, seed: int, tta: bool = False) -> FoldScore:
-    """Fit a fresh ``head`` (default parameters, no inner validation) on ``train`` rows' views,
+def score_fold(X, y: np.ndarray, train: np.ndarray, test: np.ndarray, head: str | Head,
+               n_classes: int, seed: int, tta: bool = False, holdout: float = 0.0) -> FoldScore:
+    """Fit a fresh ``head`` (a name: default parameters; a Head: an unfitted clone of it; no inner
+    validation) on ``train`` rows' views,
     score it on ``test`` rows' view 0 (``tta``: the mean over their views). ``X``: (n, V, D)
-    arrays, or a store's view (each fold reads its rows chunk by chunk)."""
+    arrays, or a store's view (each fold reads its rows chunk by chunk). ``holdout``: a stratified
+    share of ``train`` held out as validation (view 0), for heads whose fit stops on it (the Keras
+    heads' early stopping), as fitting a head on a store without a validation split does."""
     X = as_rows(X)
-    model = make_head(head, seed=seed)
+    model = make_head(head, seed=seed) if isinstance(head, str) else clone(head)
+    validation = None
+    if holdout:
+        from .fit import _holdout
+
+        held = _holdout(y[train], holdout, seed)
+        if held.any():
+            validation, train = (X.take(train[held]).view(0), y[train[held]]), train[~held]
     start = time.perf_counter()
-    model.fit(X.take(train), y[train], context=FitContext(n_classes=n_classes))
+    model.fit(X.take(train), y[train], validation=validation, context=FitContext(n_classes=n_classes))
     seconds = time.perf_counter() - start
     return split_scores(y[test], view_proba(model, X.take(test), tta), n_classes, seconds)
 

@@ -377,21 +377,23 @@ def _evaluate(data: TrainingData, y: np.ndarray, proba: np.ndarray, thresholds: 
     return evaluate(y, proba, data.classes)
 
 
-def prepare_run_dir(out: str | Path) -> Path:
+def prepare_run_dir(out: str | Path, adopt: tuple[str, ...] = ()) -> Path:
     """The folder a new version of the run folder ``out`` is written in (the head's fit may put
-    its history there), beside ``out`` and under its lock; ``write_run`` puts it in place."""
-    return begin_run(out, "out")
+    its history there), beside ``out`` and under its lock; ``write_run`` puts it in place.
+    ``adopt``: files ``out`` may hold before it is a run folder (run.py ``begin_run``)."""
+    return begin_run(out, "out", adopt=adopt)
 
 
-def write_run(result: FitResult, data: TrainingData, out: str | Path) -> Path:
+def write_run(result: FitResult, data: TrainingData, out: str | Path, adopt: tuple[str, ...] = ()) -> Path:
     """Head files, config.json, metrics.json and a confusion-matrix PNG per evaluated split, in
     the folder ``prepare_run_dir`` gave, then put in place of the run folder in one step. ``out``
     may also be a finished run folder (a sweep's best trial, now with its test metrics): it is
     then rewritten the same way, keeping what its head's fit left there (history). Returns the
-    run folder (``result`` is a frozen record: the caller keeps the path)."""
+    run folder (``result`` is a frozen record: the caller keeps the path). ``adopt``: files a
+    folder that is not a run folder yet may hold; they are kept (copied in, as history is)."""
     if not is_pending(out):
         finished = final_path(out)
-        out = prepare_run_dir(finished)
+        out = prepare_run_dir(finished, adopt)
         if finished.is_dir():
             shutil.copytree(finished, out, dirs_exist_ok=True, symlinks=True)
             (out / CONFIG_FILE).unlink(missing_ok=True)

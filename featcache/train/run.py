@@ -357,16 +357,19 @@ class _Pending:
 _PENDING: dict[Path, _Pending] = {}  # folder being written -> where it goes, and the lock held meanwhile
 
 
-def begin_run(out: str | Path, param: str = "out", marker: str = CONFIG_FILE) -> Path:
+def begin_run(out: str | Path, param: str = "out", marker: str = CONFIG_FILE,
+              adopt: tuple[str, ...] = ()) -> Path:
     """Start a new version of the run folder ``out``: take its lock (another writer: refused),
     clear what a killed writer left, and return a new empty folder beside it to write into.
     ``commit_run`` puts it in place; until then ``out`` stays as it was. ``marker``: the file that
-    makes an existing folder one of featcache's (anything else is never replaced)."""
+    makes an existing folder one of featcache's (anything else is never replaced). ``adopt``: file
+    names a folder without the marker may hold yet (a search's records, kept beside the run)."""
     final = Path(out).expanduser().resolve()
     for staging, pending in list(_PENDING.items()):
         if pending.final == final:  # this process gave up an earlier try (an exception) without cleaning up
             abandon_run(staging)
-    if final.is_dir() and any(final.iterdir()) and not (final / marker).exists():
+    foreign = final.is_dir() and any(p.name not in adopt for p in final.iterdir())
+    if foreign and not (final / marker).exists():
         what = "run folder" if marker == CONFIG_FILE else f"output folder (it has no {marker})"
         raise ParameterError(param, f"{final} exists and is not a featcache {what}; choose another folder")
     if final.exists() and not final.is_dir():
