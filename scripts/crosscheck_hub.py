@@ -1,0 +1,250 @@
+"""Reference cross-check of featcache's keras-hub DINOv2 / DINOv3 backbones against Hugging Face
+``transformers`` (an independent implementation), on random weights and real photos.
+
+For each family (DINOv2, DINOv2 with registers, DINOv3 where transformers has it) this builds a
+randomly initialised ``transformers`` model of the registered preset's shape (``dinov2_small``,
+``dinov2_small_reg``, ``dinov3_small``; every weight re-drawn so no bias or layer scale is a
+trivial 0 or 1), saves it with ``save_pretrained`` into a temporary folder, and gets features
+three ways from the same preprocessed photos:
+
+  reference   transformers' own forward pass (PyTorch), poolings done here in NumPy: the CLS
+              token, the mean of the patch tokens (registers excluded), both concatenated, the
+              max over patch tokens, and the outputs of the last four transformer blocks (taken
+              with forward hooks, before the final norm) pooled as CLS + patch mean.
+  keras-hub   ``keras_hub.models.Backbone.from_preset(folder)``: keras-hub's own Hugging Face
+              converter, its backbone called directly (final normed tokens).
+  featcache   the user's path: ``resolve_config(name, size, pooling, weights=folder)`` and
+              ``build_feature_extractor`` (the library equivalent of ``--weights DIR``), one
+              model per pooling, the four taps in one pass.
+
+It reports, per family, size and pooling, the largest absolute difference divided by the largest
+absolute reference value (``max_rel``), and passes at 1e-4. At a size other than the checkpoint's
+(224 for DINOv2, whose position embeddings are stored for 518 px) the check covers the position
+embedding interpolation too. It also checks featcache's preprocessing numbers against the
+constants transformers' image processors use (ImageNet mean/std for DINO, OpenAI's for CLIP, 0.5
+for SigLIP). CLIP and SigLIP have no Hugging Face converter in keras-hub 0.32; their poolings,
+preprocessing and zero-shot logits are checked against keras-hub's own calls in
+tests/test_keras_hub.py and tests/test_zeroshot.py.
+
+Not a test and not part of the package: it needs torch and transformers (~6 GB), which featcache
+does not depend on. It installs nothing itself. To run it, in a separate environment:
+
+    python -m venv /tmp/xcheck
+    /tmp/xcheck/bin/pip install -e '.[hub]' torch transformers
+    /tmp/xcheck/bin/python scripts/crosscheck_hub.py        # ~2-4 minutes on 2 cores
+
+and it writes benchmarks/results/hub_crosscheck.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "hub_crosscheck.json"
+TOLERANCE = 1e-4
+POOLINGS = ("cls", "avg", "cls_avg", "max")
+
+
+def need(*modules: str) -> None:
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        sys.exit(f"error: {', '.join(missing)} not importable; see this script's docstring for the environment")
+
+
+# -- the reference models ----------------------------------------------------------------------
+
+def randomise(model, seed: int) -> None:
+    """Every weight re-drawn: norms' and layer scales near 1, kernels at 1/sqrt(fan-in), biases and
+    tokens small noise (nothing left at a trivial 0 or 1)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            if ("norm" in name and name.endswith("weight")) or "lambda1" in name:
+                p.copy_(1.0 + 0.1 * noise)
+            elif name.endswith("weight") and p.ndim >= 2:  # Linear and Conv kernels
+                p.copy_(noise / p[0].numel() ** 0.5)
+            else:  # biases, CLS / register / mask tokens, position embeddings
+                p.copy_(0.1 * noise)
+
+
+def hf_models():
+    """(featcache name, transformers model, its blocks, final norm, prefix tokens), the shapes of the
+    registered presets."""
+    import transformers as t
+
+    out = []
+    dino = dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, mlp_ratio=4, patch_size=14,
+                image_size=518, layerscale_value=1.0)
+    m = t.Dinov2Model(t.Dinov2Config(**dino)).eval()
+    out.append(("dinov2_small", m, list(m.encoder.layer), m.layernorm, 1))
+    if hasattr(t, "Dinov2WithRegistersModel"):
+        m = t.Dinov2WithRegistersModel(t.Dinov2WithRegistersConfig(**dino, num_register_tokens=4)).eval()
+        out.append(("dinov2_small_reg", m, list(m.encoder.layer), m.layernorm, 5))
+    if hasattr(t, "DINOv3ViTModel"):
+        m = t.DINOv3ViTModel(t.DINOv3ViTConfig(hidden_size=384, intermediate_size=1536, num_hidden_layers=12,
+                                               num_attention_heads=6, patch_size=16, image_size=224,
+                                               num_register_tokens=4)).eval()
+        out.append(("dinov3_small", m, list(m.model.layer), m.norm, 5))
+    return out
+
+
+def reference(model, blocks, taps: list[int], x_nhwc: np.ndarray):
+    """transformers' final normed tokens and the outputs of blocks ``taps`` (forward hooks)."""
+    import torch
+
+    seen: dict[int, np.ndarray] = {}
+    hooks = [blocks[i].register_forward_hook(
+        lambda _m, _in, out, i=i: seen.__setitem__(i, (out[0] if isinstance(out, tuple) else out).detach().numpy()))
+        for i in taps]
+    try:
+        with torch.no_grad():
+            pixels = torch.from_numpy(np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2)))
+            tokens = model(pixel_values=pixels).last_hidden_state.numpy()
+    finally:
+        for h in hooks:
+            h.remove()
+    return tokens, [seen[i] for i in taps]
+
+
+def pool(tokens: np.ndarray, pooling: str, prefix: int) -> np.ndarray:
+    cls, patches = tokens[:, 0], tokens[:, prefix:]
+    return {"cls": cls, "avg": patches.mean(1), "max": patches.max(1),
+            "cls_avg": np.concatenate([cls, patches.mean(1)], axis=1)}[pooling]
+
+
+def compare(got: np.ndarray, ref: np.ndarray) -> dict:
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    assert got.shape == ref.shape, (got.shape, ref.shape)
+    diff = float(np.abs(got - ref).max())
+    scale = float(np.abs(ref).max())
+    rel = diff / scale
+    return {"max_abs": diff, "ref_max_abs": scale, "max_rel": rel, "shape": list(ref.shape),
+            "pass": bool(rel <= TOLERANCE)}
+
+
+# -- featcache's side --------------------------------------------------------------------------
+
+def featcache_features(name: str, folder: Path, size: int, pooling: str, x: np.ndarray,
+                       taps: tuple[str, ...] = ()) -> np.ndarray:
+    from featcache.backbones.model import build_feature_extractor, resolve_config, tap_configs
+
+    config = resolve_config(name, size, pooling, weights=str(folder))
+    if taps:
+        first, *rest = tap_configs(config, taps)
+        model = build_feature_extractor(first, together=tuple(rest))
+    else:
+        model = build_feature_extractor(config)
+    return np.asarray(model.predict_on_batch(x))
+
+
+def preprocessing_numbers() -> list[dict]:
+    """featcache's per-channel scale and offset (0-255 in) against transformers' constants."""
+    from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    from featcache.backbones.keras_hub import FAMILY_PREPROCESS
+
+    want = {"dinov2": (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
+            "dinov3": (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
+            "clip": (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD), "siglip": ((0.5,) * 3, (0.5,) * 3)}
+    rows = []
+    for family, (mean, std) in want.items():
+        pre = FAMILY_PREPROCESS[family]
+        scale = [1 / (255 * s) for s in std]
+        offset = [-m / s for m, s in zip(mean, std, strict=True)]
+        diff = max(max(abs(a - b) for a, b in zip(pre.scale, scale, strict=True)),
+                   max(abs(a - b) for a, b in zip(pre.offset, offset, strict=True)))
+        rows.append({"family": family, "featcache_scale": list(pre.scale), "featcache_offset": list(pre.offset),
+                     "transformers_mean": list(mean), "transformers_std": list(std), "max_abs_diff": diff,
+                     "pass": diff <= 1e-7})
+    return rows
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=int, default=8, help="photos from the ImageNet samples (real JPEGs)")
+    p.add_argument("--sizes", default="224", help="input sizes (multiples of every patch size asked)")
+    p.add_argument("--families", default="", help="featcache names to check (default: all transformers has)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = p.parse_args(argv)
+    need("torch", "transformers", "keras_hub", "featcache")
+
+    import keras_hub
+    import torch
+    import transformers
+
+    from featcache import __version__
+    from featcache.backbones.keras_hub import hub_version
+    from featcache.backbones.model import block_shapes, resolve_config
+    from featcache.ingest.decode import read_image
+    from featcache.ingest.sample_data import fetch
+
+    torch.manual_seed(0)
+    photos = sorted(fetch("imagenet-samples").rglob("*.jpg"))[:args.images]
+    t0 = time.perf_counter()
+    results, wanted = [], {f for f in args.families.split(",") if f}
+    with tempfile.TemporaryDirectory(prefix="featcache-xcheck-") as tmp:
+        for seed, (name, model, blocks, _norm, prefix) in enumerate(hf_models()):
+            if wanted and name not in wanted:
+                continue
+            randomise(model, seed)
+            folder = Path(tmp) / name
+            model.save_pretrained(folder)
+            for size in [int(s) for s in args.sizes.split(",") if s]:
+                config = resolve_config(name, size, "cls_avg", weights=str(folder))
+                x = config.preprocess(np.stack([read_image(f, size) for f in photos])).astype(np.float32)
+                layer_blocks = [b for b in block_shapes(config) if b.startswith("layers_")]
+                taps = tuple(layer_blocks[-4:])  # DINOv2's linear probe: the last four blocks
+                tap_idx = [int(b.split("_")[1]) for b in taps]
+                ref_tokens, ref_taps = reference(model, blocks, tap_idx, x)
+                kh = keras_hub.models.Backbone.from_preset(str(folder), image_shape=(size, size, 3))  # its converter
+                kh_tokens = np.asarray(kh.predict_on_batch(x))
+                row = {"family": name, "input_size": size, "checkpoint_size": model.config.image_size,
+                       "prefix_tokens": prefix, "images": len(photos),
+                       "keras_hub_tokens_vs_transformers": compare(kh_tokens, ref_tokens), "poolings": {}}
+                for pooling in POOLINGS:
+                    got = featcache_features(name, folder, size, pooling, x)
+                    row["poolings"][pooling] = compare(got, pool(ref_tokens, pooling, prefix))
+                got = featcache_features(name, folder, size, "cls_avg", x, taps)
+                want = np.concatenate([pool(t, "cls_avg", prefix) for t in ref_taps], axis=1)
+                row["poolings"][f"taps {','.join(taps)} cls_avg"] = compare(got, want)
+                results.append(row)
+                print(f"{name} @ {size}: keras-hub tokens {row['keras_hub_tokens_vs_transformers']['max_rel']:.1e}; "
+                      + ", ".join(f"{k} {v['max_rel']:.1e}" for k, v in row["poolings"].items()), flush=True)
+    pre = preprocessing_numbers()
+    checks = [r["keras_hub_tokens_vs_transformers"]["pass"] for r in results] + \
+        [v["pass"] for r in results for v in r["poolings"].values()] + [r["pass"] for r in pre]
+    report = {"check": "hub_crosscheck", "tolerance_max_rel": TOLERANCE, "all_pass": all(checks),
+              "metric": "max |featcache - transformers| / max |transformers| over every feature of every image",
+              "featcache_version": __version__, "keras_hub_version": hub_version(),
+              "transformers_version": transformers.__version__, "torch_version": torch.__version__,
+              "weights": "random (every parameter re-drawn), saved with save_pretrained",
+              "photos": [p.name for p in photos], "seconds": time.perf_counter() - t0,
+              "results": results, "preprocessing": pre,
+              "not_covered": "CLIP, SigLIP: keras-hub 0.32 has no Hugging Face converter for them; featcache's poolings, "
+                             "preprocessing and zero-shot logits are checked against keras-hub's own calls in "
+                             "tests/test_keras_hub.py and tests/test_zeroshot.py"}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"all within {TOLERANCE:g}: {report['all_pass']}; preprocessing numbers: "
+          + ", ".join(f"{r['family']} {'ok' if r['pass'] else 'DIFFERS'}" for r in pre))
+    print(f"written {args.out}")
+    sys.exit(0 if report["all_pass"] else 1)
+
+
+if __name__ == "__main__":
+    main()
