@@ -154,7 +154,12 @@ def featcache_features(name: str, folder: Path, size: int, pooling: str, x: np.n
 
 def preprocessing_numbers() -> list[dict]:
     """featcache's per-channel scale and offset (0-255 in) against transformers' constants."""
-    from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+    from transformers.image_utils import (
+        IMAGENET_DEFAULT_MEAN,
+        IMAGENET_DEFAULT_STD,
+        OPENAI_CLIP_MEAN,
+        OPENAI_CLIP_STD,
+    )
 
     from featcache.backbones.keras_hub import FAMILY_PREPROCESS
 
