@@ -42,6 +42,7 @@ import argparse
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -103,14 +104,14 @@ def hf_models():
     return out
 
 
-def reference(model, blocks, taps: list[int], x_nhwc: np.ndarray):
-    """transformers' final normed tokens and the outputs of blocks ``taps`` (forward hooks)."""
+def reference(model, blocks, x_nhwc: np.ndarray):
+    """transformers' final normed tokens and every block's output (forward hooks), stacked."""
     import torch
 
     seen: dict[int, np.ndarray] = {}
     hooks = [blocks[i].register_forward_hook(
         lambda _m, _in, out, i=i: seen.__setitem__(i, (out[0] if isinstance(out, tuple) else out).detach().numpy()))
-        for i in taps]
+        for i in range(len(blocks))]
     try:
         with torch.no_grad():
             pixels = torch.from_numpy(np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2)))
@@ -118,7 +119,39 @@ def reference(model, blocks, taps: list[int], x_nhwc: np.ndarray):
     finally:
         for h in hooks:
             h.remove()
-    return tokens, [seen[i] for i in taps]
+    return tokens, np.stack([seen[i] for i in range(len(blocks))])
+
+
+def reference_child(tmp: Path) -> None:
+    """The PyTorch side, in a process of its own (PyTorch and TensorFlow in one process crash):
+    build, randomise and save each model, then its outputs on every ``x_<size>.npy`` of the
+    family's folder; plus the preprocessing constants and the versions, as json on stdout."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    wanted = set(json.loads((tmp / "wanted.json").read_text()))
+    done = []
+    for seed, (name, model, blocks, _norm, prefix) in enumerate(hf_models()):
+        if wanted and name not in wanted:
+            continue
+        randomise(model, seed)
+        folder = tmp / name
+        model.save_pretrained(folder)
+        for xf in sorted((tmp / "inputs").glob(f"{name}__x_*.npy")):
+            x = np.load(xf)
+            tokens, block_outputs = reference(model, blocks, x)
+            extra = {}
+            if hasattr(model.embeddings, "interpolate_pos_encoding"):  # DINOv2: its position embeddings at x's size
+                size, patch = x.shape[1], model.config.patch_size
+                with torch.no_grad():
+                    extra["pos"] = model.embeddings.interpolate_pos_encoding(
+                        torch.zeros(1, (size // patch) ** 2 + 1, model.config.hidden_size), size, size).numpy()
+            np.savez(tmp / "inputs" / xf.name.replace("__x_", "__ref_").replace(".npy", ".npz"),
+                     tokens=tokens, blocks=block_outputs, **extra)
+        done.append({"name": name, "prefix_tokens": prefix, "checkpoint_size": model.config.image_size})
+    print(json.dumps({"models": done, "preprocessing": preprocessing_numbers(),
+                      "transformers_version": transformers.__version__, "torch_version": torch.__version__}))
 
 
 def pool(tokens: np.ndarray, pooling: str, prefix: int) -> np.ndarray:
@@ -179,64 +212,92 @@ def preprocessing_numbers() -> list[dict]:
     return rows
 
 
+def fitting(name: str, sizes: list[int]) -> list[int]:
+    from featcache.backbones.keras_hub import PRESETS
+
+    return [s for s in sizes if s % PRESETS[name][1].patch_size == 0]
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=8, help="photos from the ImageNet samples (real JPEGs)")
-    p.add_argument("--sizes", default="224", help="input sizes (multiples of every patch size asked)")
+    p.add_argument("--sizes", default="224,448,518",
+                   help="input sizes; each family takes those that are multiples of its patch size")
     p.add_argument("--families", default="", help="featcache names to check (default: all transformers has)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--reference-child", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     need("torch", "transformers", "keras_hub", "featcache")
+    if args.reference_child:
+        return reference_child(args.reference_child)
 
-    import keras_hub
-    import torch
-    import transformers
-
-    from featcache import __version__
-    from featcache.backbones.keras_hub import hub_version
-    from featcache.backbones.model import block_shapes, resolve_config
+    from featcache.backbones.keras_hub import FAMILY_PREPROCESS, PRESETS  # no TensorFlow yet
     from featcache.ingest.decode import read_image
     from featcache.ingest.sample_data import fetch
 
-    torch.manual_seed(0)
     photos = sorted(fetch("imagenet-samples").rglob("*.jpg"))[:args.images]
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    families = [f for f in args.families.split(",") if f] or ["dinov2_small", "dinov2_small_reg", "dinov3_small"]
     t0 = time.perf_counter()
-    results, wanted = [], {f for f in args.families.split(",") if f}
-    with tempfile.TemporaryDirectory(prefix="featcache-xcheck-") as tmp:
-        for seed, (name, model, blocks, _norm, prefix) in enumerate(hf_models()):
-            if wanted and name not in wanted:
-                continue
-            randomise(model, seed)
-            folder = Path(tmp) / name
-            model.save_pretrained(folder)
-            for size in [int(s) for s in args.sizes.split(",") if s]:
+    results = []
+    with tempfile.TemporaryDirectory(prefix="featcache-xcheck-") as tmp_name:
+        tmp = Path(tmp_name)
+        (tmp / "inputs").mkdir()
+        (tmp / "wanted.json").write_text(json.dumps(families))
+        for name in families:  # featcache's decoding and preprocessing numbers, the same x for both sides
+            pre = FAMILY_PREPROCESS[PRESETS[name][1].family]
+            for size in fitting(name, sizes):
+                x = pre(np.stack([read_image(f, size) for f in photos])).astype(np.float32)
+                np.save(tmp / "inputs" / f"{name}__x_{size}.npy", x)
+        proc = subprocess.run([sys.executable, __file__, "--reference-child", str(tmp)], capture_output=True,
+                              text=True)
+        if proc.returncode != 0:
+            sys.exit(f"error: the transformers side failed:\n{proc.stderr[-3000:]}")
+        child = json.loads(proc.stdout.strip().splitlines()[-1])
+
+        import keras_hub
+
+        from featcache import __version__
+        from featcache.backbones.keras_hub import hub_version
+        from featcache.backbones.model import block_shapes, resolve_config
+
+        for info in child["models"]:
+            name, prefix = info["name"], info["prefix_tokens"]
+            folder = tmp / name
+            for size in fitting(name, sizes):
+                x = np.load(tmp / "inputs" / f"{name}__x_{size}.npy")
+                ref = np.load(tmp / "inputs" / f"{name}__ref_{size}.npz")
+                ref_tokens, ref_blocks = ref["tokens"], ref["blocks"]
                 config = resolve_config(name, size, "cls_avg", weights=str(folder))
-                x = config.preprocess(np.stack([read_image(f, size) for f in photos])).astype(np.float32)
+                assert config.preprocess == FAMILY_PREPROCESS[PRESETS[name][1].family], config.preprocess
                 layer_blocks = [b for b in block_shapes(config) if b.startswith("layers_")]
+                assert len(layer_blocks) == len(ref_blocks), (layer_blocks, ref_blocks.shape)
                 taps = tuple(layer_blocks[-4:])  # DINOv2's linear probe: the last four blocks
-                tap_idx = [int(b.split("_")[1]) for b in taps]
-                ref_tokens, ref_taps = reference(model, blocks, tap_idx, x)
                 kh = keras_hub.models.Backbone.from_preset(str(folder), image_shape=(size, size, 3))  # its converter
                 kh_tokens = np.asarray(kh.predict_on_batch(x))
-                row = {"family": name, "input_size": size, "checkpoint_size": model.config.image_size,
+                row = {"family": name, "input_size": size, "checkpoint_size": info["checkpoint_size"],
                        "prefix_tokens": prefix, "images": len(photos),
                        "keras_hub_tokens_vs_transformers": compare(kh_tokens, ref_tokens), "poolings": {}}
+                if "pos" in ref.files:  # where a difference at another size than the checkpoint's comes from
+                    row["position_embeddings_vs_transformers"] = compare(
+                        np.asarray(kh.embeddings.interpolated_position_embeddings), ref["pos"])
                 for pooling in POOLINGS:
                     got = featcache_features(name, folder, size, pooling, x)
                     row["poolings"][pooling] = compare(got, pool(ref_tokens, pooling, prefix))
                 got = featcache_features(name, folder, size, "cls_avg", x, taps)
-                want = np.concatenate([pool(t, "cls_avg", prefix) for t in ref_taps], axis=1)
+                want = np.concatenate([pool(ref_blocks[int(t.split("_")[1])], "cls_avg", prefix) for t in taps],
+                                      axis=1)
                 row["poolings"][f"taps {','.join(taps)} cls_avg"] = compare(got, want)
                 results.append(row)
                 print(f"{name} @ {size}: keras-hub tokens {row['keras_hub_tokens_vs_transformers']['max_rel']:.1e}; "
                       + ", ".join(f"{k} {v['max_rel']:.1e}" for k, v in row["poolings"].items()), flush=True)
-    pre = preprocessing_numbers()
+    pre = child["preprocessing"]
     checks = [r["keras_hub_tokens_vs_transformers"]["pass"] for r in results] + \
         [v["pass"] for r in results for v in r["poolings"].values()] + [r["pass"] for r in pre]
     report = {"check": "hub_crosscheck", "tolerance_max_rel": TOLERANCE, "all_pass": all(checks),
               "metric": "max |featcache - transformers| / max |transformers| over every feature of every image",
               "featcache_version": __version__, "keras_hub_version": hub_version(),
-              "transformers_version": transformers.__version__, "torch_version": torch.__version__,
+              "transformers_version": child["transformers_version"], "torch_version": child["torch_version"],
               "weights": "random (every parameter re-drawn), saved with save_pretrained",
               "photos": [p.name for p in photos], "seconds": time.perf_counter() - t0,
               "results": results, "preprocessing": pre,
