@@ -182,3 +182,23 @@ def test_backbones_json_lists_the_families():
         assert rows[name]["patch_size"] and rows[name]["parameters"] and "weights_available" in rows[name]
     assert rows["dinov2_small"]["own_pooling"] == "cls_avg" and rows["dinov2_small"]["own_pooling_dim"] == 768
     assert rows["clip_vit_base_patch16"]["own_pooling_dim"] == 512
+
+
+def test_dinov3_random_network_needs_no_preset_on_this_machine():
+    """Taps and `backbones --blocks` build a random network of the declared shape; DINOv3 builds
+    one offline too (keras-hub's DINOV3Backbone, no key bias as in the released ViTs: ViT-S/16 has
+    keras-hub's published 21.6 M parameters)."""
+    from featcache.backbones.keras_hub import Arch
+    from featcache.backbones.model import block_shapes, tap_configs
+
+    register_backbone(hub_backbone("tiny_dinov3_offline", "dinov3_not_cached_here",
+                                   Arch("dinov3", 16, 32, 2, 2, 64, 32, 4)), replace=True)
+    base = resolve_config("tiny_dinov3_offline", 32, "cls_avg", weights="random")
+    shapes = block_shapes(base)
+    assert [b for b in shapes if b.startswith("layers_")] == ["layers_0", "layers_1"]
+    assert shapes["layers_1"] == (1 + 4 + 4, 32)  # CLS, 4 registers, 2 x 2 patches
+    (tap,) = tap_configs(base, ("layers_0",))
+    x = np.random.default_rng(2).normal(size=(2, 32, 32, 3)).astype("float32")
+    assert np.asarray(build_feature_extractor(tap).predict_on_batch(x)).shape == (2, 64)
+    small = PRESETS["dinov3_small"][1].random_tower(224)
+    assert round(sum(int(np.prod(w.shape)) for w in small.trainable_weights), -5) == 21_600_000

@@ -123,6 +123,9 @@ class Arch:
             return keras_hub.models.DINOV2Backbone(
                 **common, num_register_tokens=self.registers, use_swiglu_ffn=self.swiglu,
                 position_embedding_shape=(self.image_size, self.image_size, 3))
+        if self.family == "dinov3":  # the released ViTs' biases: no key bias (transformers' default too)
+            return keras_hub.models.DINOV3Backbone(**common, num_register_tokens=self.registers,
+                                                   use_gated_mlp=self.swiglu, use_key_bias=False)
         if self.family == "siglip":
             return keras_hub.models.SigLIPVisionEncoder(**common)
         if self.family == "clip":
@@ -354,8 +357,6 @@ def _random_network(name: str, arch: Arch, image_size: int, preset_folder: Path 
     if preset_folder is not None:
         return _rewire(name, arch, _load_backbone(name, arch, preset_folder, image_size, load_weights=False),
                        image_size)
-    if arch.family == "dinov3":
-        raise FeatcacheError(f"{name}: random weights need the preset's configuration, which is not on this machine")
     tower = arch.random_tower(image_size)
     if arch.family == "clip":
         import keras
