@@ -1,7 +1,7 @@
 """Throughput of the keras-hub vision transformers beside EfficientNet-Lite0, on this machine.
 
 For each backbone (default: ``efficientnet_lite0``, ``dinov2_small``, ``siglip2_base_patch16_224``,
-``clip_vit_base_patch16``, all at 224 px) and the same real photos (default: the first 64 ORL face
+``clip_vit_base_patch16``, all at 224 px) and the same real photos (default: the first 48 ORL face
 photos, fetched from PyPI), measured exactly as ``bench_extract.py`` measures the CNNs (its
 ``Bench`` class is reused):
 
@@ -18,7 +18,7 @@ The backbones run interleaved in each round (``--repeats`` rounds, best round of
 so on a shared machine the load disturbs them alike and the ratios stay fair; the load average
 (``os.getloadavg``) before and after is in the results.
 
-    python benchmarks/bench_hub.py                          # ~5-8 minutes on 2 shared cores
+    python benchmarks/bench_hub.py                          # ~6 minutes on 2 shared cores
     python benchmarks/bench_hub.py --images 32 --repeats 1  # quick look
 """
 
@@ -81,7 +81,7 @@ def table(rows: list[dict]) -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, help="class-per-folder image tree (default: ORL faces from PyPI)")
-    p.add_argument("--images", type=int, default=64, help="photos taken from the tree (its first N, sorted)")
+    p.add_argument("--images", type=int, default=48, help="photos taken from the tree (its first N, sorted)")
     p.add_argument("--backbones", default=DEFAULT_BACKBONES, help="comma-separated; the first is the baseline")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch-size", type=int, default=16)
