@@ -150,7 +150,10 @@ def reference_child(tmp: Path) -> None:
             np.savez(tmp / "inputs" / xf.name.replace("__x_", "__ref_").replace(".npy", ".npz"),
                      tokens=tokens, blocks=block_outputs, **extra)
         done.append({"name": name, "prefix_tokens": prefix, "checkpoint_size": model.config.image_size})
-    print(json.dumps({"models": done, "preprocessing": preprocessing_numbers(),
+    clip = None
+    if "clip_vit_base_patch32" in wanted or not wanted:
+        clip = clip_reference_child(tmp)
+    print(json.dumps({"models": done, "clip": clip, "preprocessing": preprocessing_numbers(),
                       "transformers_version": transformers.__version__, "torch_version": torch.__version__}))
 
 
@@ -168,6 +171,86 @@ def compare(got: np.ndarray, ref: np.ndarray) -> dict:
     rel = diff / scale
     return {"max_abs": diff, "ref_max_abs": scale, "max_rel": rel, "shape": list(ref.shape),
             "pass": bool(rel <= TOLERANCE)}
+
+
+# -- CLIP: no keras-hub converter, so the image tower's weights are mapped here ---------------------
+
+CLIP_NAME = "clip_vit_base_patch32"  # the registered shape (ViT-B/32: 50 tokens, quick on a CPU)
+
+
+def clip_reference_child(tmp: Path) -> dict:
+    """A random transformers CLIP image tower of ``clip_vit_base_patch32``'s shape: its weights as
+    keras-hub names them (x_clip.npy in, clip_weights.npz and clip_ref.npz out)."""
+    import torch
+    import transformers as t
+
+    xf = tmp / "inputs" / "clip__x_224.npy"
+    if not xf.is_file():
+        return {}
+    model = t.CLIPVisionModelWithProjection(t.CLIPVisionConfig(
+        hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224,
+        patch_size=32, projection_dim=512, hidden_act="quick_gelu")).eval()
+    randomise(model, 7)
+    v, heads = model.vision_model, 12
+    sd = {k: p.detach().numpy() for k, p in model.state_dict().items()}
+    d = 768
+    w = {"embedding/class_embedding": sd["vision_model.embeddings.class_embedding"],
+         "embedding/patch_embedding/kernel": sd["vision_model.embeddings.patch_embedding.weight"].transpose(2, 3, 1, 0),
+         "embedding/position_embedding/embeddings": sd["vision_model.embeddings.position_embedding.weight"],
+         "pre_layer_norm/gamma": sd["vision_model.pre_layrnorm.weight"],
+         "pre_layer_norm/beta": sd["vision_model.pre_layrnorm.bias"],
+         "layer_norm/gamma": sd["vision_model.post_layernorm.weight"],
+         "layer_norm/beta": sd["vision_model.post_layernorm.bias"],
+         "vision_projection/kernel": sd["visual_projection.weight"].T,
+         # keras-hub initialises these to zeros (every token would get position 0) and relies on a
+         # preset's weight file for 0..N; transformers uses 0..N
+         "embedding/position_ids": np.arange(50, dtype=np.int64)[None]}
+    for i in range(12):
+        hf, kh = f"vision_model.encoder.layers.{i}.", f"encoder_block_{i}/"
+        for a, b in (("layer_norm_1", "layer_norm1"), ("layer_norm_2", "layer_norm2")):
+            w[kh + a + "/gamma"], w[kh + a + "/beta"] = sd[hf + b + ".weight"], sd[hf + b + ".bias"]
+        for a, b in (("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj")):
+            w[f"{kh}attention/{a}/kernel"] = sd[f"{hf}self_attn.{b}.weight"].T.reshape(d, heads, d // heads)
+            w[f"{kh}attention/{a}/bias"] = sd[f"{hf}self_attn.{b}.bias"].reshape(heads, d // heads)
+        w[f"{kh}attention/attention_output/kernel"] = sd[f"{hf}self_attn.out_proj.weight"].T.reshape(heads, d // heads, d)
+        w[f"{kh}attention/attention_output/bias"] = sd[f"{hf}self_attn.out_proj.bias"]
+        for a, b in (("dense_1", "fc1"), ("dense_2", "fc2")):
+            w[f"{kh}{a}/kernel"], w[f"{kh}{a}/bias"] = sd[f"{hf}mlp.{b}.weight"].T, sd[f"{hf}mlp.{b}.bias"]
+    np.savez(tmp / "clip_weights.npz", **{k.replace("/", "|"): a for k, a in w.items()})
+    with torch.no_grad():
+        out = model(pixel_values=torch.from_numpy(np.ascontiguousarray(np.load(xf).transpose(0, 3, 1, 2))))
+        tokens = v.post_layernorm(out.last_hidden_state).numpy()  # featcache pools the normed tokens
+    np.savez(tmp / "clip_ref.npz", tokens=tokens, embedding=out.image_embeds.numpy())
+    return {"transformers_class": type(model).__name__, "parameters": int(sum(p.numel() for p in model.parameters()))}
+
+
+def clip_preset(tmp: Path) -> Path:
+    """keras-hub's CLIPBackbone with the mapped image-tower weights (a tiny random text tower), saved
+    as a local preset with CLIP's image converter."""
+    import keras_hub
+
+    w = {k.replace("|", "/"): a for k, a in np.load(tmp / "clip_weights.npz").items()}
+    vision = keras_hub.models.CLIPVisionEncoder(patch_size=32, hidden_dim=768, num_layers=12, num_heads=12,
+                                                intermediate_dim=3072, image_shape=(224, 224, 3))
+    text = keras_hub.models.CLIPTextEncoder(vocabulary_size=50, embedding_dim=32, hidden_dim=32, num_layers=1,
+                                            num_heads=2, intermediate_dim=64, max_sequence_length=8)
+    backbone = keras_hub.models.CLIPBackbone(vision, text, projection_dim=512)
+    targets = list(vision.weights) + list(backbone.vision_projection.weights)
+    used = set()
+    for var in targets:
+        key = next((k for k in w if var.path == k or var.path.endswith("/" + k)), None)
+        if key is None:
+            raise SystemExit(f"error: no transformers weight for keras-hub's {var.path}")
+        var.assign(w[key])
+        used.add(key)
+    if used != set(w):
+        raise SystemExit(f"error: transformers weights left unmapped: {sorted(set(w) - used)}")
+    folder = tmp / "clip_preset"
+    backbone.save_to_preset(str(folder))
+    mean, std = np.array((0.48145466, 0.4578275, 0.40821073)), np.array((0.26862954, 0.26130258, 0.27577711))
+    keras_hub.layers.CLIPImageConverter(image_size=(224, 224), scale=list(1 / (255 * std)),
+                                        offset=list(-mean / std)).save_to_preset(str(folder))
+    return folder
 
 
 # -- featcache's side --------------------------------------------------------------------------
@@ -237,18 +320,22 @@ def main(argv=None) -> None:
 
     photos = sorted(fetch("imagenet-samples").rglob("*.jpg"))[:args.images]
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    families = [f for f in args.families.split(",") if f] or ["dinov2_small", "dinov2_small_reg", "dinov3_small"]
+    families = [f for f in args.families.split(",") if f] or ["dinov2_small", "dinov2_small_reg", "dinov3_small",
+                                                               CLIP_NAME]
     t0 = time.perf_counter()
     results = []
     with tempfile.TemporaryDirectory(prefix="featcache-xcheck-") as tmp_name:
         tmp = Path(tmp_name)
         (tmp / "inputs").mkdir()
         (tmp / "wanted.json").write_text(json.dumps(families))
-        for name in families:  # featcache's decoding and preprocessing numbers, the same x for both sides
+        for name in [f for f in families if f != CLIP_NAME]:  # featcache's decode and numbers, one x for both
             pre = FAMILY_PREPROCESS[PRESETS[name][1].family]
             for size in fitting(name, sizes):
                 x = pre(np.stack([read_image(f, size) for f in photos])).astype(np.float32)
                 np.save(tmp / "inputs" / f"{name}__x_{size}.npy", x)
+        if CLIP_NAME in families:
+            x = FAMILY_PREPROCESS["clip"](np.stack([read_image(f, 224) for f in photos])).astype(np.float32)
+            np.save(tmp / "inputs" / "clip__x_224.npy", x)
         proc = subprocess.run([sys.executable, __file__, "--reference-child", str(tmp)], capture_output=True,
                               text=True)
         if proc.returncode != 0:
@@ -291,8 +378,26 @@ def main(argv=None) -> None:
                 results.append(row)
                 print(f"{name} @ {size}: keras-hub tokens {row['keras_hub_tokens_vs_transformers']['max_rel']:.1e}; "
                       + ", ".join(f"{k} {v['max_rel']:.1e}" for k, v in row["poolings"].items()), flush=True)
+        if child.get("clip"):
+            folder = clip_preset(tmp)
+            x = np.load(tmp / "inputs" / "clip__x_224.npy")
+            ref = np.load(tmp / "clip_ref.npz")
+            config = resolve_config(CLIP_NAME, 224, "embedding", weights=str(folder))
+            fam = FAMILY_PREPROCESS["clip"]
+            assert np.allclose(config.preprocess.scale, fam.scale) and np.allclose(config.preprocess.offset, fam.offset)
+            row = {"family": CLIP_NAME, "input_size": 224, "prefix_tokens": 1, "images": len(photos),
+                   "weights": "transformers CLIPVisionModelWithProjection, random, mapped by this script "
+                              "(keras-hub has no CLIP converter)", **child["clip"], "poolings": {}}
+            for pooling in ("embedding", "cls", "avg", "max"):
+                got = featcache_features(CLIP_NAME, folder, 224, pooling, x)
+                want = ref["embedding"] if pooling == "embedding" else pool(ref["tokens"], pooling, 1)
+                row["poolings"][pooling] = compare(got, want)
+            results.append(row)
+            print(f"{CLIP_NAME} @ 224: " + ", ".join(f"{k} {v['max_rel']:.1e}" for k, v in row["poolings"].items()),
+                  flush=True)
     pre = child["preprocessing"]
-    checks = [r["keras_hub_tokens_vs_transformers"]["pass"] for r in results] + \
+    checks = [r["keras_hub_tokens_vs_transformers"]["pass"] for r in results
+                                                                     if "keras_hub_tokens_vs_transformers" in r] + \
         [v["pass"] for r in results for v in r["poolings"].values()] + [r["pass"] for r in pre]
     report = {"check": "hub_crosscheck", "tolerance_max_rel": TOLERANCE, "all_pass": all(checks),
               "metric": "max |featcache - transformers| / max |transformers| over every feature of every image",
