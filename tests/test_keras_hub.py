@@ -231,3 +231,12 @@ def test_siglip_preprocessing_and_embedding_are_keras_hub_own(tmp_path):
     want = np.asarray(model.get_vision_embeddings(converter(images)))
     assert got.shape == (len(photos), 32) == (len(photos), known_feature_dim(config))
     assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+
+
+def test_random_clip_tower_numbers_its_positions_as_the_presets_do():
+    """keras-hub builds CLIP's position ids as zeros (its presets' weight files hold 0..N); the
+    random tower featcache builds numbers them 0..N, so every token gets its own position."""
+    from featcache.backbones.keras_hub import Arch
+
+    tower, _ = Arch("clip", 8, 32, 2, 2, 64, 32, embedding_dim=24).random_tower(32)
+    assert np.asarray(tower.embedding.position_ids).tolist() == [list(range(17))]

@@ -115,6 +115,7 @@ class Arch:
     def random_tower(self, image_size: int):
         """keras-hub's own network of this shape, randomly initialised (nothing downloaded)."""
         import keras_hub
+        import numpy as np
 
         common = dict(patch_size=self.patch_size, hidden_dim=self.hidden_dim, num_layers=self.num_layers,
                       num_heads=self.num_heads, intermediate_dim=self.intermediate_dim,
@@ -129,7 +130,11 @@ class Arch:
         if self.family == "siglip":
             return keras_hub.models.SigLIPVisionEncoder(**common)
         if self.family == "clip":
-            return keras_hub.models.CLIPVisionEncoder(**common), self.embedding_dim
+            tower = keras_hub.models.CLIPVisionEncoder(**common)
+            # keras-hub starts the position ids at zeros (a preset's weight file holds 0..N): as the presets
+            ids = tower.embedding.position_ids
+            ids.assign(np.arange(ids.shape[1], dtype="int64")[None].astype(ids.dtype))
+            return tower, self.embedding_dim
         raise FeatcacheError(f"no random {self.family} network without its preset's configuration")
 
 
