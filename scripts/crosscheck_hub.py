@@ -31,7 +31,7 @@ does not depend on. It installs nothing itself. To run it, in a separate environ
 
     python -m venv /tmp/xcheck
     /tmp/xcheck/bin/pip install -e '.[hub]' torch transformers
-    /tmp/xcheck/bin/python scripts/crosscheck_hub.py        # ~2-4 minutes on 2 cores
+    /tmp/xcheck/bin/python scripts/crosscheck_hub.py        # ~6-9 minutes on 2 shared cores
 
 and it writes benchmarks/results/hub_crosscheck.json.
 """
