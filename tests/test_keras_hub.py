@@ -182,3 +182,61 @@ def test_backbones_json_lists_the_families():
         assert rows[name]["patch_size"] and rows[name]["parameters"] and "weights_available" in rows[name]
     assert rows["dinov2_small"]["own_pooling"] == "cls_avg" and rows["dinov2_small"]["own_pooling_dim"] == 768
     assert rows["clip_vit_base_patch16"]["own_pooling_dim"] == 512
+
+
+def test_dinov3_random_network_needs_no_preset_on_this_machine():
+    """Taps and `backbones --blocks` build a random network of the declared shape; DINOv3 builds
+    one offline too (keras-hub's DINOV3Backbone, no key bias as in the released ViTs: ViT-S/16 has
+    keras-hub's published 21.6 M parameters)."""
+    from featcache.backbones.keras_hub import Arch
+    from featcache.backbones.model import block_shapes, tap_configs
+
+    register_backbone(hub_backbone("tiny_dinov3_offline", "dinov3_not_cached_here",
+                                   Arch("dinov3", 16, 32, 2, 2, 64, 32, 4)), replace=True)
+    base = resolve_config("tiny_dinov3_offline", 32, "cls_avg", weights="random")
+    shapes = block_shapes(base)
+    assert [b for b in shapes if b.startswith("layers_")] == ["layers_0", "layers_1"]
+    assert shapes["layers_1"] == (1 + 4 + 4, 32)  # CLS, 4 registers, 2 x 2 patches
+    (tap,) = tap_configs(base, ("layers_0",))
+    x = np.random.default_rng(2).normal(size=(2, 32, 32, 3)).astype("float32")
+    assert np.asarray(build_feature_extractor(tap).predict_on_batch(x)).shape == (2, 64)
+    small = PRESETS["dinov3_small"][1].random_tower(224)
+    assert round(sum(int(np.prod(w.shape)) for w in small.trainable_weights), -5) == 21_600_000
+
+
+def test_siglip_preprocessing_and_embedding_are_keras_hub_own(tmp_path):
+    """A tiny SigLIP preset: featcache's decode, preprocessing numbers (read from the preset's image
+    converter) and `embedding` pooling on photos equal keras-hub's own image converter and
+    get_vision_embeddings (its attention-pooling head) on the same random weights."""
+    import keras
+
+    from featcache.ingest.decode import read_image
+
+    keras.utils.set_random_seed(5)
+    vision = keras_hub.models.SigLIPVisionEncoder(patch_size=8, hidden_dim=32, num_layers=2, num_heads=2,
+                                                  intermediate_dim=64, image_shape=(32, 32, 3))
+    text = keras_hub.models.SigLIPTextEncoder(vocabulary_size=50, embedding_dim=32, hidden_dim=32, num_layers=2,
+                                              num_heads=2, intermediate_dim=64, max_sequence_length=8)
+    folder = _save(keras_hub.models.SigLIPBackbone(vision, text),
+                   keras_hub.layers.SigLIPImageConverter(image_size=(32, 32), scale=1 / 127.5, offset=-1.0),
+                   tmp_path / "siglip")
+    register_backbone(hub_backbone("tiny_siglip", str(folder), arch_of_preset(folder)), replace=True)
+    config = resolve_config("tiny_siglip", pooling="embedding")
+    assert np.allclose(config.preprocess.scale, 1 / 127.5) and np.allclose(config.preprocess.offset, -1.0)
+    photos = sorted(p for p in make_tree(tmp_path / "photos", per_class=1).rglob("*.*") if p.is_file())
+    images = np.stack([read_image(p, 32) for p in photos]).astype("float32")
+    got = np.asarray(build_feature_extractor(config).predict_on_batch(config.preprocess(images)))
+    model = keras_hub.models.Backbone.from_preset(str(folder))
+    converter = keras_hub.layers.SigLIPImageConverter.from_preset(str(folder))
+    want = np.asarray(model.get_vision_embeddings(converter(images)))
+    assert got.shape == (len(photos), 32) == (len(photos), known_feature_dim(config))
+    assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+
+
+def test_random_clip_tower_numbers_its_positions_as_the_presets_do():
+    """keras-hub builds CLIP's position ids as zeros (its presets' weight files hold 0..N); the
+    random tower featcache builds numbers them 0..N, so every token gets its own position."""
+    from featcache.backbones.keras_hub import Arch
+
+    tower, _ = Arch("clip", 8, 32, 2, 2, 64, 32, embedding_dim=24).random_tower(32)
+    assert np.asarray(tower.embedding.position_ids).tolist() == [list(range(17))]

@@ -116,6 +116,7 @@ class Arch:
     def random_tower(self, image_size: int):
         """keras-hub's own network of this shape, randomly initialised (nothing downloaded)."""
         import keras_hub
+        import numpy as np
 
         common = dict(patch_size=self.patch_size, hidden_dim=self.hidden_dim, num_layers=self.num_layers,
                       num_heads=self.num_heads, intermediate_dim=self.intermediate_dim,
@@ -124,10 +125,17 @@ class Arch:
             return keras_hub.models.DINOV2Backbone(
                 **common, num_register_tokens=self.registers, use_swiglu_ffn=self.swiglu,
                 position_embedding_shape=(self.image_size, self.image_size, 3))
+        if self.family == "dinov3":  # the released ViTs' biases: no key bias (transformers' default too)
+            return keras_hub.models.DINOV3Backbone(**common, num_register_tokens=self.registers,
+                                                   use_gated_mlp=self.swiglu, use_key_bias=False)
         if self.family == "siglip":
             return keras_hub.models.SigLIPVisionEncoder(**common)
         if self.family == "clip":
-            return keras_hub.models.CLIPVisionEncoder(**common), self.embedding_dim
+            tower = keras_hub.models.CLIPVisionEncoder(**common)
+            # keras-hub starts the position ids at zeros (a preset's weight file holds 0..N): as the presets
+            ids = tower.embedding.position_ids
+            ids.assign(np.arange(ids.shape[1], dtype="int64")[None].astype(ids.dtype))
+            return tower, self.embedding_dim
         raise FeatcacheError(f"no random {self.family} network without its preset's configuration")
 
 
@@ -355,8 +363,6 @@ def _random_network(name: str, arch: Arch, image_size: int, preset_folder: Path 
     if preset_folder is not None:
         return _rewire(name, arch, _load_backbone(name, arch, preset_folder, image_size, load_weights=False),
                        image_size)
-    if arch.family == "dinov3":
-        raise FeatcacheError(f"{name}: random weights need the preset's configuration, which is not on this machine")
     tower = arch.random_tower(image_size)
     if arch.family == "clip":
         import keras
