@@ -26,7 +26,8 @@ def info_cmd(ctx, store, as_json):
     if as_json:
         emit_json({**info.to_dict(), "damaged": damaged})
         return
-    click.echo(f"store {info.path}: {info.images} images in {len(info.classes)} {'class' if len(info.classes) == 1 else 'classes'} from {info.data_root}")
+    classes = f"{len(info.classes)} {'class' if len(info.classes) == 1 else 'classes'}"
+    click.echo(f"store {info.path}: {info.images} images in {classes} from {info.data_root}")
     click.echo(f"split {'(pre-split folders)' if info.presplit else info.split}")
     echo_table([{"class": c, **n, "total": sum(n.values())} for c, n in info.classes.items()])
     totals = {s: sum(n[s] for n in info.classes.values()) for s in ("train", "validation", "test")}
