@@ -218,6 +218,7 @@ def test_format_follows_a_tflite_out_and_text_output(tiny_run, tmp_path):
     assert result.exit_code == 0, result.output
     assert "exported tflite int8 model" in result.output and "m.tflite.labels.json" in result.output
     assert "int8 calibrated on 5 images from" in result.output
+    assert "int8 calibration: 100%" in result.stderr and "5/5" in result.stderr  # a bar while it calibrates
     # LiteRT's C++ notes ("Created TensorFlow Lite XNNPACK delegate for CPU") are not featcache's output
     predict = subprocess.run([sys.executable, "-m", "featcache", "predict", str(tmp_path / "m.tflite"), str(photos),
                               "-q"], capture_output=True, text=True, timeout=120)

@@ -41,7 +41,7 @@ def export_cmd(run_dir, out, fmt, quantize, calibration_images, calibration_size
     if not (quiet or as_json):  # an int8 export calibrates for tens of seconds: say what is going on
         click.echo(f"exporting {run_dir} -> {out}" + (" (int8: calibrating first)" if quantize == "int8" else ""),
                    err=True)
-    result = export_model(run_dir, out, fmt, quantize, calibration)
+    result = export_model(run_dir, out, fmt, quantize, calibration, progress=not (quiet or as_json))
     if as_json:
         emit_json(result.to_dict())
         return

@@ -113,7 +113,7 @@ def check_out(out: str | Path, fmt: ExportFormat) -> Path:
 
 
 def export_model(run_dir: str | Path, out: str | Path, format: str | None = None, quantize: str = "none",
-                 calibration: CalibrationOptions | None = None) -> ExportResult:
+                 calibration: CalibrationOptions | None = None, progress: bool = False) -> ExportResult:
     """A fit-head run folder -> one model in ``format`` (keras, savedmodel, tflite; default: from
     ``out``'s ending) plus its ``.labels.json`` sidecar. ``quantize`` (tflite): none, float16 or
     int8; int8 calibrates on ``calibration`` (default: 100 of the store's training images)."""
@@ -124,7 +124,7 @@ def export_model(run_dir: str | Path, out: str | Path, format: str | None = None
     images = choose(calibration or CalibrationOptions(), run) if quantize == "int8" else None
     model = build_run_model(run)
     check_model(model, run.config.classes, f"run folder {run.path}", str(run.path / CONFIG_FILE))
-    job = ExportJob(model, run.config.classes, f"run folder {run.path}", images)
+    job = ExportJob(model, run.config.classes, f"run folder {run.path}", images, progress)
     lock = None
     try:
         lock = RunLock.acquire(out)  # one export to a name at a time: each clears what a killed one left

@@ -31,6 +31,7 @@ class ExportJob:
     classes: list[str]
     source: str
     calibration: CalibrationSet | None = None
+    progress: bool = False  # a progress bar where writing takes a while (int8 calibration)
 
     @property
     def input_sizes(self) -> list[int]:

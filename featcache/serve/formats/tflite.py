@@ -21,6 +21,7 @@ import numpy as np
 
 from ...atomic import create_exclusive
 from ...errors import FeatcacheError, ParameterError, describe_error
+from ...progress import progress_bar
 from ...quiet import stderr_silenced
 from ..labels import read_sidecar, sidecar_path
 from .base import ExportFormat, ExportJob, ExportResult, TensorInfo, size_of
@@ -38,12 +39,27 @@ def convert(job: ExportJob, quantize: str, samples: list[list[np.ndarray]] | Non
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with stderr_silenced():  # the int8 converter prints its quantization summary from C++
-                return _converter(frozen, quantize, samples).convert()
+            # the int8 converter prints its quantization summary from C++; its calibration (the
+            # model run on each image) takes tens of seconds: a bar counts the images
+            with stderr_silenced(keep_python=True), progress_bar(len(samples or ()), "int8 calibration",
+                                                 enabled=job.progress and samples is not None) as bar:
+                return _converter(frozen, quantize, _Counted(samples, bar) if samples else None).convert()
     except Exception as exc:  # the converter raises many types, with pages of MLIR
         raise FeatcacheError(f"{job.source}: cannot convert to TFLite {quantize} ({describe_error(exc)})") from exc
     finally:
         absl.setLevel(level)
+
+
+class _Counted:
+    """The calibration images, counted on ``bar`` as the converter reads them."""
+
+    def __init__(self, items: list, bar):
+        self.items, self.bar = items, bar
+
+    def __iter__(self):
+        for item in self.items:
+            yield item
+            self.bar.update(1)
 
 
 def _converter(frozen, quantize: str, samples):
