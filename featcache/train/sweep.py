@@ -139,7 +139,8 @@ def _sweep(data, base, grid, combos, models, out_dir: Path | None, final: Path |
     try:
         for o in _outcomes(tasks, data, executor, progress):
             trials.append(Trial(o.index, o.params, o.result, o.task, o.task_size))
-            bar.set_postfix({"val_acc": f"{o.result.val.accuracy:.3f}"}, refresh=False)
+            best = max(trials, key=lambda t: t.score)  # the leader so far, and what it scores
+            bar.set_postfix({"best": f"{best.score:.3f}", **best.params}, refresh=False)
             bar.update(1)
     finally:
         bar.close()
