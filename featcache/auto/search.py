@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from dataclasses import dataclass
 
@@ -22,13 +21,13 @@ from ..errors import FeatcacheError, ParameterError
 from ..heads import KerasHead, get_head_class
 from ..heads.data import ArrayRows
 from ..stores import FeatureRows, FeatureStore
-from ..train.crossval import METRICS, FoldPlan, common_pool, cv_rows, make_folds, score_fold
+from ..train.crossval import METRICS, FoldPlan, common_pool, cv_rows, make_folds, pool_groups, score_fold
 from ..train.fit import HOLDOUT_FRACTION
 from ..train.memory import plan_memory
-from ..train.stats import Interval, corrected_interval
+from ..train.stats import Interval, metric_interval
 from .candidates import Candidate
 
-SEARCH_METRICS = ("accuracy", "macro_f1", "balanced_accuracy", "log_loss")
+SEARCH_METRICS = METRICS  # what every fold is scored on, as compare scores it
 LOWER_IS_BETTER = ("log_loss",)
 
 
@@ -61,11 +60,6 @@ class Score:
                    {m: Interval(**i) for m, i in d["intervals"].items()}, float(d["seconds"]))
 
 
-def interval(scores, test_over_train: float, metric: str) -> Interval:
-    bounds = (0.0, math.inf) if metric == "log_loss" else (0.0, 1.0)
-    return corrected_interval(scores, test_over_train, bounds=bounds)
-
-
 class FoldPool:
     """The fold images of ``keys`` in an open store, their folds and their features (see the module).
     Features are held in memory when one configuration's fold rows fit ``limit`` bytes as float32,
@@ -80,12 +74,8 @@ class FoldPool:
             raise FeatcacheError(f"{store.path} has {len(self.classes)} class; a classifier needs at least two "
                                  "class folders")
         self.paths, self.labels = common_pool(list(self.sets.values()))
-        manifest = first.manifest
-        groups = manifest.groups
-        if groups is not None:
-            by_path = dict(zip(manifest.paths, groups, strict=True))
-            groups = [by_path[p] for p in self.paths]
-        self.plan: FoldPlan = make_folds(self.paths, self.labels, folds, 1, seed, groups)
+        self.plan: FoldPlan = make_folds(self.paths, self.labels, folds, 1, seed,
+                                         pool_groups(first.manifest, self.paths))
         self.dims = {k: int(fs.dim) for k, fs in self.sets.items()}
         self.views = {k: int(fs.n_views) for k, fs in self.sets.items()}
         self.configs = {k: store.config(k) for k in self.keys}
@@ -189,7 +179,7 @@ def score(pool: FoldPool, c: Candidate, seed: int, deadline: float | None = None
         folds.append(score_fold(X, pool.labels, tr, te, head, pool.n_classes, seed, c.tta, holdout))
     seconds = time.perf_counter() - start
     per = {m: tuple(round(float(getattr(f, m)), 6) for f in folds) for m in METRICS}
-    return Score(per, {m: interval(v, pool.plan.test_over_train, m) for m, v in per.items()}, round(seconds, 4))
+    return Score(per, {m: metric_interval(v, pool.plan.test_over_train, m) for m, v in per.items()}, round(seconds, 4))
 
 
 def _sha(obj) -> str:

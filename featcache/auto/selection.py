@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ParameterError
-from ..train.stats import ALPHA, Interval, PairedTest, paired_test
-from .search import LOWER_IS_BETTER, interval
+from ..train.stats import ALPHA, Interval, PairedTest, metric_interval, paired_test
+from .search import LOWER_IS_BETTER
 
 PREFERENCES = ("cheapest", "best")
 
@@ -95,7 +95,7 @@ def select(fold_scores: list[tuple[float, ...]], costs: list[tuple], metric: str
             _, w, _, _ = _pick(rest, costs, lower, prefer, test_over_train, np.delete(second, f, axis=1))
             picks.append(float(scores[w, f]))
         per_fold = tuple(round(p, 6) for p in picks)
-        adjusted = interval(picks, test_over_train, metric)
+        adjusted = metric_interval(picks, test_over_train, metric)
     return Selection(best, winner, tuple(tied), tuple(tests), adjusted, per_fold)
 
 

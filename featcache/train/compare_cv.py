@@ -10,7 +10,6 @@ touched once: the winner, refit on every train + validation image, is scored on 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,13 +25,14 @@ from .crossval import (
     common_pool,
     cv_rows,
     make_folds,
+    pool_groups,
     score_fold,
     split_scores,
     subsample_per_class,
 )
 from .memory import plan_memory, resolve_memory_limit, rows_for
 from .probe import view_proba
-from .stats import METHOD, Interval, PairedTest, corrected_interval, paired_test
+from .stats import METHOD, Interval, PairedTest, metric_interval, paired_test
 
 
 @dataclass
@@ -158,11 +158,7 @@ def _cross_validate(st, heads, folds, repeats, backbones, seed, shots, progress,
     if len(first.classes) < 2:
         raise FeatcacheError(f"{path} has {len(first.classes)} class; a classifier needs at least two class folders")
     paths, labels = common_pool(list(sets.values()))
-    groups = manifest.groups
-    if groups is not None:  # one group per pooled path, from the manifest
-        by_path = dict(zip(manifest.paths, groups, strict=True))
-        groups = [by_path[p] for p in paths]
-    plan = make_folds(paths, labels, folds, repeats, seed, groups)
+    plan = make_folds(paths, labels, folds, repeats, seed, pool_groups(manifest, paths))
     n_classes = len(first.classes)
 
     entries = []
@@ -214,8 +210,7 @@ def _pool_rows(fs: FeatureRows, source, paths: list[str]) -> tuple[object, np.nd
 
 
 def _interval(scores: list[float], plan: FoldPlan, metric: str) -> Interval:
-    bounds = (0.0, math.inf) if metric == "log_loss" else (0.0, 1.0)
-    return corrected_interval(scores, plan.test_over_train, bounds=bounds)
+    return metric_interval(scores, plan.test_over_train, metric)
 
 
 def _pair_tests(entries: list[CVEntry], plan: FoldPlan) -> list[dict]:

@@ -100,6 +100,14 @@ def common_pool(sets: list[FeatureRows]) -> tuple[list[str], np.ndarray]:
     return paths, np.array([labels[rows[0][p]] for p in paths], int)
 
 
+def pool_groups(manifest, paths: list[str]) -> list[str] | None:
+    """The group of each pooled path, from the manifest (None: the store has no groups)."""
+    if manifest.groups is None:
+        return None
+    by_path = dict(zip(manifest.paths, manifest.groups, strict=True))
+    return [by_path[p] for p in paths]
+
+
 @dataclass
 class FoldScore:
     accuracy: float

@@ -60,6 +60,12 @@ def corrected_interval(scores, test_over_train: float, level: float = 0.95, digi
     return Interval(round(mean, digits), round(low, digits), round(high, digits))
 
 
+def metric_interval(scores, test_over_train: float, metric: str) -> Interval:
+    """``corrected_interval`` within the metric's range: log-loss from 0 up, every other score 0 to 1."""
+    bounds = (0.0, math.inf) if metric == "log_loss" else (0.0, 1.0)
+    return corrected_interval(scores, test_over_train, bounds=bounds)
+
+
 def paired_test(a, b, test_over_train: float) -> PairedTest:
     """Two-sided corrected paired t-test of two entries scored on the same folds."""
     from scipy.stats import t as student_t
