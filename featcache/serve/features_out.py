@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 from .. import __version__, atomic
 from ..errors import FeatcacheError, ParameterError
 from ..ingest.splits import SPLITS
+from ..paths import names_a_url
 from ..stores.checksum import record_digest
 from ..stores.lock import RunLock
 from ..stores.view import FeatureRows, prefetch
@@ -108,7 +108,7 @@ def _pyarrow():
 
 def check_out(out: str | Path) -> Path:
     """``out`` as a folder this export may replace: new, empty, or a previous feature export."""
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", os.fspath(out)):
+    if names_a_url(out):
         raise ParameterError("out", f"{out}: writing features to a URL is not supported yet; give a local folder")
     out = Path(out).expanduser()
     if os.path.lexists(out) and (out.is_symlink() or not out.is_dir()):

@@ -8,10 +8,10 @@ entry-point group.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from ..errors import FeatcacheError, Remedy, Step
+from ..paths import names_a_url
 from ..registry import Registry
 from .backend import Backend
 from .errors import StoreDamagedError, StoreLockedError, write_errors
@@ -58,14 +58,11 @@ def backend_for(path: Path) -> type[Backend]:
     raise FeatcacheError(f"unknown store type {path.suffix!r} for {path}: use one of {known}")
 
 
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # scheme:// (a Path keeps one slash); not a drive letter
-
-
 def check_local(path: str | os.PathLike) -> None:
     """Stores live on a local (or mounted) file system: a URL is refused, not made a folder named
     ``s3:``. Object storage has no rename and no flock, which the store's guarantees rest on."""
     text = os.fspath(path)
-    if _URL.match(text):
+    if names_a_url(text):
         raise FeatcacheError(f"{text}: a store must be a local path for now (Zarr stores in object storage are "
                              "not supported yet; HDF5 never will be)",
                              remedy="write the store to a local folder; images may still come from a URL")
