@@ -44,6 +44,7 @@ from ..config import FeatureConfig
 from ..errors import FeatcacheError, ParameterError, Remedy, Step, shortlist
 from ..heads import EnsembleHead, FitContext, Head, make_head
 from ..heads.data import ArrayRows, as_rows
+from ..ingest.scan import first_labels
 from ..stores import ExtractStats, FeatureRows, FeatureStore, open_store
 from .memory import MemoryPlan, plan_memory, resolve_memory_limit
 from .metrics import (
@@ -128,7 +129,7 @@ def _holdout(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Boolean mask of training images to hold out: stratified, at least one per class of >= 2."""
     rng = np.random.default_rng(seed)
     if np.ndim(y) == 2:  # multi-label: stratified by each image's first label (-1: none)
-        y = np.where(y.any(axis=1), np.argmax(y, axis=1), -1)
+        y = first_labels(y)
     mask = np.zeros(len(y), bool)
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
